@@ -1,0 +1,22 @@
+"""samdistill: distill the Segment Anything family into small, fast medical segmentation models.
+
+Public API::
+
+    import samdistill
+    model = samdistill.load_model("litemedsam")          # bundled real weights, offline
+    masks = model.predict(image, boxes)                    # NxHxW bool, boxes in original pixels
+    samdistill.evaluate_model("litemedsam", "../shared/data/kvasir_seg", out_dir="runs/eval", limit=40)
+"""
+
+__version__ = "0.1.0"
+
+from samdistill.api import (  # noqa: E402
+    evaluate_model,
+    list_datasets,
+    list_models,
+    load_model,
+    open_dataset,
+    save_model,
+)
+
+__all__ = ["__version__", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]

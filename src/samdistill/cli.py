@@ -1,0 +1,197 @@
+"""The ``samdistill`` command. Thin: every verb calls the Python API and prints what it returns.
+
+Exit codes: 0 success, 2 user error (bad path, bad config, bad data) with a one-line message and
+no traceback (``--debug`` shows it), 1 for anything else (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from samdistill.errors import UserError
+
+app = typer.Typer(
+    name="samdistill",
+    help="Distill SAM-family teachers into small, fast medical segmentation models; measure and ship them.\n\n"
+    "Example: samdistill eval --model litemedsam --data ../shared/data/kvasir_seg --split test --limit 40 --out runs/eval",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_state = {"debug": False}
+
+
+class PromptChoice(str, Enum):
+    box = "box"
+    components = "components"
+    point = "point"
+
+
+class OnErrorChoice(str, Enum):
+    raise_ = "raise"
+    skip = "skip"
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List registered models (teachers, students) and datasets.
+
+    Example: samdistill list
+    """
+    from samdistill.data.datasets import DATASETS
+    from samdistill.models.zoo import populate
+
+    models = populate()
+    typer.echo("models:")
+    for e in models:
+        typer.echo(f"  {e.name:<14} {e.meta.get('kind', ''):<8} {e.meta.get('input_size', ''):>5}px  "
+                   f"weights: {e.meta.get('weights', '')}")
+    typer.echo("datasets:")
+    for e in DATASETS:
+        typer.echo(f"  {e.name:<14} {e.meta.get('summary', '')}")
+
+
+@app.command()
+def info(
+    model: str = typer.Argument(..., help="Model name (see `samdistill list`) or a samdistill checkpoint file."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
+    random_init: bool = typer.Option(False, "--random-init", help="Build without weights (architecture figures only)."),
+    latency: bool = typer.Option(False, help="Also time encoder and decoder (3 warm-up, median of --repeats)."),
+    repeats: int = typer.Option(20, min=1, help="Timed runs for --latency."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads for --latency (default: torch's)."),
+) -> None:
+    """Parameters (encoder/decoder/total), MACs and input size of a model.
+
+    Example: samdistill info litemedsam --latency --threads 2
+    """
+    import torch
+
+    from samdistill.api import load_model
+    from samdistill.eval.efficiency import num_threads, promptable_macs, time_ms
+
+    m = load_model(model, checkpoint=checkpoint, pretrained=not random_init)
+    pc = m.parameter_counts()
+    macs = promptable_macs(m)
+    typer.echo(f"model          {model} (family {m.family})")
+    typer.echo(f"input size     {m.input_size} px, embedding {m.embedding_grid}x{m.embedding_grid}x256")
+    typer.echo(f"preprocess     {m.preprocess.to_dict()}")
+    typer.echo(f"params         encoder {pc['encoder'] / 1e6:.2f} M, decoder {pc['decoder'] / 1e6:.2f} M, "
+               f"total {pc['total'] / 1e6:.2f} M")
+    typer.echo(f"MACs           encoder {macs['encoder_gmacs']:.2f} G, decoder {macs['decoder_gmacs']:.3f} G per prompt")
+    if latency:
+        s = m.input_size
+        x = torch.zeros(1, 3, s, s)
+        box = torch.tensor([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]])
+        with num_threads(threads) as t:
+            emb = m.encode(x)
+            enc = time_ms(lambda: m.encode(x), repeats=repeats)
+            dec = time_ms(lambda: m.decode(emb, boxes=box), repeats=repeats)
+        typer.echo(f"latency        encoder {enc['median']:.1f} ms, decoder {dec['median']:.1f} ms "
+                   f"(median of {repeats}, batch 1, {t} threads, cpu)")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option("litemedsam", "--model", "-m", help="Model name or samdistill checkpoint."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset folder, registered name, or `synthetic[:n=..]`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (per_image.csv, summary.json)."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images of the split."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
+    layout: Optional[str] = typer.Option(None, help="Dataset layout when auto-detection is not enough."),
+    prompt: PromptChoice = typer.Option(PromptChoice.box, help="box (tight) | components (box per component) | point."),
+    box_jitter: float = typer.Option(0.0, min=0.0, help="Move each box side out by uniform 0..S px (seeded)."),
+    seed: int = typer.Option(0, help="Seed for prompt jitter and for the split when there is no split.json."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads (stated in the summary)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise: stop at a bad file; skip: count it."),
+    mask_threshold: Optional[int] = typer.Option(None, min=1, max=255, help="Declare masks noisy; foreground >= T."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate a promptable model with simulated prompts; Dice, IoU, NSD, HD95, MACs, latency.
+
+    Example: samdistill eval --model litemedsam --data ../shared/data/kvasir_seg --split test --limit 40 --out runs/eval
+    """
+    from samdistill.api import evaluate_model
+
+    summary = evaluate_model(
+        model, data, out_dir=out, split=split, limit=limit, checkpoint=checkpoint, layout=layout,
+        prompt=prompt.value, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
+        on_error=on_error.value, mask_threshold=mask_threshold, progress=progress,
+    )
+    _print_summary(summary, out)
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Output folder."),
+    n: int = typer.Option(40, min=5, help="Number of synthetic images to generate (the test split is 20%)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
+) -> None:
+    """Run the main job on the embedded default: the bundled LiteMedSAM teacher on generated data.
+
+    Example: samdistill quickstart --out runs/quickstart
+    """
+    from samdistill.api import evaluate_model
+
+    typer.echo(f"quickstart: LiteMedSAM (bundled weights) on {n} seeded synthetic phantoms, test split, tight boxes")
+    summary = evaluate_model("litemedsam", f"synthetic:n={n},size=256,seed=0", out_dir=out, split="test", threads=threads)
+    _print_summary(summary, out)
+
+
+def _print_summary(s: dict, out: Path) -> None:
+    typer.echo(
+        f"{s['model']} on {s['dataset']}/{s['split']} (n={s['n']}, {s['prompt']['description']}): "
+        f"Dice {s['dice']:.4f}  IoU {s['iou']:.4f}  NSD {s['nsd']:.4f}  HD95 {s['hd95']:.2f} px"
+    )
+    for name, b in s.get("baselines", {}).items():
+        typer.echo(f"  baseline {name:<12} Dice {b['dice']:.4f}  IoU {b['iou']:.4f}")
+    lat = s["latency"]
+    typer.echo(
+        f"  latency: encoder {lat['encoder_ms']:.1f} ms, decoder {lat['decoder_ms']:.1f} ms, end to end "
+        f"{lat['end_to_end_ms']:.1f} ms ({s['threads']} threads, {s['device']}); encoder {s['encoder_gmacs']:.2f} GMACs, "
+        f"{s['params']['total'] / 1e6:.2f} M params"
+    )
+    if s["skipped"]["count"] or s["excluded_empty_gt"]["count"]:
+        typer.echo(f"  skipped bad files: {s['skipped']['count']}; excluded (empty ground truth): "
+                   f"{s['excluded_empty_gt']['count']}")
+    typer.echo(f"  wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (0 ok, 2 user error)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        app(args=argv, prog_name="samdistill", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except UserError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+def entry() -> None:  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

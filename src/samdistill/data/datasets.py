@@ -1,0 +1,300 @@
+"""Datasets: a registry of named layouts, splits, and loading samples with the bad-input policy.
+
+``open_dataset("../shared/data/kvasir_seg")`` detects the layout; ``open_dataset("busi", root=...)``
+names it; ``open_dataset("synthetic")`` (or ``synthetic:n=40,size=256,seed=0``) needs no files.
+
+Bad input (unreadable image, mask size differs, non-binary mask, image without mask, mask without
+image) raises :class:`DataError` naming the file, or with ``on_error="skip"`` is skipped and counted
+in ``dataset.skipped``. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from samdistill.data import layouts as L
+from samdistill.data.images import read_image, read_mask
+from samdistill.data.synthetic import phantom
+from samdistill.errors import DataError, UserError
+from samdistill.registry import Registry
+
+OnError = Literal["raise", "skip"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to recognise (``detect``) and list (``scan``) one dataset layout below a root folder."""
+
+    detect: Callable[[Path], bool]
+    scan: Callable[[Path], L.Scan]
+
+
+def _public(detect: Callable[[Path], bool], scan: Callable[[Path], L.Scan]) -> Layout:
+    # Every named dataset also reads the normalised copy (images/ + masks/), e.g. ../shared/data/<name>.
+    return Layout(
+        detect=lambda r: L.has_folder_layout(r) or detect(r),
+        scan=lambda r: L.scan_folder(r) if L.has_folder_layout(r) else scan(r),
+    )
+
+
+DATASETS: Registry[Layout] = Registry("dataset")
+DATASETS.register("folder", summary="images/ + masks/ with the same stem (png/jpg/tif/bmp)")(
+    Layout(L.has_folder_layout, L.scan_folder)
+)
+DATASETS.register("kvasir_seg", summary="Kvasir-SEG: images/*.jpg + masks/*.jpg (JPEG masks thresholded at 128)")(
+    Layout(L.has_folder_layout, L.scan_folder)
+)
+DATASETS.register("cvc_clinicdb", summary="CVC-ClinicDB: Original/*.tif + 'Ground Truth'/*.tif")(
+    _public(L.detect_cvc, L.scan_cvc)
+)
+DATASETS.register("isic2017", summary="ISIC 2016/2017: ISIC_x.jpg + ISIC_x_segmentation.png; official split folders")(
+    _public(L.detect_isic, L.scan_isic)
+)
+DATASETS.register("ph2", summary="PH2: IMDx/IMDx_Dermoscopic_Image/IMDx.bmp + IMDx_lesion/IMDx_lesion.bmp")(
+    _public(L.detect_ph2, L.scan_ph2)
+)
+DATASETS.register("busi", summary="BUSI: 'benign (n).png' + '_mask.png' (+ '_mask_1.png' merged by OR)")(
+    _public(L.detect_busi, L.scan_busi)
+)
+DATASETS.register("hc18", summary="HC18: NNN_HC.png + NNN_HC_Annotation.png (ellipse outlines, filled)")(
+    _public(L.detect_hc18, L.scan_hc18)
+)
+DATASETS.register("synthetic", summary="seeded phantoms with known masks (no files; tests and quickstart)")(
+    Layout(lambda r: False, lambda r: L.Scan())
+)
+
+# Order in which a bare path is tried: the public layouts (their own file names) before the generic folder.
+_DETECT_ORDER = (
+    ("busi", L.detect_busi),
+    ("hc18", L.detect_hc18),
+    ("isic2017", L.detect_isic),
+    ("ph2", L.detect_ph2),
+    ("cvc_clinicdb", L.detect_cvc),
+    ("folder", L.has_folder_layout),
+)
+
+
+@dataclass
+class Sample:
+    id: str
+    image: np.ndarray  # HxWx3 uint8
+    mask: np.ndarray  # HxW bool
+    meta: dict = field(default_factory=dict)
+
+
+class SegDataset:
+    """The records of one dataset, its split, and ``load`` with the bad-input policy."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path | None,
+        scan: L.Scan,
+        *,
+        on_error: OnError = "raise",
+        mask_threshold: int | None = None,
+        split: dict[str, list[str]] | None = None,
+        split_source: str = "",
+        seed: int = 0,
+        generator: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.name, self.root, self.on_error = name, root, on_error
+        self.mask_threshold = mask_threshold
+        self.records = scan.records
+        self.by_id = {r.id: r for r in self.records}
+        self.ignored = scan.ignored
+        self.skipped: list[tuple[str, str]] = []
+        self._generator = generator
+        for path, reason in scan.problems:
+            self._problem(DataError(f"{reason}: {path}", path))
+        if split is None:
+            split, split_source = seeded_split([r.id for r in self.records], seed), f"seeded 70/10/20 (seed {seed})"
+        self.split, self.split_source = self._check_split(split), split_source
+
+    # ---------------------------------------------------------------- bad input
+    def _problem(self, err: DataError) -> None:
+        if self.on_error == "raise":
+            raise err
+        self.skipped.append((err.path or "?", str(err)))
+
+    def _check_split(self, split: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = set(split) - set(SPLITS)
+        if unknown:
+            raise UserError(f"split of {self.name} has unknown parts {sorted(unknown)}; expected {list(SPLITS)}")
+        out = {}
+        for part in SPLITS:
+            ids = list(split.get(part, []))
+            missing = [i for i in ids if i not in self.by_id]
+            for i in missing:
+                self._problem(DataError(f"split {part!r} lists {i!r} but the dataset has no such image/mask pair", i))
+            out[part] = [i for i in ids if i in self.by_id]
+        return out
+
+    # ---------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def ids(self, split: str = "all", limit: int | None = None) -> list[str]:
+        if split == "all":
+            ids = [r.id for r in self.records]
+        elif split in self.split:
+            ids = self.split[split]
+        else:
+            raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}, all")
+        return ids[:limit] if limit is not None else list(ids)
+
+    def load(self, sid: str) -> Sample:
+        """Read one sample; raises :class:`DataError` on bad files (the caller applies ``on_error``)."""
+        rec = self.by_id[sid]
+        if self._generator is not None:
+            image, mask = self._generator(int(rec.meta["index"]))
+            return Sample(sid, image, mask, dict(rec.meta))
+        image = read_image(rec.image)
+        kind = "noisy" if self.mask_threshold is not None and rec.mask_kind == "binary" else rec.mask_kind
+        thr = self.mask_threshold if self.mask_threshold is not None else 128
+        mask = None
+        for mp in rec.masks:
+            m = read_mask(mp, kind, thr)
+            if m.shape != image.shape[:2]:
+                raise DataError(
+                    f"mask {mp} is {m.shape[1]}x{m.shape[0]} but its image {rec.image} is "
+                    f"{image.shape[1]}x{image.shape[0]}",
+                    str(mp),
+                )
+            mask = m if mask is None else (mask | m)
+        return Sample(sid, image, mask, dict(rec.meta))
+
+    def iter_samples(self, ids: list[str]):
+        """Yield samples of ``ids``; bad files raise or are skipped and counted (``on_error``)."""
+        for sid in ids:
+            try:
+                yield self.load(sid)
+            except DataError as err:
+                self._problem(err)
+
+    def describe(self) -> dict:
+        return {
+            "dataset": self.name,
+            "root": str(self.root) if self.root else None,
+            "n_images": len(self.records),
+            "split_source": self.split_source,
+            "split_sizes": {k: len(v) for k, v in self.split.items()},
+        }
+
+
+def seeded_split(ids: list[str], seed: int = 0, fractions: tuple[float, float] = (0.7, 0.1)) -> dict[str, list[str]]:
+    """Shuffle the sorted ids with ``random.Random(seed)``; 70/10/20 by count; each part sorted."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n_train = int(round(fractions[0] * len(order)))
+    n_val = int(round(fractions[1] * len(order)))
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+
+
+def _read_split_file(path: Path) -> dict[str, list[str]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read split file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise UserError(f"split file {path} must be {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
+    return {k: [str(s) for s in v] for k, v in data.items()}
+
+
+def _parse_synthetic(spec: str) -> dict[str, int]:
+    opts = {"n": 40, "size": 256, "seed": 0}
+    _, _, rest = spec.partition(":")
+    for part in filter(None, rest.split(",")):
+        key, _, val = part.partition("=")
+        if key not in opts or not val.strip().isdigit():
+            raise UserError(f"bad synthetic option {part!r}; use e.g. synthetic:n=40,size=256,seed=0")
+        opts[key] = int(val)
+    return opts
+
+
+def synthetic_dataset(n: int = 40, size: int = 256, seed: int = 0) -> SegDataset:
+    records = [L.Record(f"synth_{i:04d}", None, (), meta={"index": i}) for i in range(n)]
+    return SegDataset(
+        f"synthetic:n={n},size={size},seed={seed}", None, L.Scan(records=records),
+        generator=lambda i: phantom(seed, i, size), seed=seed,
+    )
+
+
+def resolve_root(name: str) -> Path:
+    """Where a named dataset lives: ``$SAMDISTILL_DATA/<name>`` (``:``-separated roots), or ``./data/<name>``."""
+    roots = [Path(p) for p in os.environ.get("SAMDISTILL_DATA", "").split(os.pathsep) if p] + [Path("data")]
+    for r in roots:
+        if (r / name).is_dir():
+            return r / name
+    raise UserError(
+        f"dataset {name!r} not found in {', '.join(str(r) for r in roots)}; pass its folder "
+        f"(--data PATH/{name}) or set SAMDISTILL_DATA to the folder that holds it"
+    )
+
+
+def open_dataset(
+    spec: str | os.PathLike,
+    *,
+    layout: str | None = None,
+    on_error: OnError = "raise",
+    mask_threshold: int | None = None,
+    seed: int = 0,
+    split_file: str | os.PathLike | None = None,
+) -> SegDataset:
+    """Open a dataset by path or registered name (see the module docstring)."""
+    spec = str(spec)
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return synthetic_dataset(**_parse_synthetic(spec))
+    path = Path(spec)
+    if not path.exists():
+        if spec in DATASETS:
+            layout = layout or spec
+            path = resolve_root(spec)
+        else:
+            raise UserError(f"data not found: {spec} (neither a folder nor a dataset name: {', '.join(DATASETS.names())})")
+    if not path.is_dir():
+        raise UserError(f"--data must be a folder, got a file: {path}")
+    if layout is None:
+        layout = next((n for n, detect in _DETECT_ORDER if detect(path)), None)
+        if layout is None:
+            raise UserError(
+                f"no known layout in {path}: expected images/ + masks/ (same stems) or a public layout "
+                f"({', '.join(n for n, _ in _DETECT_ORDER[:-1])}); name it with --layout"
+            )
+    lay = DATASETS.get(layout)
+    if not lay.detect(path):
+        raise UserError(f"{path} does not look like the {layout!r} layout ({DATASETS.entry(layout).meta['summary']})")
+    scan = lay.scan(path)
+    if not scan.records and not scan.problems:
+        raise UserError(f"no image/mask pairs found in {path} ({layout} layout)")
+    split_path = Path(split_file) if split_file else path / "split.json"
+    if split_path.is_file():
+        split, source = _read_split_file(split_path), str(split_path)
+    elif split_file:
+        raise UserError(f"split file not found: {split_path}")
+    elif scan.split is not None:
+        split, source = scan.split, f"{layout} official folders"
+    else:
+        split, source = None, ""
+    name = path.resolve().name if layout == "folder" else layout
+    return SegDataset(
+        name, path, scan, on_error=on_error, mask_threshold=mask_threshold, split=split, split_source=source, seed=seed
+    )
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()

@@ -1,0 +1,122 @@
+"""Read images and masks into plain arrays, with one clear error per bad file.
+
+Images come back as ``HxWx3 uint8`` whatever their mode (grey, RGB, RGBA, palette, 16-bit, float).
+Masks come back as ``HxW bool`` under one of three declared kinds:
+
+* ``binary``: values must lie in {0, 1, 255}; anything else is an error (a grey-level label map
+  or a resampled mask would otherwise be silently thresholded).
+* ``noisy``: binary with compression noise (JPEG masks); foreground is ``value >= threshold``.
+* ``outline``: a closed (or border-cut) contour, e.g. HC18 ellipses; filled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from samdistill.errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+LOSSY_EXTS = (".jpg", ".jpeg")
+MaskKind = Literal["binary", "noisy", "outline"]
+
+#: Largest image we agree to decode (pixels); PIL's own bomb guard is similar.
+MAX_PIXELS = 178_956_970
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what} not found: {p}", str(p))
+    if p.stat().st_size == 0:
+        raise DataError(f"{what} is an empty file: {p}", str(p))
+    try:
+        im = Image.open(p)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read {what} {p}: {exc}", str(p)) from None
+    if im.width * im.height > MAX_PIXELS:
+        raise DataError(f"{what} {p} is too large ({im.width}x{im.height})", str(p))
+    return im
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr.astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.round((a - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any readable image -> ``HxWx3 uint8``. 16-bit and float images are min-max scaled to 0..255."""
+    im = _open(Path(path), "image")
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        arr = np.asarray(im)
+    elif mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1", "LAB", "HSV"):
+        arr = np.asarray(im.convert("RGB"))
+    else:  # I;16, I;16B, I, F: high bit depth greyscale
+        arr = _to_uint8(np.asarray(im))
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def read_mask(path: str | Path, kind: MaskKind = "binary", threshold: int = 128) -> np.ndarray:
+    """A mask file -> ``HxW bool`` (see the module docstring for ``kind``)."""
+    p = Path(path)
+    im = _open(p, "mask")
+    if im.mode in ("P", "PA"):
+        im = im.convert("L")
+    arr = np.asarray(im)
+    if arr.ndim == 3:
+        chans = arr[:, :, :3] if arr.shape[2] >= 3 else arr[:, :, :1]
+        if kind == "binary" and not (chans == chans[:, :, :1]).all():
+            raise DataError(f"mask {p} is a colour image with differing channels; expected a binary mask", str(p))
+        arr = chans.max(axis=2) if kind == "binary" else np.asarray(im.convert("L"))
+    if kind == "noisy":
+        return _to_uint8(arr) >= threshold if arr.dtype != np.uint8 else arr >= threshold
+    if kind == "outline":
+        return fill_outline(arr >= threshold if arr.dtype == np.uint8 else arr > 0)
+    values = np.unique(arr)
+    if not set(values.tolist()) <= {0, 1, 255}:
+        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        raise DataError(
+            f"mask {p} is not binary (values {shown}); expected {{0,1}} or {{0,255}}. "
+            "If these are compression noise, declare it with --mask-threshold 128",
+            str(p),
+        )
+    return arr > 0
+
+
+def fill_outline(outline: np.ndarray) -> np.ndarray:
+    """Fill a closed contour; a contour cut by the image border is filled by its convex hull."""
+    filled = ndimage.binary_fill_holes(outline)
+    if filled.sum() > 1.5 * outline.sum() or outline.sum() < 3:
+        return filled
+    return convex_hull_fill(outline)
+
+
+def convex_hull_fill(mask: np.ndarray) -> np.ndarray:
+    """The filled convex hull of the foreground pixels (right for ellipses cut by the border)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    ys, xs = np.nonzero(mask)
+    pts = np.stack([xs, ys], axis=1).astype(np.float64)
+    try:
+        tri = Delaunay(pts)
+    except QhullError:  # collinear points: nothing to fill
+        return mask.copy()
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    gy, gx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+    inside = tri.find_simplex(np.stack([gx.ravel(), gy.ravel()], axis=1)) >= 0
+    out = mask.copy()
+    out[y0 : y1 + 1, x0 : x1 + 1] |= inside.reshape(gy.shape)
+    return out

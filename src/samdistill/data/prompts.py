@@ -1,0 +1,104 @@
+"""Prompt simulation, in the original image frame: tight, jittered and per-component boxes; points.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixel indices, inclusive (x1 is the last foreground column),
+as MedSAM computes them. The model maps them to its input frame.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from scipy import ndimage
+
+
+def prompt_rng(seed: int, key: str) -> np.random.Generator:
+    """A generator that depends only on (seed, sample id): prompts don't change with order or limit."""
+    return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+
+
+def tight_box(mask: np.ndarray) -> np.ndarray:
+    """The smallest box holding all foreground pixels; ``ValueError`` on an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("no foreground: a box prompt needs a non-empty mask")
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
+
+
+def jitter_box(box: np.ndarray, shift: float, rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
+    """Move each side outwards by an independent uniform 0..``shift`` px, clipped to the image."""
+    if shift <= 0:
+        return np.asarray(box, dtype=np.float64).copy()
+    d = rng.uniform(0, shift, size=4)
+    x0, y0, x1, y1 = box
+    return np.array(
+        [max(0.0, x0 - d[0]), max(0.0, y0 - d[1]), min(hw[1] - 1.0, x1 + d[2]), min(hw[0] - 1.0, y1 + d[3])]
+    )
+
+
+def component_boxes(mask: np.ndarray, min_area: int = 1) -> np.ndarray:
+    """One tight box per 8-connected component (``Nx4``), largest component first."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 4))
+    slices = ndimage.find_objects(labels)
+    areas = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+    boxes = [
+        (area, [s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1])
+        for s, area in zip(slices, areas)
+        if area >= min_area
+    ]
+    boxes.sort(key=lambda t: -t[0])
+    return np.array([b for _, b in boxes], dtype=np.float64).reshape(-1, 4)
+
+
+def sample_points(
+    mask: np.ndarray, n_pos: int, n_neg: int, rng: np.random.Generator, box: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positive points inside the foreground, negative ones in the background (inside ``box`` if given).
+
+    The first positive point is the foreground pixel farthest from the boundary (the most
+    unambiguous click); the rest are uniform. Returns ``(Px2 xy coords, P labels)`` with 1 = positive.
+    """
+    coords, labels = [], []
+    if n_pos > 0:
+        fg = np.argwhere(mask)
+        if fg.size == 0:
+            raise ValueError("no foreground: positive points need a non-empty mask")
+        dist = ndimage.distance_transform_edt(mask)
+        cy, cx = np.unravel_index(np.argmax(dist), dist.shape)
+        coords.append([cx, cy])
+        for y, x in fg[rng.choice(len(fg), size=n_pos - 1, replace=len(fg) < n_pos - 1)] if n_pos > 1 else []:
+            coords.append([x, y])
+        labels += [1] * n_pos
+    if n_neg > 0:
+        bg = ~mask
+        if box is not None:
+            region = np.zeros_like(bg)
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            region[y0 : y1 + 1, x0 : x1 + 1] = True
+            bg = bg & region if (bg & region).any() else bg
+        pts = np.argwhere(bg)
+        if pts.size == 0:
+            raise ValueError("no background: negative points need background pixels")
+        for y, x in pts[rng.choice(len(pts), size=n_neg, replace=len(pts) < n_neg)]:
+            coords.append([x, y])
+        labels += [0] * n_neg
+    return np.asarray(coords, dtype=np.float64).reshape(-1, 2), np.asarray(labels, dtype=np.int64)
+
+
+def box_ellipse_mask(box: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Prompt-only baseline: the ellipse inscribed in the box."""
+    x0, y0, x1, y1 = box
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rx, ry = max((x1 - x0) / 2, 0.5), max((y1 - y0) / 2, 0.5)
+    return ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+
+
+def box_filled_mask(box: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Prompt-only baseline: the filled box."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    out = np.zeros(hw, dtype=bool)
+    out[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the eval loop, efficiency measurements."""

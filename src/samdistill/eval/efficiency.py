@@ -1,0 +1,95 @@
+"""Parameters, MACs (torch.utils.flop_counter) and latency, measured the same way for every model.
+
+MACs = FLOPs / 2 at the model's input size, batch 1 (encoder; decoder per prompt). Latency: 3
+warm-up runs then the median of >= 20, with the thread count stated (DESIGN.md section 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[int]:
+    """Run a block with ``torch.set_num_threads(n)`` (``None``: leave as is); yields the count used."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Multiply-accumulates of one call of ``fn`` (FLOPs/2 as counted by PyTorch's FlopCounterMode)."""
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops() // 2)
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def time_ms(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 20, device: str = "cpu") -> dict[str, float]:
+    """Median, 10th and 90th percentile of ``repeats`` timed calls after ``warmup`` calls, in ms."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    return {"median": statistics.median(times), "p10": q[0], "p90": q[-1], "n": len(times)}
+
+
+def promptable_macs(model: nn.Module) -> dict[str, float]:
+    """GMACs of the encoder at the input size (batch 1) and of the decoder for one box prompt."""
+    dev = next(model.parameters()).device
+    s = model.input_size
+    x = torch.zeros(1, 3, s, s, device=dev)
+    enc = count_macs(model.encode, x)
+    emb = model.encode(x) if enc >= 0 else None
+    box = torch.tensor([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]], device=dev)
+    dec = count_macs(model.decode, emb, boxes=box)
+    return {"encoder_gmacs": enc / 1e9, "decoder_gmacs": dec / 1e9}
+
+
+def machine_info() -> dict[str, Any]:
+    """What a reader needs to interpret a timing: CPU, cores, threads, torch, device."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info

@@ -1,0 +1,1 @@
+"""Models: the promptable assembly, teachers, students, preprocessing, and the registry of families."""
