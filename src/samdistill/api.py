@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from samdistill.config import DistillConfig, load_config
 from samdistill.data.datasets import list_datasets, open_dataset
 from samdistill.eval.evaluate import PromptProtocol, evaluate
 from samdistill.models.zoo import list_models, load_model, save_model
 
-__all__ = ["evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]
+__all__ = ["build_cache", "distill", "quickstart", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]
 
 
 def evaluate_model(
@@ -40,3 +41,55 @@ def evaluate_model(
         protocol=PromptProtocol(kind=prompt, jitter=box_jitter, seed=seed),  # type: ignore[arg-type]
         threads=threads, device=device, progress=progress,
     )
+
+
+def distill(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False) -> dict[str, Any]:
+    """Run a distillation recipe into ``out_dir`` (see :mod:`samdistill.distill`)."""
+    from samdistill.distill import distill as _distill
+
+    return _distill(cfg, out_dir, resume=resume)
+
+
+def build_cache(
+    data: str | os.PathLike,
+    *,
+    teacher: str = "litemedsam",
+    checkpoint: str | os.PathLike | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    flips: bool = False,
+    cache_dir: str | os.PathLike = "runs/.samdistill-cache",
+    threads: int | None = None,
+    on_error: str = "raise",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fill the teacher-embedding cache for one split; returns hit/miss/corrupt counts."""
+    from samdistill.data.cache import EmbeddingCache
+    from samdistill.eval.efficiency import num_threads
+
+    with num_threads(threads):
+        ds = open_dataset(data, on_error=on_error)
+        t = load_model(teacher, checkpoint=checkpoint)
+        cache = EmbeddingCache(cache_dir, t)
+        cache.build(ds, ds.ids(split, limit), flips=flips, progress=progress)
+    return {**cache.stats.as_dict(), "dir": str(cache.dir)}
+
+
+def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Distill LiteMedSAM into a small student on ``n`` phantoms; evaluate both on the test split."""
+    out = Path(out_dir)
+    data = f"synthetic:n={n},size=256,seed=0"
+    cfg = load_config("kdsam", {
+        "data": {"path": data}, "student": {"name": "efficientvit_b0"}, "threads": threads, "progress": progress,
+        "cache": {"dir": str(out / "cache")}, "overlays": 2,
+        "stage1": {"epochs": 4, "perceptual": 0.0, "batch_size": 4, "optim": {"lr": 0.002, "warmup_steps": 5}},
+        "stage2": {"epochs": 4, "batch_size": 4, "kd": 0.5, "optim": {"lr": 0.001, "warmup_steps": 5}},
+    })
+    run = distill(cfg, out, resume=(out / "checkpoints" / "last.pt").exists())
+    res = {"distill": run}
+    for role, model in (("teacher", "litemedsam"), ("student", str(out / "student.pt"))):
+        res[role] = evaluate_model(model, data, out_dir=out / "eval" / role, split="test", threads=threads,
+                                   progress=progress)
+        res[role]["model"] = role if role == "teacher" else f"student ({cfg.student.name})"
+    return res

@@ -82,7 +82,7 @@ def info(
     from samdistill.api import load_model
     from samdistill.eval.efficiency import num_threads, promptable_macs, time_ms
 
-    m = load_model(model, checkpoint=checkpoint, pretrained=not random_init)
+    m = load_model(model, checkpoint=checkpoint, pretrained=False if random_init else None)
     pc = m.parameter_counts()
     macs = promptable_macs(m)
     typer.echo(f"model          {model} (family {m.family})")
@@ -136,20 +136,87 @@ def eval_cmd(
 
 
 @app.command()
+def distill(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stage1.epochs=3."),
+    method: str = typer.Option("kdsam", help="Distillation method (kdsam)."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe YAML (default: recipes/<method>.yaml)."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher model name (default from the recipe: litemedsam)."),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
+    student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    stage: Optional[int] = typer.Option(None, min=1, max=2, help="Run only stage 1 or stage 2 (default: both)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda."),
+) -> None:
+    """Distill a teacher into a small promptable student (KD SAM: encoder, then decoder stage).
+
+    Example: samdistill distill --method kdsam --teacher litemedsam --student resnet18 --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=8
+    """
+    from samdistill.api import distill as run_distill
+    from samdistill.config import load_config, parse_overrides
+
+    cli: dict = {}
+    for key, val in (("teacher", teacher), ("teacher_checkpoint", str(teacher_checkpoint) if teacher_checkpoint else None),
+                     ("data.path", data), ("student.name", student), ("threads", threads), ("device", device),
+                     ("method", method)):
+        if val is not None:
+            cli[key] = val
+    if stage is not None:
+        cli["stages"] = [stage]
+    items = [f"{k}={v}" if not isinstance(v, list) else f"{k}={v}" for k, v in cli.items()] + list(overrides or [])
+    cfg = load_config(recipe or method, parse_overrides(items))
+    summary = run_distill(cfg, out, resume=resume)
+    b = summary["best"]
+    typer.echo(f"student {summary['student']} distilled from {summary['teacher']} on {summary['dataset']}: best val Dice "
+               f"{b['dice']:.4f} ({b['phase']} epoch {b['epoch']}), {summary['train_seconds'] / 60:.1f} min training, "
+               f"cache {summary['cache']['hits']} hits / {summary['cache']['misses']} computed")
+    typer.echo(f"  wrote {summary['student_path']}; evaluate it with: samdistill eval --model {summary['student_path']} "
+               f"--data {cfg.data.path} --out {out / 'eval'}")
+
+
+@app.command()
+def cache(
+    data: str = typer.Option(..., "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
+    teacher: str = typer.Option("litemedsam", help="Teacher model name."),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
+    split: str = typer.Option("train", help="train | val | test | all."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images of the split."),
+    flips: bool = typer.Option(False, help="Also cache the teacher embedding of each h-flipped image."),
+    cache_dir: Path = typer.Option(Path("runs/.samdistill-cache"), help="Cache folder (shared by runs)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise | skip bad files."),
+) -> None:
+    """Compute and store teacher embeddings once (fp16, resumable; `distill` reuses them).
+
+    Example: samdistill cache --data ../shared/data/kvasir_seg --split train --cache-dir runs/.samdistill-cache
+    """
+    from samdistill.api import build_cache
+
+    stats = build_cache(data, teacher=teacher, checkpoint=teacher_checkpoint, split=split, limit=limit, flips=flips,
+                        cache_dir=cache_dir, threads=threads, on_error=on_error.value)
+    typer.echo(f"cache {stats['dir']}: {stats['hits']} already there, {stats['misses']} computed, "
+               f"{stats['corrupt']} corrupt entries replaced, {stats['skipped']} bad files skipped, {stats['seconds']:.0f} s")
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Output folder."),
-    n: int = typer.Option(40, min=5, help="Number of synthetic images to generate (the test split is 20%)."),
+    n: int = typer.Option(40, min=10, help="Number of synthetic images to generate (70/10/20 split)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
 ) -> None:
-    """Run the main job on the embedded default: the bundled LiteMedSAM teacher on generated data.
+    """Run the main job on the embedded default: distill the bundled LiteMedSAM into a small student
+    on generated phantoms, then evaluate teacher and student on the held-out test images.
 
     Example: samdistill quickstart --out runs/quickstart
     """
-    from samdistill.api import evaluate_model
+    from samdistill.api import quickstart as run_quickstart
 
-    typer.echo(f"quickstart: LiteMedSAM (bundled weights) on {n} seeded synthetic phantoms, test split, tight boxes")
-    summary = evaluate_model("litemedsam", f"synthetic:n={n},size=256,seed=0", out_dir=out, split="test", threads=threads)
-    _print_summary(summary, out)
+    typer.echo(f"quickstart: KD SAM from LiteMedSAM (bundled weights) into efficientvit_b0 on {n} synthetic phantoms")
+    result = run_quickstart(out, n=n, threads=threads)
+    for role in ("teacher", "student"):
+        _print_summary(result[role], out / "eval" / role)
 
 
 def _print_summary(s: dict, out: Path) -> None:

@@ -64,13 +64,33 @@ def time_ms(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 20, device
     return {"median": statistics.median(times), "p10": q[0], "p90": q[-1], "n": len(times)}
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set ``requires_grad=False`` on every parameter (FlopCounterMode's module tracker
+    trips over views of trainable parameters taken under no_grad)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+@torch.no_grad()
 def promptable_macs(model: nn.Module) -> dict[str, float]:
     """GMACs of the encoder at the input size (batch 1) and of the decoder for one box prompt."""
+    with frozen(model):
+        return _promptable_macs(model)
+
+
+def _promptable_macs(model: nn.Module) -> dict[str, float]:
     dev = next(model.parameters()).device
     s = model.input_size
     x = torch.zeros(1, 3, s, s, device=dev)
     enc = count_macs(model.encode, x)
-    emb = model.encode(x) if enc >= 0 else None
+    emb = model.encode(x)
     box = torch.tensor([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]], device=dev)
     dec = count_macs(model.decode, emb, boxes=box)
     return {"encoder_gmacs": enc / 1e9, "decoder_gmacs": dec / 1e9}

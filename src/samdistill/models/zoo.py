@@ -28,6 +28,7 @@ _FAMILY_MODULES = (
     "samdistill.models.teachers.sam",
     "samdistill.models.teachers.mobilesam",
     "samdistill.models.teachers.test_sam",
+    "samdistill.models.students.promptable",
 )
 _populated = False
 
@@ -111,15 +112,21 @@ def load_model(
     name_or_path: str | os.PathLike,
     *,
     checkpoint: str | os.PathLike | None = None,
-    pretrained: bool = True,
+    pretrained: bool | str | None = None,
     device: str | torch.device = "cpu",
     **config: Any,
 ) -> nn.Module:
-    """A registered name (``litemedsam``, ``sam_vit_b`` + ``checkpoint=``...) or a samdistill checkpoint file."""
+    """A registered name (``litemedsam``, ``sam_vit_b`` + ``checkpoint=``...) or a samdistill checkpoint file.
+
+    ``pretrained``: for teachers, ``False`` builds the random-init architecture (default: real weights);
+    for students, a local timm weights file (default: random init).
+    """
     populate()
     key = str(name_or_path)
     if key in MODELS:
-        model = MODELS.get(key)(pretrained=pretrained, checkpoint=checkpoint, **config)
+        if pretrained is not None:
+            config["pretrained"] = pretrained
+        model = MODELS.get(key)(checkpoint=checkpoint, **config)
     elif Path(key).is_file() or key.endswith((".pt", ".pth")):
         model = _load_checkpoint(Path(key), family_hint=None)
     else:
@@ -143,7 +150,7 @@ def _load_checkpoint(path: Path, family_hint: str | None) -> nn.Module:
     if family not in MODELS:
         raise CheckpointError(f"{path} holds an unknown model family {family!r}; known: {', '.join(MODELS.names())}")
     entry = MODELS.entry(family)
-    model = entry.obj(pretrained=False, **payload["config"])
+    model = entry.obj(**({"pretrained": False} if entry.meta.get("kind") == "teacher" else {}), **payload["config"])
     load_state(model, payload["state_dict"], source=str(path), expected=f"the {family} architecture")
     if entry.meta.get("kind") == "teacher":
         freeze(model)

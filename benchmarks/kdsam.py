@@ -1,0 +1,211 @@
+"""Claim: KD SAM distills LiteMedSAM into a student that keeps its Dice at a fraction of its cost.
+
+For each dataset: `samdistill distill` (recipe kdsam + the overrides below) on the train split,
+then, in this same process, `samdistill eval` of teacher and student on the same test split (tight
+box), batch-1 CPU latency of both timed back to back (3 warm-up, median of 20), MACs and parameters,
+and the ratios. It also times a stage-1 epoch's worth of steps with the warm cache against the
+same steps with the teacher run on each image (no cache). Writes
+benchmarks/results/kdsam_<dataset>.{json,md} (targets: Dice >= teacher - 0.03, >= 10x fewer encoder
+MACs, >= 5x lower encoder+decoder latency, training within 2 h on this machine; cache >= 10x).
+
+    python benchmarks/kdsam.py --datasets kvasir_seg hc18 busi --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, shared_dataset, write_results  # noqa: E402
+
+EPOCHS = {"kvasir_seg": (8, 6), "hc18": (6, 5), "busi": (6, 5)}
+
+
+def cache_speedup(run_dir: Path, cfg, teacher, student_path: Path, n: int = 16) -> dict:
+    """Seconds per image of stage-1 steps: warm cache vs. running the teacher on each image."""
+    from samdistill.config import Stage1Config
+    from samdistill.data.cache import CachedSet, EmbeddingCache, content_key
+    from samdistill.data.datasets import open_dataset
+    from samdistill.losses.perceptual import DecoderPerceptual
+    from samdistill.methods.kdsam import KDSAMStage
+    from samdistill.models.zoo import load_model
+    from samdistill.train.trainer import collate
+
+    ds = open_dataset(cfg.data.path)
+    ids = ds.ids("train", n)
+    cache = EmbeddingCache(cfg.cache.dir, teacher)
+    keys = list(cache.build(ds, ids, progress=False).values())
+    student = load_model(student_path)
+    s1: Stage1Config = cfg.stage1
+    method = KDSAMStage(stage=1, student=student, teacher=teacher, cfg=s1,
+                        perceptual=DecoderPerceptual(teacher) if s1.perceptual > 0 else None)
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-5)
+    method.train()
+    bs = s1.batch_size
+
+    def run_steps(get_items) -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(ids), bs):
+            batch = collate(get_items(ids[i : i + bs], keys[i : i + bs]))
+            loss = method.step(batch)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / len(ids)
+
+    cached = CachedSet(cache, keys, in_memory=True)
+    _ = [cached[i] for i in range(len(keys))]  # warm: an epoch after the first reads from memory
+    warm = run_steps(lambda sids, ks: [cached[keys.index(k)] for k in ks])
+
+    @torch.no_grad()
+    def uncached_items(sids, ks):
+        items = []
+        for sid in sids:
+            s = ds.load(sid)  # read + decode the image from disk
+            x = teacher.preprocess.image(s.image)
+            emb = teacher.encode(x[None])[0]
+            items.append({"image": x, "embedding": emb, "mask": teacher.preprocess.mask_to_input(s.mask), "id": sid})
+        return items
+
+    cold = run_steps(uncached_items)
+    return {"n_images": len(ids), "seconds_per_image_warm_cache": warm, "seconds_per_image_no_cache": cold,
+            "speedup": cold / warm, "perceptual_weight": s1.perceptual}
+
+
+def latency_pair(teacher, student, threads: int) -> dict:
+    from samdistill.eval.efficiency import num_threads, time_ms
+
+    out = {}
+    with num_threads(threads), torch.no_grad():
+        for role, m in (("teacher", teacher), ("student", student)):
+            s = m.input_size
+            x = torch.zeros(1, 3, s, s)
+            box = torch.tensor([[s * 0.25, s * 0.3, s * 0.7, s * 0.8]])
+            emb = m.encode(x)
+            enc = time_ms(lambda: m.encode(x), repeats=20)
+            dec = time_ms(lambda: m.decode(emb, boxes=box), repeats=20)
+            out[role] = {"encoder_ms": enc["median"], "decoder_ms": dec["median"],
+                         "encoder_plus_decoder_ms": enc["median"] + dec["median"]}
+    return out
+
+
+def run_dataset(name: str, args) -> dict:
+    from samdistill.api import distill, evaluate_model
+    from samdistill.config import load_config
+    from samdistill.models.zoo import load_model
+
+    s1, s2 = (args.stage1_epochs, args.stage2_epochs) if args.stage1_epochs is not None else EPOCHS[name]
+    data = shared_dataset(name)
+    run_dir = RESULTS / "runs" / f"kdsam_{name}"
+    overrides = {
+        "data": {"path": str(data)}, "student": {"name": args.student}, "threads": args.threads,
+        "cache": {"dir": str(RESULTS / "runs" / ".cache")},
+        "stage1": {"epochs": s1, "perceptual": args.perceptual}, "stage2": {"epochs": s2},
+        "progress": not args.quiet,
+    }
+    cfg = load_config("kdsam", overrides)
+    t0 = time.time()
+    run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
+    distill_s = time.time() - t0
+
+    teacher = load_model("litemedsam")
+    student = load_model(run_dir / "student.pt")
+    ev = {}
+    for role, model in (("teacher", "litemedsam"), ("student", str(run_dir / "student.pt"))):
+        ev[role] = evaluate_model(model, data, out_dir=run_dir / "eval" / role, split="test", threads=args.threads,
+                                  progress=not args.quiet)
+    lat = latency_pair(teacher, student, args.threads)
+    speed = cache_speedup(run_dir, cfg, teacher, run_dir / "student.pt")
+    t, s = ev["teacher"], ev["student"]
+    ratios = {
+        "encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
+        "total_macs": (t["encoder_gmacs"] + t["decoder_gmacs"]) / (s["encoder_gmacs"] + s["decoder_gmacs"]),
+        "params": t["params"]["total"] / s["params"]["total"],
+        "latency_encoder_plus_decoder": lat["teacher"]["encoder_plus_decoder_ms"] / lat["student"]["encoder_plus_decoder_ms"],
+        "latency_end_to_end_eval": t["latency"]["end_to_end_ms"] / s["latency"]["end_to_end_ms"],
+    }
+    targets = {
+        "dice_within_0.03": s["dice"] >= t["dice"] - 0.03,
+        "encoder_macs_10x": ratios["encoder_macs"] >= 10,
+        "latency_5x": ratios["latency_encoder_plus_decoder"] >= 5,
+        "trained_within_2h": distill_s <= 7200,
+        "cache_10x": speed["speedup"] >= 10,
+    }
+    return {"dataset": name, "student": args.student, "config": cfg.model_dump(mode="json"),
+            "distill": {k: run[k] for k in ("best", "steps", "cache", "train_seconds", "total_seconds",
+                                           "n_train_images", "n_val")},
+            "distill_wall_seconds": distill_s, "eval": {"teacher": t, "student": s}, "latency_back_to_back": lat,
+            "ratios": ratios, "cache_speed": speed, "targets": targets, "threads": args.threads,
+            "machine": t["machine"]}
+
+
+def markdown(r: dict) -> str:
+    t, s = r["eval"]["teacher"], r["eval"]["student"]
+    lt, ls = r["latency_back_to_back"]["teacher"], r["latency_back_to_back"]["student"]
+    ra, sp, tg = r["ratios"], r["cache_speed"], r["targets"]
+    c = r["config"]
+    row = lambda name, e, l: (  # noqa: E731
+        f"| {name} | {e['dice']:.4f} | {e['iou']:.4f} | {e['hd95']:.2f} | {e['params']['total'] / 1e6:.2f} | "
+        f"{e['encoder_gmacs']:.2f} | {e['encoder_gmacs'] + e['decoder_gmacs']:.2f} | {l['encoder_ms']:.1f} | "
+        f"{l['decoder_ms']:.1f} | {e['latency']['end_to_end_ms']:.1f} |")
+    b = t["baselines"]
+    lines = [
+        f"# KD SAM on {r['dataset']}: LiteMedSAM -> {r['student']}\n",
+        f"Test split, n={s['n']} images, tight box from the ground truth; metrics at the original resolution.\n",
+        "| model | Dice | IoU | HD95 px | params M | enc GMACs | total GMACs (1 prompt) | enc ms | dec ms | end-to-end ms (eval) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        row("teacher litemedsam", t, lt),
+        row(f"student {r['student']}", s, ls),
+        f"| ellipse in box (prompt only) | {b['box_ellipse']['dice']:.4f} | {b['box_ellipse']['iou']:.4f} | | | | | | | |",
+        f"| filled box (prompt only) | {b['box_filled']['dice']:.4f} | {b['box_filled']['iou']:.4f} | | | | | | | |",
+        "",
+        f"Ratios teacher/student: encoder MACs {ra['encoder_macs']:.1f}x, total MACs {ra['total_macs']:.1f}x, params "
+        f"{ra['params']:.1f}x, encoder+decoder latency {ra['latency_encoder_plus_decoder']:.1f}x (batch 1, back to back, "
+        f"median of 20), end-to-end eval latency {ra['latency_end_to_end_eval']:.1f}x.",
+        f"Dice gap: {s['dice'] - t['dice']:+.4f}.\n",
+        f"Training: {r['distill']['n_train_images']} train images, stage 1 {c['stage1']['epochs']} epochs "
+        f"(MSE {c['stage1']['mse']}, perceptual {c['stage1']['perceptual']}), stage 2 {c['stage2']['epochs']} epochs "
+        f"(Dice {c['stage2']['dice']}, BCE {c['stage2']['bce']}, KD {c['stage2']['kd']}, IoU {c['stage2']['iou']}, "
+        f"MSE {c['stage2']['mse']}, box jitter {c['stage2']['box_jitter']} px); random-init backbone (no ImageNet "
+        f"weights here). Cache: {r['distill']['cache']['misses']} embeddings computed in "
+        f"{r['distill']['cache']['seconds'] / 60:.1f} min ({r['distill']['cache']['hits']} already cached). "
+        f"Distill wall time {r['distill_wall_seconds'] / 60:.1f} min (cache + training), training alone "
+        f"{r['distill']['train_seconds'] / 60:.1f} min; best val Dice {r['distill']['best']['dice']:.4f} "
+        f"({r['distill']['best']['phase']} epoch {r['distill']['best']['epoch']}).\n",
+        f"Stage-1 steps with warm cache: {sp['seconds_per_image_warm_cache'] * 1e3:.0f} ms/image; with the teacher run "
+        f"per image instead: {sp['seconds_per_image_no_cache'] * 1e3:.0f} ms/image -> {sp['speedup']:.1f}x "
+        f"(n={sp['n_images']}).\n",
+        "Targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in tg.items()) + ".\n",
+        f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, {r['threads']} torch threads, CPU only, "
+        f"torch {r['machine']['torch']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
+    ap.add_argument("--student", default="resnet18")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stage1-epochs", type=int, default=None)
+    ap.add_argument("--stage2-epochs", type=int, default=None)
+    ap.add_argument("--perceptual", type=float, default=0.0,
+                    help="stage-1 perceptual weight (default 0 here: it triples stage-1 step cost on 2 cores)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    if args.stage1_epochs is not None and args.stage2_epochs is None:
+        ap.error("give --stage2-epochs with --stage1-epochs")
+    for name in args.datasets:
+        r = run_dataset(name, args)
+        write_results(f"kdsam_{name}", r, markdown(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Recipes: YAML files validated into typed objects, with ``key=value`` overrides on dotted keys.
+
+Unknown or mistyped keys are rejected with their full dotted name and the closest valid key.
+The resolved config is saved as ``config.yaml`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from samdistill.errors import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    path: str = "synthetic"
+    layout: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    limit_train: Optional[int] = Field(None, ge=1)
+    limit_val: Optional[int] = Field(None, ge=1)
+    on_error: Literal["raise", "skip"] = "raise"
+    mask_threshold: Optional[int] = Field(None, ge=1, le=255)
+    seed: int = 0
+
+
+class StudentConfig(Strict):
+    name: str = "resnet18"
+    decoder: Literal["teacher", "slim"] = "teacher"
+    neck_width: Optional[int] = Field(None, ge=4)
+    pretrained: Optional[str] = None  # local timm weights file
+
+
+class CacheConfig(Strict):
+    dir: Optional[str] = None  # default: <out>/../.cache or $SAMDISTILL_CACHE
+    flips: bool = False
+    in_memory: bool = True
+
+
+class OptimConfig(Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    warmup_steps: int = Field(20, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)
+    clip_grad: Optional[float] = Field(1.0, gt=0)
+
+
+class Stage1Config(Strict):
+    """Encoder distillation: embedding MSE + perceptual (teacher decoder activations)."""
+
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(8, ge=1)
+    optim: OptimConfig = OptimConfig()
+    mse: float = Field(1.0, ge=0)
+    perceptual: float = Field(0.1, ge=0)
+    perceptual_net: Literal["decoder", "vgg16"] = "decoder"
+    vgg16_weights: Optional[str] = None
+
+
+class Stage2Config(Strict):
+    """Decoder (and encoder) training with prompts: Dice + BCE + logit KD + IoU head + embedding MSE."""
+
+    epochs: int = Field(5, ge=0)
+    batch_size: int = Field(8, ge=1)
+    optim: OptimConfig = OptimConfig(lr=3e-4)
+    train_encoder: bool = True
+    box_jitter: float = Field(10.0, ge=0)  # px in the input frame, uniform 0..s per side
+    dice: float = Field(1.0, ge=0)
+    bce: float = Field(1.0, ge=0)
+    kd: float = Field(0.5, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    iou: float = Field(0.1, ge=0)
+    mse: float = Field(0.5, ge=0)
+
+
+class DistillConfig(Strict):
+    method: Literal["kdsam"] = "kdsam"
+    teacher: str = "litemedsam"
+    teacher_checkpoint: Optional[str] = None
+    student: StudentConfig = StudentConfig()
+    data: DataConfig = DataConfig()
+    cache: CacheConfig = CacheConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    stages: list[Literal[1, 2]] = [1, 2]
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = Field(None, ge=1)
+    val_every: int = Field(1, ge=1)
+    overlays: int = Field(4, ge=0)
+    progress: bool = True
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        keys.append(prefix + name)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _valid_keys(ann, prefix + name + ".")
+    return keys
+
+
+def _message(exc: ValidationError, schema: type[BaseModel]) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc, _valid_keys(schema), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown config key {loc!r}{hint}"
+    return f"bad config value for {loc!r}: {err['msg']} (got {err.get('input')!r})"
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"cannot set {key!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["stage1.epochs=3", "student.name=repvit_m0_9"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r} must look like key=value (e.g. stage1.epochs=3)")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> DistillConfig:
+    """Recipe YAML (or defaults) + overrides -> validated :class:`DistillConfig`."""
+    tree: dict[str, Any] = {}
+    if recipe is not None:
+        p = Path(recipe)
+        if not p.is_file():
+            shipped = Path(__file__).resolve().parents[2] / "recipes" / f"{recipe}.yaml"
+            if shipped.is_file():
+                p = shipped
+            else:
+                raise UserError(f"recipe not found: {recipe}")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise UserError(f"recipe {p} must be a mapping of keys to values")
+    if overrides:
+        tree = _merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
+    try:
+        return DistillConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise UserError(_message(exc, DistillConfig)) from None
+
+
+def dump_config(cfg: DistillConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,167 @@
+"""The distill job: a validated config -> a run directory with a loadable ``student.pt``.
+
+Run directory: ``config.yaml``, ``metrics.csv``, ``checkpoints/`` (``last.pt``, ``best.pt``),
+``student.pt``, ``plots/curves.png``, ``overlays/*.png``, ``summary.json``, ``log.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from samdistill import __version__
+from samdistill.config import DistillConfig, dump_config
+from samdistill.data.cache import CachedSet, EmbeddingCache
+from samdistill.data.datasets import open_dataset
+from samdistill.errors import UserError
+from samdistill.eval.efficiency import machine_info, num_threads
+from samdistill.eval.overlays import save_side_by_side
+from samdistill.methods.kdsam import KDSAMStage
+from samdistill.models.zoo import load_model, save_model
+from samdistill.train.plots import plot_curves
+from samdistill.train.trainer import Phase, Trainer
+
+
+def default_cache_dir(out_dir: Path) -> Path:
+    env = os.environ.get("SAMDISTILL_CACHE")
+    return Path(env) if env else out_dir.resolve().parent / ".samdistill-cache"
+
+
+def _logger(out: Path) -> logging.Logger:
+    log = logging.getLogger(f"samdistill.run.{out.resolve()}")
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        h = logging.FileHandler(out / "log.txt")
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(h)
+    return log
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
+    ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
+                      mask_threshold=cfg.data.mask_threshold, seed=cfg.data.seed)
+    train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
+    val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
+    if not train_ids:
+        raise UserError(f"the {cfg.data.train_split!r} split of {ds.name} is empty")
+    if ds.split_source.startswith("seeded"):
+        (out / "split.json").write_text(json.dumps(ds.split, indent=1))
+    cache = EmbeddingCache(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir(out), teacher)
+    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress)
+    val_keys = cache.build(ds, val_ids, flips=False, progress=progress)
+    return ds, cache, train_keys, val_keys, val_ids
+
+
+def distill(
+    cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False, stop_after_steps: int | None = None
+) -> dict[str, Any]:
+    """Run KD SAM end to end (cache -> stage 1 -> stage 2 -> student.pt). Returns the summary."""
+    out = Path(out_dir)
+    if out.exists() and (out / "checkpoints" / "last.pt").exists() and not resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    log = _logger(out)
+    t0 = time.perf_counter()
+    with num_threads(cfg.threads) as threads:
+        seed_everything(cfg.seed)
+        teacher = load_model(cfg.teacher, checkpoint=cfg.teacher_checkpoint, device=cfg.device)
+        log.info("teacher %s loaded; building cache", cfg.teacher)
+        ds, cache, train_keys, val_keys, val_ids = build_cache(cfg, teacher, out, cfg.progress)
+        cache_stats = cache.stats.as_dict()
+        log.info("cache: %s", cache_stats)
+
+        seed_everything(cfg.seed)
+        student = load_model(
+            cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
+            pretrained=cfg.student.pretrained,
+        ).to(cfg.device)
+        mem = cfg.cache.in_memory
+        all_train = [k for k in train_keys.values()]
+        prompted = [k for k in all_train if k not in cache.empty_keys]
+        val_set = CachedSet(cache, list(val_keys.values()), mem)
+        phases = []
+        if 1 in cfg.stages:
+            perceptual = None
+            if cfg.stage1.perceptual > 0:
+                from samdistill.losses.perceptual import DecoderPerceptual, VGGPerceptual
+
+                if cfg.stage1.perceptual_net == "vgg16":
+                    if not cfg.stage1.vgg16_weights:
+                        raise UserError("stage1.perceptual_net=vgg16 needs stage1.vgg16_weights=PATH (never downloaded)")
+                    raise UserError("the VGG16 perceptual loss compares decoded masks and is available in stage 2 "
+                                    "experiments only; use perceptual_net=decoder for stage 1")
+                perceptual = DecoderPerceptual(teacher).to(cfg.device)
+            phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
+                                                     perceptual=perceptual, device=cfg.device),
+                                CachedSet(cache, prompted if cfg.stage1.perceptual > 0 else all_train, mem),
+                                val_set, cfg.stage1.epochs, cfg.stage1.batch_size, cfg.stage1.optim))
+        if 2 in cfg.stages:
+            phases.append(Phase("stage2", KDSAMStage(stage=2, student=student, teacher=teacher, cfg=cfg.stage2,
+                                                     device=cfg.device),
+                                CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
+                                cfg.stage2.optim))
+
+        ckpt = out / "checkpoints"
+        trainer = Trainer(
+            model=student, phases=phases, out_dir=out, seed=cfg.seed, device=cfg.device, val_every=cfg.val_every,
+            progress=cfg.progress,
+            on_best=lambda m, best: save_model(m, ckpt / "best.pt", provenance={"best": best}),
+            on_epoch_end=lambda h: plot_curves(h, out / "plots" / "curves.png"),
+            stop_after_steps=stop_after_steps,
+        )
+        result = trainer.fit(resume=resume)
+        if result["interrupted"]:
+            log.info("stopped after %s steps (resume with --resume)", result["step"])
+            return {"interrupted": True, "step": result["step"]}
+
+        final = load_model(ckpt / "best.pt") if (ckpt / "best.pt").exists() else student.eval()
+        provenance = {
+            "method": cfg.method, "teacher": cfg.teacher, "teacher_id": cache.teacher_id, "data": str(cfg.data.path),
+            "train_split": cfg.data.train_split, "n_train": len(prompted), "best": result["best"],
+            "samdistill": __version__,
+        }
+        save_model(final, out / "student.pt", provenance=provenance)
+        _overlays(final, teacher, ds, val_ids[: cfg.overlays], out / "overlays")
+        summary = {
+            "student": cfg.student.name, "teacher": cfg.teacher, "dataset": ds.name, "method": cfg.method,
+            "n_train_images": len({sid for sid, _ in train_keys}), "n_train_entries": len(all_train), "n_train_prompted": len(prompted),
+            "n_val": len(val_ids), "cache": cache_stats, "cache_dir": str(cache.dir), "best": result["best"],
+            "steps": result["steps"], "skipped_steps": result["skipped_steps"],
+            "train_seconds": result["seconds"], "total_seconds": time.perf_counter() - t0,
+            "threads": threads, "device": cfg.device, "machine": machine_info(),
+            "params": final.parameter_counts(), "student_path": str(out / "student.pt"),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("done: %s", json.dumps(summary["best"]))
+        return summary
+
+
+@torch.no_grad()
+def _overlays(student, teacher, ds, ids, folder: Path) -> None:
+    """Validation images: ground truth (green), teacher (red), student (blue) under the tight box."""
+    from samdistill.data.prompts import tight_box
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for sample in ds.iter_samples(ids):
+        if not sample.mask.any():
+            continue
+        box = tight_box(sample.mask)[None]
+        t = teacher.predict(sample.image, box)[0]
+        s = student.predict(sample.image, box)[0]
+        save_side_by_side(folder / f"{sample.id}.png", sample.image,
+                          [("ground truth", [sample.mask]), ("teacher", [t]), ("student", [s])])

@@ -1,0 +1,81 @@
+"""Perceptual loss: compare student and teacher through a frozen feature network.
+
+Default (works offline): the teacher's own mask decoder. Both embeddings go through the teacher's
+frozen two-way transformer under the same box prompts; the loss is the MSE of its outputs (the
+prompt tokens and the prompt-conditioned image tokens; the output upscaling is left out because it
+costs more than the rest and adds only a learned upsampling), i.e. i.e. "does the teacher's decoder *see* the same thing in both embeddings".
+Option: torchvision VGG16 features of the decoded mask probabilities, when a local VGG16 weights
+file is given (it is never downloaded).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samdistill.errors import CheckpointError
+from samdistill.losses.registry import LOSSES
+
+
+@LOSSES.register("perceptual_decoder")
+class DecoderPerceptual(nn.Module):
+    """Activations of the teacher's (frozen) mask decoder as the feature network.
+
+    ``forward(student_emb Bx256xgxg, teacher_emb Bx256xgxg, boxes Bx4 input frame) -> scalar``.
+    """
+
+    def __init__(self, teacher) -> None:
+        super().__init__()
+        self.prompt_encoder = copy.deepcopy(teacher.prompt_encoder).eval()
+        self.mask_decoder = copy.deepcopy(teacher.mask_decoder).eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def features(self, emb: torch.Tensor, boxes: torch.Tensor) -> list[torch.Tensor]:
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        md = self.mask_decoder
+        tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        src = emb + dense
+        pos = torch.repeat_interleave(self.prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
+        hs, keys = md.transformer(src, pos, tokens)
+        return [hs, keys]
+
+    def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        fs = self.features(student_emb, boxes)
+        with torch.no_grad():
+            ft = self.features(teacher_emb.to(student_emb.dtype), boxes)
+        return sum(F.mse_loss(a, b) for a, b in zip(fs, ft)) / len(fs)
+
+
+@LOSSES.register("perceptual_vgg16")
+class VGGPerceptual(nn.Module):
+    """VGG16 (conv1_2 .. conv3_3) features of mask probabilities ``Bx1xHxW`` (student vs teacher)."""
+
+    def __init__(self, weights_path: str) -> None:
+        super().__init__()
+        from torchvision.models import vgg16
+
+        net = vgg16()
+        try:
+            net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        except FileNotFoundError:
+            raise CheckpointError(f"VGG16 weights not found: {weights_path} (torchvision vgg16 state dict)") from None
+        except Exception as exc:
+            raise CheckpointError(f"cannot load VGG16 weights from {weights_path}: {type(exc).__name__}") from None
+        self.features = net.features[:16].eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, student_prob: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
+        def f(x):
+            return self.features((x.expand(-1, 3, -1, -1) - self.mean) / self.std)
+
+        with torch.no_grad():
+            ft = f(teacher_prob)
+        return F.mse_loss(f(student_prob), ft)

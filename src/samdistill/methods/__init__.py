@@ -1,0 +1,1 @@
+"""Distillation methods: each file says what one training step computes."""

@@ -1,0 +1,1 @@
+"""Student families. Promptable students (``promptable.py``) register themselves in ``models.zoo.MODELS``."""

