@@ -11,7 +11,7 @@ from samdistill.data.datasets import list_datasets, open_dataset
 from samdistill.eval.evaluate import PromptProtocol, evaluate
 from samdistill.models.zoo import list_models, load_model, save_model
 
-__all__ = ["build_cache", "distill", "quickstart", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]
+__all__ = ["export_model", "build_cache", "distill", "quickstart", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]
 
 
 def evaluate_model(
@@ -93,3 +93,17 @@ def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None =
                                    progress=progress)
         res[role]["model"] = role if role == "teacher" else f"student ({cfg.student.name})"
     return res
+
+
+def export_model(
+    model: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
+    opset: int = 17,
+) -> dict[str, Any]:
+    """Export a promptable model to ONNX and verify it against PyTorch (see :mod:`samdistill.deploy.onnx`)."""
+    from samdistill.deploy.onnx import export_promptable
+    from samdistill.errors import UserError
+
+    m = load_model(model, checkpoint=checkpoint)
+    if getattr(m, "kind", None) != "promptable":
+        raise UserError(f"{model} is not a promptable model; only promptable export exists so far")
+    return export_promptable(m, out_dir, opset=opset)

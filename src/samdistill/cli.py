@@ -155,18 +155,15 @@ def distill(
     Example: samdistill distill --method kdsam --teacher litemedsam --student resnet18 --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=8
     """
     from samdistill.api import distill as run_distill
-    from samdistill.config import load_config, parse_overrides
+    from samdistill.config import load_config, merge, parse_overrides, set_dotted
 
     cli: dict = {}
     for key, val in (("teacher", teacher), ("teacher_checkpoint", str(teacher_checkpoint) if teacher_checkpoint else None),
                      ("data.path", data), ("student.name", student), ("threads", threads), ("device", device),
-                     ("method", method)):
+                     ("method", method), ("stages", [stage] if stage is not None else None)):
         if val is not None:
-            cli[key] = val
-    if stage is not None:
-        cli["stages"] = [stage]
-    items = [f"{k}={v}" if not isinstance(v, list) else f"{k}={v}" for k, v in cli.items()] + list(overrides or [])
-    cfg = load_config(recipe or method, parse_overrides(items))
+            set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
+    cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
     summary = run_distill(cfg, out, resume=resume)
     b = summary["best"]
     typer.echo(f"student {summary['student']} distilled from {summary['teacher']} on {summary['dataset']}: best val Dice "
@@ -198,6 +195,27 @@ def cache(
                         cache_dir=cache_dir, threads=threads, on_error=on_error.value)
     typer.echo(f"cache {stats['dir']}: {stats['hits']} already there, {stats['misses']} computed, "
                f"{stats['corrupt']} corrupt entries replaced, {stats['skipped']} bad files skipped, {stats['seconds']:.0f} s")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Model name or samdistill checkpoint (e.g. runs/x/student.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for encoder.onnx, decoder.onnx and their specs."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
+    opset: int = typer.Option(17, min=13, help="ONNX opset."),
+) -> None:
+    """Export a promptable model to ONNX (encoder + prompt/decoder graphs), verified with onnxruntime.
+
+    Example: samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx
+    """
+    from samdistill.api import export_model
+
+    r = export_model(model, out, checkpoint=checkpoint, opset=opset)
+    for c in r["checks"]:
+        extra = f", Dice agreement {c['dice_agreement']:.4f}" if "dice_agreement" in c else ""
+        typer.echo(f"  {c['graph']:<8} {c.get('case', ''):<8} shape {c['shape']}: max |onnx - torch| "
+                   f"{c['max_abs_diff']:.2e}{extra}")
+    typer.echo(f"wrote {out / 'encoder.onnx'}, {out / 'decoder.onnx'}, preprocess.json, verification.json")
 
 
 @app.command()

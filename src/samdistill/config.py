@@ -142,10 +142,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """Deep-merge ``extra`` into a copy of ``base`` (extra wins)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -167,7 +168,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | 
         if not isinstance(tree, dict):
             raise UserError(f"recipe {p} must be a mapping of keys to values")
     if overrides:
-        tree = _merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
+        tree = merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
     try:
         return DistillConfig.model_validate(tree)
     except ValidationError as exc:

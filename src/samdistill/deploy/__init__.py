@@ -1,0 +1,1 @@
+"""Deployment: ONNX export (``onnx.py``)."""
