@@ -10,6 +10,7 @@ Public API::
 
 __version__ = "0.1.0"
 
+from samdistill.deploy.predictor import Predictor  # noqa: E402
 from samdistill.api import (  # noqa: E402
     evaluate_model,
     list_datasets,
@@ -19,4 +20,4 @@ from samdistill.api import (  # noqa: E402
     save_model,
 )
 
-__all__ = ["__version__", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]
+__all__ = ["Predictor", "__version__", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]

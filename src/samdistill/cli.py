@@ -219,6 +219,36 @@ def export(
 
 
 @app.command()
+def predict(
+    model: str = typer.Argument(..., help="Model name, samdistill checkpoint, or a folder from `samdistill export`."),
+    input: Path = typer.Option(..., "--input", "-i", help="An image or a folder of images."),
+    prompts: Path = typer.Option(..., "--prompts", "-p", help="CSV image,x0,y0,x1,y1 or JSON {image: {boxes, points}}."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/, overlays/, areas.csv)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Threads (torch or onnxruntime)."),
+) -> None:
+    """Segment images with box/point prompts; each image is encoded once, its prompts decoded together.
+
+    Example: samdistill predict runs/x/onnx --input scans/ --prompts boxes.csv --out runs/x/pred
+    """
+    from samdistill.data.images import IMAGE_EXTS
+    from samdistill.deploy.predictor import Predictor, predict_folder, read_prompt_file
+    from samdistill.eval.efficiency import num_threads
+
+    if not input.exists():
+        raise UserError(f"input not found: {input}")
+    files = sorted(p for p in input.iterdir() if p.suffix.lower() in IMAGE_EXTS) if input.is_dir() else [input]
+    if not files:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {input}")
+    table = read_prompt_file(prompts)
+    with num_threads(threads):
+        pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
+        rows = predict_folder(pred, files, table, out)
+    typer.echo(f"{len(rows)} images segmented with {pred.name} ({pred.backend}); wrote {out / 'masks'}, "
+               f"{out / 'overlays'} and {out / 'areas.csv'}")
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Output folder."),
     n: int = typer.Option(40, min=10, help="Number of synthetic images to generate (70/10/20 split)."),
