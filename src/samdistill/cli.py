@@ -249,6 +249,25 @@ def predict(
 
 
 @app.command()
+def bench(
+    models: list[str] = typer.Argument(..., help="Models: names, checkpoints, or ONNX folders; the first is the reference."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (bench.json, bench.md, pareto.png)."),
+    split: str = typer.Option("test", help="train | val | test | all."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images of the split."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch / onnxruntime threads (stated in the table)."),
+) -> None:
+    """Accuracy, MACs, latency and throughput of several models side by side, timed in one process.
+
+    Example: samdistill bench litemedsam runs/x/student.pt runs/x/onnx --data ../shared/data/kvasir_seg --out runs/bench
+    """
+    from samdistill.eval.bench import run_bench
+
+    r = run_bench(list(models), data, out_dir=out, split=split, limit=limit, threads=threads)
+    typer.echo((out / "bench.md").read_text())
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Output folder."),
     n: int = typer.Option(40, min=10, help="Number of synthetic images to generate (70/10/20 split)."),
