@@ -221,15 +221,20 @@ def export(
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="Model name, samdistill checkpoint, or a folder from `samdistill export`."),
-    input: Path = typer.Option(..., "--input", "-i", help="An image or a folder of images."),
-    prompts: Path = typer.Option(..., "--prompts", "-p", help="CSV image,x0,y0,x1,y1 or JSON {image: {boxes, points}}."),
+    input: Path = typer.Option(..., "--input", "-i", help="An image, a folder of images, or a NIfTI volume."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="CSV image,x0,y0,x1,y1 or JSON {image: {boxes, points}}."),
+    box: Optional[str] = typer.Option(None, help="Volumes: x0,y0,x1,y1 on the slice given by --slice."),
+    slice_index: Optional[int] = typer.Option(None, "--slice", help="Volumes: index of the slice the box is on."),
+    axis: int = typer.Option(2, min=0, max=2, help="Volumes: slicing axis."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/, overlays/, areas.csv)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
     threads: Optional[int] = typer.Option(None, min=1, help="Threads (torch or onnxruntime)."),
 ) -> None:
     """Segment images with box/point prompts; each image is encoded once, its prompts decoded together.
+    A NIfTI volume is segmented slice by slice from one box, propagated from each slice's mask.
 
     Example: samdistill predict runs/x/onnx --input scans/ --prompts boxes.csv --out runs/x/pred
+    Example: samdistill predict runs/x/student.pt --input ct.nii.gz --box 120,90,200,160 --slice 40 --out runs/x/vol
     """
     from samdistill.data.images import IMAGE_EXTS
     from samdistill.deploy.predictor import Predictor, predict_folder, read_prompt_file
@@ -237,6 +242,24 @@ def predict(
 
     if not input.exists():
         raise UserError(f"input not found: {input}")
+    if input.name.endswith((".nii", ".nii.gz")):
+        from samdistill.deploy.volumes import predict_volume
+
+        if box is None or slice_index is None:
+            raise UserError("a volume needs --box x0,y0,x1,y1 and --slice N")
+        try:
+            b = [float(v) for v in box.split(",")]
+            assert len(b) == 4
+        except (ValueError, AssertionError):
+            raise UserError(f"--box must be four numbers x0,y0,x1,y1, got {box!r}") from None
+        with num_threads(threads):
+            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
+            row = predict_volume(pred, input, b, slice_index, out, axis=axis)
+        typer.echo(f"{row['volume']}: {row['voxels']} voxels = {row['volume_mm3']:.1f} mm3 over {row['slices']} "
+                   f"slices; wrote {row['mask']} and {out / 'volumes.csv'}")
+        return
+    if prompts is None:
+        raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
     files = sorted(p for p in input.iterdir() if p.suffix.lower() in IMAGE_EXTS) if input.is_dir() else [input]
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {input}")
