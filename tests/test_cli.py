@@ -58,9 +58,16 @@ def test_help_has_examples(capsys):
         assert "Example:" in capsys.readouterr().out
 
 
-def test_quickstart_runs_the_real_teacher(tmp_path, capsys):
+def test_quickstart_distills_the_real_teacher(tmp_path, capsys):
+    from samdistill.models.zoo import load_model
+
     rc = main(["quickstart", "--out", str(tmp_path / "qs"), "--n", "10"])
     assert rc == 0
-    s = json.loads((tmp_path / "qs" / "summary.json").read_text())
-    assert s["model"] == "litemedsam" and s["n"] == 2
-    assert s["dice"] > 0.85  # the bundled real weights; random weights score near 0
+    teacher = json.loads((tmp_path / "qs" / "eval" / "teacher" / "summary.json").read_text())
+    student = json.loads((tmp_path / "qs" / "eval" / "student" / "summary.json").read_text())
+    assert teacher["n"] == student["n"] == 2
+    assert teacher["dice"] > 0.85  # the bundled real weights; random weights score near 0
+    assert student["encoder_gmacs"] * 30 < teacher["encoder_gmacs"]
+    assert load_model(tmp_path / "qs" / "student.pt").family == "efficientvit_b0"
+    out = capsys.readouterr().out
+    assert "teacher on synthetic" in out and "student (efficientvit_b0)" in out
