@@ -57,8 +57,9 @@ def list_cmd() -> None:
     models = populate()
     typer.echo("models:")
     for e in models:
-        typer.echo(f"  {e.name:<14} {e.meta.get('kind', ''):<8} {e.meta.get('input_size', ''):>5}px  "
-                   f"weights: {e.meta.get('weights', '')}")
+        size = e.meta.get("input_size")
+        size = f"{size:>5}px" if isinstance(size, int) else "teacher's frame"
+        typer.echo(f"  {e.name:<28} {e.meta.get('kind', ''):<8} {size:<16} weights: {e.meta.get('weights', '')}")
     typer.echo("datasets:")
     for e in DATASETS:
         typer.echo(f"  {e.name:<14} {e.meta.get('summary', '')}")
