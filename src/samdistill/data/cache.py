@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from samdistill.atomic import atomic_torch_save
 from samdistill.data.datasets import SegDataset
 
 
@@ -110,14 +111,7 @@ class EmbeddingCache:
         return entry
 
     def write(self, key: str, entry: dict) -> None:
-        p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            torch.save(entry, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        atomic_torch_save(entry, self.path(key))
 
     @torch.no_grad()
     def compute(self, sid: str, image: np.ndarray, mask: np.ndarray, flip: bool, key: str) -> dict:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from samdistill.atomic import atomic_torch_save
 from samdistill.errors import CheckpointError, UserError
 from samdistill.registry import Registry
 
@@ -99,13 +100,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, provenance: dict[str, 
         "preprocess": model.preprocess.to_dict() if hasattr(model, "preprocess") else None,
         "provenance": dict(provenance or {}),
     }
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
-    return p
+    return atomic_torch_save(payload, p)
 
 
 def load_model(

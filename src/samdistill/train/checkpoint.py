@@ -15,22 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from samdistill.atomic import atomic_torch_save
 from samdistill.errors import CheckpointError
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def rng_state() -> dict[str, Any]:
@@ -53,7 +39,7 @@ def save_training_state(state: dict[str, Any], ckpt_dir: Path) -> Path:
     last = ckpt_dir / "last.pt"
     if last.exists():
         os.replace(last, ckpt_dir / "last.prev.pt")
-    atomic_save(state, last)
+    atomic_torch_save(state, last)
     return last
 
 
