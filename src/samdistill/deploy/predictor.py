@@ -45,6 +45,9 @@ class Predictor:
         if getattr(model, "kind", None) != "promptable":
             raise UserError(f"{name} is not a promptable model")
         model = model.eval()
+        from samdistill.deploy.onnx import DecoderGraph
+
+        graph = DecoderGraph(model).eval()  # built once: the same prompt path as the exported decoder
 
         @torch.no_grad()
         def encode(x: np.ndarray) -> np.ndarray:
@@ -52,9 +55,6 @@ class Predictor:
 
         @torch.no_grad()
         def decode(emb: np.ndarray, coords: np.ndarray, labels: np.ndarray):
-            from samdistill.deploy.onnx import DecoderGraph
-
-            graph = DecoderGraph(model)
             low, iou = graph(torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels))
             return low.numpy(), iou.numpy()
 
