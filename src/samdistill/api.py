@@ -99,11 +99,11 @@ def export_model(
     model: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
     opset: int = 17,
 ) -> dict[str, Any]:
-    """Export a promptable model to ONNX and verify it against PyTorch (see :mod:`samdistill.deploy.onnx`)."""
-    from samdistill.deploy.onnx import export_promptable
-    from samdistill.errors import UserError
+    """Export a model to ONNX and verify it against PyTorch (see :mod:`samdistill.deploy.onnx`):
+    promptable models as encoder + decoder graphs, prompt-free students as one graph."""
+    from samdistill.deploy.onnx import export_promptable, export_promptfree
 
     m = load_model(model, checkpoint=checkpoint)
-    if getattr(m, "kind", None) != "promptable":
-        raise UserError(f"{model} is not a promptable model; only promptable export exists so far")
+    if getattr(m, "kind", None) == "promptfree":
+        return export_promptfree(m, out_dir, opset=opset)
     return export_promptable(m, out_dir, opset=opset)

@@ -81,10 +81,22 @@ def info(
     import torch
 
     from samdistill.api import load_model
-    from samdistill.eval.efficiency import num_threads, promptable_macs, time_ms
+    from samdistill.eval.efficiency import model_macs, num_threads, promptable_macs, time_ms
 
     m = load_model(model, checkpoint=checkpoint, pretrained=False if random_init else None)
     pc = m.parameter_counts()
+    if getattr(m, "kind", None) == "promptfree":
+        macs = model_macs(m)
+        typer.echo(f"model          {model} (family {m.family}, prompt-free)")
+        typer.echo(f"input size     {m.input_size} px")
+        typer.echo("params         " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in pc.items() if v))
+        typer.echo(f"MACs           {macs['total_gmacs']:.2f} G per image")
+        if latency:
+            x = torch.zeros(1, 3, m.input_size, m.input_size)
+            with num_threads(threads) as t, torch.no_grad():
+                fwd = time_ms(lambda: m(x), repeats=repeats)
+            typer.echo(f"latency        {fwd['median']:.1f} ms (median of {repeats}, batch 1, {t} threads, cpu)")
+        return
     macs = promptable_macs(m)
     typer.echo(f"model          {model} (family {m.family})")
     typer.echo(f"input size     {m.input_size} px, embedding {m.embedding_grid}x{m.embedding_grid}x256")
@@ -122,7 +134,7 @@ def eval_cmd(
     mask_threshold: Optional[int] = typer.Option(None, min=1, max=255, help="Declare masks noisy; foreground >= T."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Evaluate a promptable model with simulated prompts; Dice, IoU, NSD, HD95, MACs, latency.
+    """Evaluate a model (promptable: simulated prompts; prompt-free: none); Dice, IoU, NSD, HD95, MACs, latency.
 
     Example: samdistill eval --model litemedsam --data ../shared/data/kvasir_seg --split test --limit 40 --out runs/eval
     """
@@ -139,34 +151,45 @@ def eval_cmd(
 @app.command()
 def distill(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stage1.epochs=3."),
-    method: str = typer.Option("kdsam", help="Distillation method (kdsam)."),
+    method: str = typer.Option("kdsam", help="Distillation method: kdsam (promptable student) | knowsam (prompt-free, semi-supervised)."),
     recipe: Optional[str] = typer.Option(None, help="Recipe YAML (default: recipes/<method>.yaml)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher model name (default from the recipe: litemedsam)."),
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
     student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+    labeled: Optional[float] = typer.Option(None, help="knowsam: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     stage: Optional[int] = typer.Option(None, min=1, max=2, help="Run only stage 1 or stage 2 (default: both)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda."),
 ) -> None:
-    """Distill a teacher into a small promptable student (KD SAM: encoder, then decoder stage).
+    """Distill a teacher into a small student.
+
+    kdsam: promptable student (encoder stage, then decoder stage). knowsam: prompt-free UNet + VNet student
+    trained semi-supervised with a few labels and SAM's predictions on the rest.
 
     Example: samdistill distill --method kdsam --teacher litemedsam --student resnet18 --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=8
+
+    Example: samdistill distill --method knowsam --labeled 0.1 --data ../shared/data/kvasir_seg --out runs/ks knowsam.epochs=5
     """
     from samdistill.api import distill as run_distill
     from samdistill.config import load_config, merge, parse_overrides, set_dotted
 
     cli: dict = {}
     for key, val in (("teacher", teacher), ("teacher_checkpoint", str(teacher_checkpoint) if teacher_checkpoint else None),
-                     ("data.path", data), ("student.name", student), ("threads", threads), ("device", device),
-                     ("method", method), ("stages", [stage] if stage is not None else None)):
+                     ("data.path", data), ("knowsam.student" if method == "knowsam" else "student.name", student),
+                     ("threads", threads), ("device", device),
+                     ("method", method), ("stages", [stage] if stage is not None else None),
+                     ("knowsam.labeled", labeled)):
         if val is not None:
             set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
     summary = run_distill(cfg, out, resume=resume)
     b = summary["best"]
+    if "n_labeled" in summary:
+        typer.echo(f"labels used: {summary['n_labeled']} images labeled, {summary['n_unlabeled']} unlabeled "
+                   f"(list in {out / 'labeled.json'})")
     typer.echo(f"student {summary['student']} distilled from {summary['teacher']} on {summary['dataset']}: best val Dice "
                f"{b['dice']:.4f} ({b['phase']} epoch {b['epoch']}), {summary['train_seconds'] / 60:.1f} min training, "
                f"cache {summary['cache']['hits']} hits / {summary['cache']['misses']} computed")
@@ -205,7 +228,8 @@ def export(
     checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
 ) -> None:
-    """Export a promptable model to ONNX (encoder + prompt/decoder graphs), verified with onnxruntime.
+    """Export to ONNX, verified with onnxruntime: promptable models as encoder + prompt/decoder graphs,
+    prompt-free (KnowSAM) students as one graph (model.onnx).
 
     Example: samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx
     """
@@ -216,7 +240,8 @@ def export(
         extra = f", Dice agreement {c['dice_agreement']:.4f}" if "dice_agreement" in c else ""
         typer.echo(f"  {c['graph']:<8} {c.get('case', ''):<8} shape {c['shape']}: max |onnx - torch| "
                    f"{c['max_abs_diff']:.2e}{extra}")
-    typer.echo(f"wrote {out / 'encoder.onnx'}, {out / 'decoder.onnx'}, preprocess.json, verification.json")
+    graphs = "model.onnx" if (out / "model.onnx").exists() else f"{out / 'encoder.onnx'}, {out / 'decoder.onnx'}"
+    typer.echo(f"wrote {graphs}, preprocess.json, verification.json in {out}")
 
 
 @app.command()
@@ -235,6 +260,8 @@ def predict(
     A NIfTI volume is segmented slice by slice from one box, propagated from each slice's mask.
 
     Example: samdistill predict runs/x/onnx --input scans/ --prompts boxes.csv --out runs/x/pred
+
+    Example (prompt-free KnowSAM student): samdistill predict runs/ks/student.pt --input scans/ --out runs/ks/pred
     Example: samdistill predict runs/x/student.pt --input ct.nii.gz --box 120,90,200,160 --slice 40 --out runs/x/vol
     """
     from samdistill.data.images import IMAGE_EXTS
@@ -259,14 +286,16 @@ def predict(
         typer.echo(f"{row['volume']}: {row['voxels']} voxels = {row['volume_mm3']:.1f} mm3 over {row['slices']} "
                    f"slices; wrote {row['mask']} and {out / 'volumes.csv'}")
         return
-    if prompts is None:
-        raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
     files = sorted(p for p in input.iterdir() if p.suffix.lower() in IMAGE_EXTS) if input.is_dir() else [input]
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {input}")
-    table = read_prompt_file(prompts)
     with num_threads(threads):
         pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
+        if pred.prompt_free and prompts is not None:
+            raise UserError(f"{pred.name} is a prompt-free model; drop --prompts")
+        if not pred.prompt_free and prompts is None:
+            raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
+        table = read_prompt_file(prompts) if prompts is not None else {}
         rows = predict_folder(pred, files, table, out)
     typer.echo(f"{len(rows)} images segmented with {pred.name} ({pred.backend}); wrote {out / 'masks'}, "
                f"{out / 'overlays'} and {out / 'areas.csv'}")
@@ -320,8 +349,9 @@ def _print_summary(s: dict, out: Path) -> None:
     lat = s["latency"]
     typer.echo(
         f"  latency: encoder {lat['encoder_ms']:.1f} ms, decoder {lat['decoder_ms']:.1f} ms, end to end "
-        f"{lat['end_to_end_ms']:.1f} ms ({s['threads']} threads, {s['device']}); encoder {s['encoder_gmacs']:.2f} GMACs, "
-        f"{s['params']['total'] / 1e6:.2f} M params"
+        f"{lat['end_to_end_ms']:.1f} ms ({s['threads']} threads, {s['device']}); "
+        + (f"{s['total_gmacs']:.2f} GMACs" if "total_gmacs" in s else f"encoder {s['encoder_gmacs']:.2f} GMACs")
+        + f", {s['params']['total'] / 1e6:.2f} M params"
     )
     if s["skipped"]["count"] or s["excluded_empty_gt"]["count"]:
         typer.echo(f"  skipped bad files: {s['skipped']['count']}; excluded (empty ground truth): "

@@ -46,7 +46,8 @@ class CacheConfig(Strict):
 
 
 class OptimConfig(Strict):
-    name: Literal["adamw", "sgd"] = "adamw"
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    schedule: Literal["cosine", "linear"] = "cosine"  # after warm-up: cosine or linear decay to min_lr_ratio
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -83,8 +84,40 @@ class Stage2Config(Strict):
     mse: float = Field(0.5, ge=0)
 
 
+class KnowSAMConfig(Strict):
+    """Semi-supervised SAM-induced distillation into a prompt-free UNet + VNet (``method: knowsam``)."""
+
+    student: str = "knowsam_student"
+    labeled: float = Field(0.1, gt=0)  # <= 1: fraction of the train split (1 = all); > 1: a count
+    unlabeled: bool = True  # false: train on the labeled subset alone (the supervised baseline)
+    adapters: Literal["none", "encoder"] = "none"  # none: frozen encoder, cached embeddings (CPU-friendly)
+    adapter_ratio: float = Field(0.25, gt=0, le=1)
+    prompt_tokens: int = Field(2, ge=1)
+    sam: bool = True  # false: no SAM at all (co-training only)
+    sam_decode: Literal["per_class", "foreground"] = "per_class"  # foreground: one decode, logits [0, l] (binary)
+    fusion: bool = True  # false: plain logit average instead of the Hybrid Aggregation Module
+    epochs: int = Field(10, ge=0)  # one epoch = one pass over the unlabeled images
+    batch_size: int = Field(8, ge=2)
+    labeled_bs: int = Field(4, ge=1)
+    optim: OptimConfig = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="linear",
+                                     warmup_steps=0, min_lr_ratio=0.0, clip_grad=None)
+    sam_optim: OptimConfig = OptimConfig(name="adam", lr=1e-4, weight_decay=0.0, schedule="linear", warmup_steps=0,
+                                         min_lr_ratio=0.0, clip_grad=None)
+    sup: float = Field(1.0, ge=0)
+    kd: float = Field(1.0, ge=0)
+    temperature: float = Field(10.0, gt=0)
+    consistency: float = Field(1.0, ge=0)
+    consistency_rampup: float = Field(0.4, ge=0)  # fraction of the run over which consistency ramps up
+    entropy: float = Field(0.9, ge=0)
+    mix: float = Field(1.0, ge=0)
+    mix_after: float = Field(0.2, ge=0, le=1)  # fraction of the run before uncertainty-guided mixing starts
+    mix_grid: int = Field(4, ge=1)
+    mix_top_k: int = Field(5, ge=1)
+    strong_aug: float = Field(0.2, ge=0)
+
+
 class DistillConfig(Strict):
-    method: Literal["kdsam"] = "kdsam"
+    method: Literal["kdsam", "knowsam"] = "kdsam"
     teacher: str = "litemedsam"
     teacher_checkpoint: Optional[str] = None
     student: StudentConfig = StudentConfig()
@@ -92,6 +125,7 @@ class DistillConfig(Strict):
     cache: CacheConfig = CacheConfig()
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
+    knowsam: KnowSAMConfig = KnowSAMConfig()
     stages: list[Literal[1, 2]] = [1, 2]
     seed: int = 0
     device: str = "cpu"

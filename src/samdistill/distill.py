@@ -69,7 +69,11 @@ def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
 def distill(
     cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False, stop_after_steps: int | None = None
 ) -> dict[str, Any]:
-    """Run KD SAM end to end (cache -> stage 1 -> stage 2 -> student.pt). Returns the summary."""
+    """Run a method end to end (cache -> training phases -> student.pt). Returns the summary.
+
+    ``kdsam``: stage 1 + stage 2 into a promptable student; ``knowsam``: semi-supervised distillation
+    into a prompt-free UNet + VNet student.
+    """
     out = Path(out_dir)
     if out.exists() and (out / "checkpoints" / "last.pt").exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -86,41 +90,16 @@ def distill(
         log.info("cache: %s", cache_stats)
 
         seed_everything(cfg.seed)
-        student = load_model(
-            cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
-            pretrained=cfg.student.pretrained,
-        ).to(cfg.device)
-        mem = cfg.cache.in_memory
-        all_train = [k for k in train_keys.values()]
-        prompted = [k for k in all_train if k not in cache.empty_keys]
-        val_set = CachedSet(cache, list(val_keys.values()), mem)
-        phases = []
-        if 1 in cfg.stages:
-            perceptual = None
-            if cfg.stage1.perceptual > 0:
-                from samdistill.losses.perceptual import DecoderPerceptual, VGGPerceptual
-
-                if cfg.stage1.perceptual_net == "vgg16":
-                    if not cfg.stage1.vgg16_weights:
-                        raise UserError("stage1.perceptual_net=vgg16 needs stage1.vgg16_weights=PATH (never downloaded)")
-                    raise UserError("the VGG16 perceptual loss compares decoded masks and is available in stage 2 "
-                                    "experiments only; use perceptual_net=decoder for stage 1")
-                perceptual = DecoderPerceptual(teacher).to(cfg.device)
-            phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
-                                                     perceptual=perceptual, device=cfg.device),
-                                CachedSet(cache, prompted if cfg.stage1.perceptual > 0 else all_train, mem),
-                                val_set, cfg.stage1.epochs, cfg.stage1.batch_size, cfg.stage1.optim))
-        if 2 in cfg.stages:
-            phases.append(Phase("stage2", KDSAMStage(stage=2, student=student, teacher=teacher, cfg=cfg.stage2,
-                                                     device=cfg.device),
-                                CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
-                                cfg.stage2.optim))
+        setup = _knowsam_setup if cfg.method == "knowsam" else _kdsam_setup
+        model, student, phases, extra = setup(cfg, teacher, cache, train_keys, val_keys)
+        if "labeled_ids" in extra:  # which train images kept their labels (semi-supervised runs)
+            (out / "labeled.json").write_text(json.dumps(extra.pop("labeled_ids"), indent=0))
 
         ckpt = out / "checkpoints"
         trainer = Trainer(
-            model=student, phases=phases, out_dir=out, seed=cfg.seed, device=cfg.device, val_every=cfg.val_every,
+            model=model, phases=phases, out_dir=out, seed=cfg.seed, device=cfg.device, val_every=cfg.val_every,
             progress=cfg.progress,
-            on_best=lambda m, best: save_model(m, ckpt / "best.pt", provenance={"best": best}),
+            on_best=lambda m, best: save_model(student, ckpt / "best.pt", provenance={"best": best}),
             on_epoch_end=lambda h: plot_curves(h, out / "plots" / "curves.png"),
             stop_after_steps=stop_after_steps,
         )
@@ -130,16 +109,16 @@ def distill(
             return {"interrupted": True, "step": result["step"]}
 
         final = load_model(ckpt / "best.pt") if (ckpt / "best.pt").exists() else student.eval()
+        student_name = cfg.knowsam.student if cfg.method == "knowsam" else cfg.student.name
         provenance = {
             "method": cfg.method, "teacher": cfg.teacher, "teacher_id": cache.teacher_id, "data": str(cfg.data.path),
-            "train_split": cfg.data.train_split, "n_train": len(prompted), "best": result["best"],
-            "samdistill": __version__,
+            "train_split": cfg.data.train_split, "best": result["best"], "samdistill": __version__, **extra,
         }
         save_model(final, out / "student.pt", provenance=provenance)
         _overlays(final, teacher, ds, val_ids[: cfg.overlays], out / "overlays")
         summary = {
-            "student": cfg.student.name, "teacher": cfg.teacher, "dataset": ds.name, "method": cfg.method,
-            "n_train_images": len({sid for sid, _ in train_keys}), "n_train_entries": len(all_train), "n_train_prompted": len(prompted),
+            "student": student_name, "teacher": cfg.teacher, "dataset": ds.name, "method": cfg.method,
+            "n_train_images": len({sid for sid, _ in train_keys}), **extra,
             "n_val": len(val_ids), "cache": cache_stats, "cache_dir": str(cache.dir), "best": result["best"],
             "steps": result["steps"], "skipped_steps": result["skipped_steps"],
             "train_seconds": result["seconds"], "total_seconds": time.perf_counter() - t0,
@@ -149,6 +128,75 @@ def distill(
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("done: %s", json.dumps(summary["best"]))
         return summary
+
+
+def _kdsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, val_keys):
+    """KD SAM: a promptable student and its two stages (encoder, then decoder)."""
+    student = load_model(
+        cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
+        pretrained=cfg.student.pretrained,
+    ).to(cfg.device)
+    mem = cfg.cache.in_memory
+    all_train = [k for k in train_keys.values()]
+    prompted = [k for k in all_train if k not in cache.empty_keys]
+    val_set = CachedSet(cache, list(val_keys.values()), mem)
+    phases = []
+    if 1 in cfg.stages:
+        perceptual = None
+        if cfg.stage1.perceptual > 0:
+            from samdistill.losses.perceptual import DecoderPerceptual
+
+            if cfg.stage1.perceptual_net == "vgg16":
+                if not cfg.stage1.vgg16_weights:
+                    raise UserError("stage1.perceptual_net=vgg16 needs stage1.vgg16_weights=PATH (never downloaded)")
+                raise UserError("the VGG16 perceptual loss compares decoded masks and is available in stage 2 "
+                                "experiments only; use perceptual_net=decoder for stage 1")
+            perceptual = DecoderPerceptual(teacher).to(cfg.device)
+        phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
+                                                 perceptual=perceptual, device=cfg.device),
+                            CachedSet(cache, prompted if cfg.stage1.perceptual > 0 else all_train, mem),
+                            val_set, cfg.stage1.epochs, cfg.stage1.batch_size, cfg.stage1.optim))
+    if 2 in cfg.stages:
+        phases.append(Phase("stage2", KDSAMStage(stage=2, student=student, teacher=teacher, cfg=cfg.stage2,
+                                                 device=cfg.device),
+                            CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
+                            cfg.stage2.optim))
+    extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted)}
+    return student, student, phases, extra
+
+
+def _knowsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, val_keys):
+    """KnowSAM: the prompt-free student, SAM's prompt generator (+ adapters) and one semi-supervised phase."""
+    from samdistill.data.semi import SemiSet, TwoStreamBatchSampler, pick_labeled
+    from samdistill.methods.knowsam import KnowSAMMethod, KnowSAMParts
+    from samdistill.models.adapters import add_adapters
+    from samdistill.models.prompt_generator import PromptGenerator
+
+    k = cfg.knowsam
+    student = load_model(k.student, teacher=teacher, fusion=k.fusion).to(cfg.device)
+    prompt_generator = adapters = None
+    if k.sam:
+        prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)
+        if k.adapters == "encoder":
+            adapters = add_adapters(teacher.image_encoder, k.adapter_ratio)
+    parts = KnowSAMParts(student, prompt_generator, adapters)
+    ids = sorted({sid for sid, _ in train_keys})
+    labeled = set(pick_labeled(ids, k.labeled, seed=cfg.data.seed))
+    entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if k.unlabeled or sid in labeled]
+    train_set = SemiSet(CachedSet(cache, [key for _, key in entries], cfg.cache.in_memory),
+                        [sid in labeled for sid, _ in entries])
+    lab_idx, unl_idx = train_set.labeled_indices, train_set.unlabeled_indices
+
+    def sampler(g):
+        return TwoStreamBatchSampler(lab_idx, unl_idx, k.batch_size, k.labeled_bs, generator=g)
+
+    steps = len(sampler(None)) * k.epochs
+    method = KnowSAMMethod(parts=parts, teacher=teacher, cfg=k, total_steps=steps, device=cfg.device)
+    val_set = CachedSet(cache, list(val_keys.values()), cfg.cache.in_memory)
+    phase = Phase("knowsam", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler)
+    extra = {"n_labeled": len(labeled), "n_unlabeled": len(ids) - len(labeled) if k.unlabeled else 0,
+             "labeled_ids": sorted(labeled), "adapters": k.adapters}
+    return parts, student, [phase], extra
 
 
 @torch.no_grad()

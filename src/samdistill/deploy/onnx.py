@@ -1,4 +1,8 @@
-"""ONNX export of promptable models as two graphs, verified against PyTorch with onnxruntime.
+"""ONNX export, verified against PyTorch with onnxruntime: promptable models as two graphs,
+prompt-free students (KnowSAM) as one.
+
+``model.onnx`` (prompt-free): ``images Bx3xHxW`` (preprocessed; dynamic batch and size, H and W
+multiples of 16) -> ``logits BxCxHxW`` (class logits) and ``foreground Bx1xHxW`` (foreground log-odds).
 
 ``encoder.onnx``: ``images Bx3xSxS`` (preprocessed, dynamic batch) -> ``embeddings Bx256xgxg``.
 ``decoder.onnx``: ``embeddings 1x256xgxg``, ``point_coords NxPx2``, ``point_labels NxP`` (both dynamic
@@ -63,6 +67,52 @@ class DecoderGraph(nn.Module):
             dense_prompt_embeddings=dense,
         )
         return masks[:, :1], iou
+
+
+class PromptFreeGraph(nn.Module):
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        logits = self.model(images)
+        fg = torch.logsumexp(logits[:, 1:], dim=1, keepdim=True) - logits[:, :1]
+        return logits, fg
+
+
+def export_promptfree(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0) -> dict[str, Any]:
+    """Write ``model.onnx``, ``preprocess.json`` and ``verification.json`` for a prompt-free student."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).eval().cpu()
+    graph = PromptFreeGraph(model).eval()
+    s = model.input_size
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (x,), str(out / "model.onnx"), input_names=["images"],
+                          output_names=["logits", "foreground"],
+                          dynamic_axes={n: {0: "batch", 2: "height", 3: "width"} for n in ("images", "logits", "foreground")},
+                          opset_version=opset, dynamo=False)
+    sess = _session(out / "model.onnx")
+    gen = torch.Generator().manual_seed(seed + 1)
+    checks = []
+    with torch.no_grad():
+        for shape in ((1, 3, s, s), (2, 3, s // 2, s)):
+            x = torch.rand(*shape, generator=gen)
+            ref_logits, ref_fg = (t.numpy() for t in graph(x))
+            got_logits, got_fg = sess.run(None, {"images": x.numpy()})
+            checks.append({"graph": "model", "shape": list(shape),
+                           "max_abs_diff": float(max(np.abs(ref_logits - got_logits).max(), np.abs(ref_fg - got_fg).max())),
+                           "dice_agreement": _dice(ref_fg > 0, got_fg > 0)})
+    report = {"checks": checks, "max_abs_diff": max(c["max_abs_diff"] for c in checks),
+              "min_dice_agreement": min(c["dice_agreement"] for c in checks)}
+    spec = {"family": model.family, "kind": "promptfree", "preprocess": model.preprocess.to_dict(),
+            "num_classes": model.num_classes,
+            "frames": "input: resize longest side to input_size, normalise, pad bottom/right; outputs in that frame"}
+    (out / "preprocess.json").write_text(json.dumps(spec, indent=2))
+    (out / "verification.json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

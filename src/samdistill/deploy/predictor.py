@@ -4,6 +4,9 @@
     p.set_image(image)                           # HxW[x3]; the embedding is computed here, once
     masks, iou = p.predict(boxes=[[x0, y0, x1, y1], ...])   # original pixels -> N x H x W bool
 
+A prompt-free student (KnowSAM; a checkpoint or an exported ``model.onnx``) segments in ``set_image``
+and ``predict()`` takes no prompt: ``masks`` is ``1 x H x W``, ``iou`` is NaN.
+
 Prompts are in original image pixels; a box or point outside the image is an error, not a clip.
 """
 
@@ -22,9 +25,10 @@ from samdistill.models.preprocess import Preprocess
 
 
 class Predictor:
-    def __init__(self, *, preprocess: Preprocess, encode, decode, name: str, backend: str) -> None:
+    def __init__(self, *, preprocess: Preprocess, encode, decode, name: str, backend: str,
+                 prompt_free: bool = False) -> None:
         self.preprocess, self._encode, self._decode = preprocess, encode, decode
-        self.name, self.backend = name, backend
+        self.name, self.backend, self.prompt_free = name, backend, prompt_free
         self._embedding: np.ndarray | None = None
         self._hw: tuple[int, int] | None = None
 
@@ -33,8 +37,8 @@ class Predictor:
     def load(cls, model: str | Path, *, checkpoint: str | None = None, threads: int | None = None) -> "Predictor":
         p = Path(str(model))
         if p.is_dir():
-            if not (p / "encoder.onnx").exists():
-                raise UserError(f"{p} holds no encoder.onnx/decoder.onnx; export with `samdistill export`")
+            if not (p / "encoder.onnx").exists() and not (p / "model.onnx").exists():
+                raise UserError(f"{p} holds no encoder.onnx/decoder.onnx (or model.onnx); export with `samdistill export`")
             return cls.from_onnx(p, threads=threads)
         from samdistill.models.zoo import load_model
 
@@ -42,8 +46,18 @@ class Predictor:
 
     @classmethod
     def from_torch(cls, model, name: str = "model") -> "Predictor":
-        if getattr(model, "kind", None) != "promptable":
-            raise UserError(f"{name} is not a promptable model")
+        kind = getattr(model, "kind", None)
+        if kind == "promptfree":
+            model = model.eval()
+
+            @torch.no_grad()
+            def segment(x: np.ndarray) -> np.ndarray:
+                return model.foreground_logits(torch.from_numpy(x)).numpy()
+
+            return cls(preprocess=model.preprocess, encode=segment, decode=None, name=name, backend="torch",
+                       prompt_free=True)
+        if kind != "promptable":
+            raise UserError(f"{name} is not a segmentation model")
         model = model.eval()
         from samdistill.deploy.onnx import DecoderGraph
 
@@ -72,6 +86,11 @@ class Predictor:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        if (folder / "model.onnx").exists():  # a prompt-free student
+            sess = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+            return cls(preprocess=Preprocess.from_dict(spec["preprocess"]),
+                       encode=lambda x: sess.run(["foreground"], {"images": x})[0], decode=None,
+                       name=folder.name, backend="onnx", prompt_free=True)
         enc = ort.InferenceSession(str(folder / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
         dec = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
 
@@ -106,6 +125,11 @@ class Predictor:
         if self._embedding is None:
             raise UserError("call set_image(image) before predict()")
         hw = self._hw
+        if self.prompt_free:
+            if boxes is not None or points is not None:
+                raise UserError(f"{self.name} is a prompt-free model; call predict() without boxes or points")
+            logits = self.preprocess.logits_to_original(torch.from_numpy(np.ascontiguousarray(self._embedding)), hw)
+            return (logits[:, 0] > 0).numpy(), np.full(1, np.nan)
         parts_c, parts_l = [], []
         if boxes is not None:
             b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -181,7 +205,7 @@ def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, 
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     rows = []
     for path in tqdm(inputs, desc=f"predict ({predictor.backend})", unit="img", disable=not progress):
-        pr = prompts.get(path.name) or prompts.get(path.stem)
+        pr = {} if predictor.prompt_free else prompts.get(path.name) or prompts.get(path.stem)
         if pr is None:
             raise UserError(f"no prompt for {path.name} in the prompt file (keys are file names or stems)")
         image = read_image(path)

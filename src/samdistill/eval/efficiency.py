@@ -85,6 +85,17 @@ def promptable_macs(model: nn.Module) -> dict[str, float]:
         return _promptable_macs(model)
 
 
+@torch.no_grad()
+def model_macs(model: nn.Module) -> dict[str, float]:
+    """``promptable_macs`` for promptable models; ``{"total_gmacs"}`` of one forward for prompt-free ones."""
+    if getattr(model, "kind", None) != "promptfree":
+        return promptable_macs(model)
+    with frozen(model):
+        s = model.input_size
+        x = torch.zeros(1, 3, s, s, device=next(model.parameters()).device)
+        return {"encoder_gmacs": 0.0, "decoder_gmacs": 0.0, "total_gmacs": count_macs(model, x) / 1e9}
+
+
 def _promptable_macs(model: nn.Module) -> dict[str, float]:
     dev = next(model.parameters()).device
     s = model.input_size

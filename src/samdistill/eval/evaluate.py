@@ -1,4 +1,7 @@
-"""``samdistill eval``: a promptable model on a dataset split, under a stated prompt protocol.
+"""``samdistill eval``: a model on a dataset split, under a stated prompt protocol.
+
+Promptable models get simulated prompts; prompt-free students (KnowSAM) segment without any, and
+then images with an empty ground truth are scored too (empty vs empty = Dice 1).
 
 For every image: simulate the prompt from the ground truth (original frame), preprocess, encode,
 decode, bring the logits back to the original resolution, threshold at 0, and score with MONAI.
@@ -31,7 +34,7 @@ from samdistill.data.prompts import (
     tight_box,
 )
 from samdistill.errors import UserError
-from samdistill.eval.efficiency import machine_info, num_threads, promptable_macs, sync
+from samdistill.eval.efficiency import machine_info, model_macs, num_threads, sync
 from samdistill.eval.metrics import EMPTY_CONVENTION, NSD_TOLERANCE_PX, MetricAccumulator, image_metrics
 
 PromptKind = Literal["box", "components", "point"]
@@ -75,6 +78,15 @@ def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray]
     x = pp.image(image)[None].to(device)
     sync(device)
     t1 = time.perf_counter()
+    if getattr(model, "kind", None) == "promptfree":
+        logits = model.foreground_logits(x)
+        sync(device)
+        t2 = time.perf_counter()
+        mask = (pp.logits_to_original(logits, hw)[0, 0] > 0).cpu().numpy()
+        t3 = time.perf_counter()
+        ms = lambda a, b: (b - a) * 1e3  # noqa: E731
+        return mask, {"preprocess_ms": ms(t0, t1), "encoder_ms": ms(t1, t2), "decoder_ms": 0.0,
+                      "end_to_end_ms": ms(t0, t3)}
     emb = model.encode(x)
     sync(device)
     t2 = time.perf_counter()
@@ -123,8 +135,10 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``."""
-    if getattr(model, "kind", None) != "promptable":
-        raise UserError(f"{model_name} is not a promptable model; eval with prompts needs one")
+    kind = getattr(model, "kind", None)
+    if kind not in ("promptable", "promptfree"):
+        raise UserError(f"{model_name} is not a segmentation model samdistill can evaluate")
+    prompt_free = kind == "promptfree"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = dataset.ids(split, limit)
@@ -142,10 +156,10 @@ def evaluate(
         warmed = False
         bar = tqdm(ids, desc=f"eval {model_name} on {dataset.name}/{split}", unit="img", disable=not progress)
         for sample in dataset.iter_samples(bar):
-            if not sample.mask.any():
+            if not sample.mask.any() and not prompt_free:
                 excluded.append(sample.id)  # no prompt can be simulated from an empty ground truth
                 continue
-            prompts = protocol.make(sample.mask, sample.id)
+            prompts = {} if prompt_free else protocol.make(sample.mask, sample.id)
             if not warmed:  # one untimed pass so that lazy initialisation does not land in the median
                 predict_with_timing(model, sample.image, prompts, device)
                 warmed = True
@@ -189,9 +203,10 @@ def evaluate(
         "hd95": means["hd95"],
         "dice_std": float(np.std([r["dice"] for r in rows])),
         "baselines": {k: v.aggregate() for k, v in base_acc.items() if len(v)},
-        "prompt": {**asdict(protocol), "description": protocol.describe()},
+        "prompt": {"kind": "none", "description": "prompt-free model: no prompt"} if prompt_free
+        else {**asdict(protocol), "description": protocol.describe()},
         "params": model.parameter_counts(),
-        **promptable_macs(model),
+        **model_macs(model),
         "latency_ms": med("end_to_end_ms"),
         "latency": {
             "encoder_ms": med("encoder_ms"),

@@ -111,6 +111,29 @@ class PromptableModel(nn.Module):
             multimask_output=multimask,
         )
 
+    def decode_tokens(self, embeddings: torch.Tensor, tokens: torch.Tensor,
+                      mask_prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode learned prompt tokens (``BxKx256``, e.g. KnowSAM's prompt generator) instead of boxes.
+
+        ``mask_prompt``: ``Bx1x4gx4g`` logits used as the dense prompt. Returns ``Bx1x4gx4g`` logits.
+        """
+        outs = []
+        rows = [slice(None)] if self._batched_decoder else [slice(i, i + 1) for i in range(embeddings.shape[0])]
+        for r in rows:
+            _, dense = self.prompt_encoder(points=None, boxes=None, masks=None if mask_prompt is None else mask_prompt[r])
+            if mask_prompt is None:
+                dense = dense.expand(embeddings[r].shape[0], -1, -1, -1)
+            logits, _ = self.mask_decoder(
+                image_embeddings=embeddings[r], image_pe=self.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=tokens[r], dense_prompt_embeddings=dense, multimask_output=False,
+            )
+            outs.append(logits)
+        return torch.cat(outs)
+
+    @property
+    def mask_prompt_size(self) -> int:
+        return 4 * self.embedding_grid
+
     def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Encode + decode one box per image; returns low-res logits ``Bx1x4gx4g``."""
         return self.decode(self.encode(images), boxes=boxes)[0]

@@ -30,6 +30,7 @@ _FAMILY_MODULES = (
     "samdistill.models.teachers.mobilesam",
     "samdistill.models.teachers.test_sam",
     "samdistill.models.students.promptable",
+    "samdistill.models.students.fusion",
 )
 _populated = False
 

@@ -46,6 +46,8 @@ class Phase:
     epochs: int
     batch_size: int
     optim: OptimConfig
+    #: optional ``generator -> batch sampler`` (e.g. two-stream labeled/unlabeled batches)
+    batch_sampler: Callable[[torch.Generator], Any] | None = None
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,6 +61,8 @@ class _Interrupted(Exception):
 def make_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -73,6 +77,23 @@ def warmup_cosine(total_steps: int, cfg: OptimConfig) -> Callable[[int], float]:
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return f
+
+
+def warmup_linear(total_steps: int, cfg: OptimConfig) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then linear decay from 1 to ``min_lr_ratio`` at the last step."""
+    warm = min(cfg.warmup_steps, max(total_steps - 1, 0))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min((step - warm) / max(1, total_steps - warm), 1.0)
+        return 1.0 - (1.0 - cfg.min_lr_ratio) * progress
+
+    return f
+
+
+def schedule(total_steps: int, cfg: OptimConfig) -> Callable[[int], float]:
+    return warmup_linear(total_steps, cfg) if cfg.schedule == "linear" else warmup_cosine(total_steps, cfg)
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -112,9 +133,11 @@ class Trainer:
         self.global_step = 0
 
     # ------------------------------------------------------------------ helpers
-    def _loader(self, ds: Dataset, bs: int, phase_idx: int, epoch: int, shuffle: bool) -> DataLoader:
+    def _loader(self, ds: Dataset, bs: int, phase_idx: int, epoch: int, shuffle: bool, batch_sampler=None) -> DataLoader:
         g = torch.Generator()
         g.manual_seed(self.seed * 1_000_003 + phase_idx * 10_007 + epoch)
+        if batch_sampler is not None:
+            return DataLoader(ds, batch_sampler=batch_sampler(g), num_workers=0, collate_fn=collate)
         return DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=g, num_workers=0, collate_fn=collate)
 
     def _autocast(self):
@@ -122,11 +145,11 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    def _state(self, phase_idx, epoch_done, opt, sched) -> dict[str, Any]:
+    def _state(self, phase_idx, epoch_done, opts, scheds) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
+            "optimizer": [o.state_dict() for o in opts],
+            "scheduler": [s.state_dict() for s in scheds],
             "phase": phase_idx,
             "epoch": epoch_done,
             "step": self.global_step,
@@ -152,26 +175,25 @@ class Trainer:
         for pi, phase in enumerate(self.phases):
             if pi < start_phase or phase.epochs == 0:
                 continue
-            params = [p for p in phase.method.parameters() if p.requires_grad]
-            opt = make_optimizer(params, phase.optim)
-            steps_per_epoch = math.ceil(len(phase.train_set) / phase.batch_size)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps_per_epoch * phase.epochs, phase.optim))
+            opts, scheds = self._optimizers(phase)
             first_epoch = 0
             if restored is not None and pi == start_phase:
                 first_epoch = start_epoch
                 if start_epoch > 0:
-                    opt.load_state_dict(restored["optimizer"])
-                    sched.load_state_dict(restored["scheduler"])
+                    for o, s in zip(opts, restored["optimizer"]):
+                        o.load_state_dict(s)
+                    for sc, s in zip(scheds, restored["scheduler"]):
+                        sc.load_state_dict(s)
                 set_rng_state(restored["rng"])
                 restored = None
             for epoch in range(first_epoch, phase.epochs):
                 try:
-                    row = self._epoch(pi, phase, epoch, opt, sched)
+                    row = self._epoch(pi, phase, epoch, opts, scheds)
                 except _Interrupted:  # like a kill: nothing of the unfinished epoch is saved
                     return {"interrupted": True, "step": self.global_step}
                 self.history.append(row)
                 self._write_metrics()
-                save_training_state(self._state(pi, epoch + 1, opt, sched), self.ckpt_dir)
+                save_training_state(self._state(pi, epoch + 1, opts, scheds), self.ckpt_dir)
                 if self.on_epoch_end:
                     self.on_epoch_end(self.history)
         return {
@@ -183,10 +205,29 @@ class Trainer:
             "history": self.history,
         }
 
-    def _epoch(self, pi: int, phase: Phase, epoch: int, opt, sched) -> dict[str, Any]:
+    def steps_per_epoch(self, phase: Phase) -> int:
+        if phase.batch_sampler is not None:
+            return len(phase.batch_sampler(torch.Generator()))
+        return math.ceil(len(phase.train_set) / phase.batch_size)
+
+    def _optimizers(self, phase: Phase):
+        """One optimiser + LR schedule per parameter group (``method.param_groups()`` when the method
+        has several, e.g. SGD for students and Adam for SAM's adapters), else one for everything."""
+        if hasattr(phase.method, "param_groups"):
+            groups = [(ps, cfg) for _, ps, cfg in phase.method.param_groups()]
+        else:
+            groups = [([p for p in phase.method.parameters() if p.requires_grad], phase.optim)]
+        total = self.steps_per_epoch(phase) * phase.epochs
+        opts = [make_optimizer(ps, cfg) for ps, cfg in groups]
+        scheds = [torch.optim.lr_scheduler.LambdaLR(o, schedule(total, cfg)) for o, (_, cfg) in zip(opts, groups)]
+        self._clip = [cfg.clip_grad for _, cfg in groups]
+        return opts, scheds
+
+    def _epoch(self, pi: int, phase: Phase, epoch: int, opts, scheds) -> dict[str, Any]:
         method = phase.method
         method.train()
-        loader = self._loader(phase.train_set, phase.batch_size, pi, epoch, shuffle=True)
+        loader = self._loader(phase.train_set, phase.batch_size, pi, epoch, shuffle=True,
+                              batch_sampler=phase.batch_sampler)
         sums: dict[str, float] = {}
         n_batches, n_images = 0, 0
         t0 = time.perf_counter()
@@ -196,7 +237,8 @@ class Trainer:
             with self._autocast():
                 losses = method.step(batch)
             loss = losses["loss"]
-            opt.zero_grad(set_to_none=True)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 self.bad_steps += 1
                 self.skipped_steps += 1
@@ -208,10 +250,11 @@ class Trainer:
                 continue
             self.bad_steps = 0
             loss.backward()
-            if phase.optim.clip_grad:
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], phase.optim.clip_grad)
-            opt.step()
-            sched.step()
+            for opt, sched, clip in zip(opts, scheds, self._clip):
+                if clip:
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+                opt.step()
+                sched.step()
             self.global_step += 1
             n_batches += 1
             n_images += len(batch["id"])
@@ -223,7 +266,7 @@ class Trainer:
         train_s = time.perf_counter() - t0
         row: dict[str, Any] = {
             "phase": phase.name, "epoch": epoch + 1, "step": self.global_step,
-            "lr": opt.param_groups[0]["lr"], "train_seconds": train_s,
+            "lr": opts[0].param_groups[0]["lr"], "train_seconds": train_s,
             "images_per_s": n_images / train_s if train_s > 0 else 0.0,
             **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
         }

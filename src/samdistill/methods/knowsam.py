@@ -1,0 +1,198 @@
+"""KnowSAM: semi-supervised, SAM-induced distillation into a prompt-free UNet + VNet student.
+
+One training step on a batch of labeled (L) and unlabeled (U) images (``labeled`` flags):
+
+1. Weak augmentation (per-sample flips) for all images, strong (flips + photometric jitter + noise)
+   for unlabeled ones; both sub-networks and the Hybrid Aggregation Module predict
+   ``u, v, f`` (``BxCxSxS``).
+2. SAM (the teacher, with the learnable prompt generator and, with ``adapters=encoder``, adapters in
+   its image encoder) segments the *unflipped* image once per class (or, with
+   ``sam_decode=foreground`` on binary tasks, once, as logits ``[0, l]``): the prompt generator's tokens
+   replace boxes and the fused student prediction (detached, unflipped) is the dense mask prompt.
+   SAM's logits are flipped into the augmented frame. With ``adapters=none`` SAM's embedding is the
+   cached one, so the teacher encoder never runs.
+3. Losses: supervised CE + Dice on L for u, v, f and SAM; SAM-induced KD
+   ``T² KL(softmax(sam/T) || softmax(u/T))`` (and for v) on all pixels; co-training consistency
+   (MSE of probabilities over all classes, each sub-network towards the other, ramped up);
+   entropy minimisation; after ``mix_after`` of the run, uncertainty-guided mixing: the most
+   confident cells of each unlabeled image (SAM's pseudo-label) are pasted into its labeled partner
+   and vice versa, and the mixed pairs are trained with CE + Dice.
+Students learn from SAM's detached output and SAM from the labels only, so one backward pass over
+the sum updates each part with its own terms. Every term has a weight (0 switches it off).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samdistill.data.transforms import apply_flips, confident_regions, paste, photometric, random_flips
+from samdistill.losses.semi import ce_dice, consistency_mse, entropy_loss, softmax_kd
+from samdistill.models.students.fusion import entropy_map
+
+
+class KnowSAMParts(nn.Module):
+    """Everything that trains (and is checkpointed): the student, SAM's prompt generator and adapters,
+    and the step counter that drives ramp-ups."""
+
+    def __init__(self, student: nn.Module, prompt_generator: nn.Module | None, adapters: nn.ModuleList | None) -> None:
+        super().__init__()
+        self.student = student
+        self.prompt_generator = prompt_generator
+        self.adapters = adapters
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+
+def sigmoid_rampup(progress: float) -> float:
+    """exp(-5 (1 - p)²) for p in [0, 1] (Laine & Aila's ramp-up); 1 after the end."""
+    p = min(max(progress, 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - p) ** 2))
+
+
+class KnowSAMMethod:
+    def __init__(self, *, parts: KnowSAMParts, teacher, cfg, total_steps: int, device: str = "cpu") -> None:
+        self.parts, self.teacher, self.cfg = parts, teacher, cfg
+        self.student = parts.student
+        self.total_steps = max(1, total_steps)
+        self.device = device
+        self.use_sam = cfg.sam and parts.prompt_generator is not None
+        self.num_classes = self.student.num_classes
+
+    # ------------------------------------------------------------------ trainer protocol
+    def sam_parameters(self) -> list[nn.Parameter]:
+        if not self.use_sam:
+            return []
+        ps = list(self.parts.prompt_generator.parameters())
+        if self.parts.adapters is not None:
+            ps += list(self.parts.adapters.parameters())
+        return ps
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.student.parameters()) + self.sam_parameters()
+
+    def param_groups(self):
+        groups = [("students", list(self.student.parameters()), self.cfg.optim)]
+        if self.use_sam:
+            groups.append(("sam", self.sam_parameters(), self.cfg.sam_optim))
+        return groups
+
+    def train(self) -> None:
+        self.parts.train()
+
+    def eval(self) -> None:
+        self.parts.eval()
+
+    # ------------------------------------------------------------------ SAM side
+    def sam_logits(self, images: torch.Tensor, embeddings: torch.Tensor | None, fused: torch.Tensor) -> torch.Tensor:
+        """SAM's ``BxCxSxS`` logits: one decode per class with learned tokens + the fused mask prompt."""
+        t = self.teacher
+        emb = t.encode(images) if self.parts.adapters is not None or embeddings is None else embeddings
+        tokens = self.parts.prompt_generator(emb)
+        size = t.mask_prompt_size
+        prompt = F.interpolate(fused.detach(), size=(size, size), mode="bilinear", align_corners=False)
+        if self.cfg.sam_decode == "foreground" and self.num_classes == 2:
+            # binary shortcut: one decode (SAM's native sigmoid mask); softmax([0, l]) == sigmoid(l)
+            fg = t.decode_tokens(emb, tokens[:, 1], (prompt[:, 1:2] - prompt[:, :1]))
+            logits = torch.cat([torch.zeros_like(fg), fg], dim=1)
+        else:
+            outs = [t.decode_tokens(emb, tokens[:, c], prompt[:, c : c + 1]) for c in range(self.num_classes)]
+            logits = torch.cat(outs, dim=1)
+        s = images.shape[-1]
+        if logits.shape[-1] != s:
+            logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
+        return logits
+
+    # ------------------------------------------------------------------ one step
+    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        x = batch["image"].to(self.device)
+        labels = batch["mask"].to(self.device).long()
+        lab = batch["labeled"].to(self.device).bool()
+        unl = ~lab
+        emb = batch["embedding"].to(self.device) if "embedding" in batch else None
+        progress = float(self.parts.step) / self.total_steps
+        self.parts.step += 1
+
+        hf, vf = random_flips(x.shape[0], x.device)
+        xa = apply_flips(x, hf, vf)
+        ya = apply_flips(labels, hf, vf)
+        if unl.any() and c.strong_aug > 0:
+            xa = torch.where(unl.view(-1, 1, 1, 1), photometric(xa, c.strong_aug), xa)
+        u, v, f = self.student.forward_all(xa)
+        pu, pv, pf = u.softmax(1), v.softmax(1), f.softmax(1)
+
+        out: dict[str, torch.Tensor] = {}
+        zero = x.new_zeros(())
+        if lab.any():
+            out["sup"] = 0.5 * (ce_dice(u[lab], ya[lab]) + ce_dice(v[lab], ya[lab]))
+            out["sup_fusion"] = ce_dice(f[lab], ya[lab])
+        else:
+            out["sup"] = out["sup_fusion"] = zero
+        loss = c.sup * (out["sup"] + out["sup_fusion"])
+
+        sam_a = None
+        if self.use_sam:
+            sam = self.sam_logits(x, emb, apply_flips(f, hf, vf))
+            sam_a = apply_flips(sam, hf, vf)
+            out["sam_sup"] = ce_dice(sam_a[lab], ya[lab]) if lab.any() else zero
+            loss = loss + c.sup * out["sam_sup"]
+            if c.kd > 0:
+                out["kd"] = 0.5 * (softmax_kd(u, sam_a, c.temperature) + softmax_kd(v, sam_a, c.temperature))
+                loss = loss + c.kd * out["kd"]
+        ramp = sigmoid_rampup(progress / c.consistency_rampup) if c.consistency_rampup > 0 else 1.0
+        if c.consistency > 0:
+            out["consistency"] = 0.5 * (consistency_mse(pu, pv) + consistency_mse(pv, pu))
+            loss = loss + c.consistency * ramp * out["consistency"]
+        if c.entropy > 0:
+            out["entropy"] = 0.5 * (entropy_loss(pu) + entropy_loss(pv))
+            loss = loss + c.entropy * out["entropy"]
+        if c.mix > 0 and progress >= c.mix_after and lab.any() and unl.any():
+            out["mix"] = self._mix_loss(xa, ya, lab, unl, pf, sam_a)
+            loss = loss + c.mix * out["mix"]
+        out["loss"] = loss
+        return out
+
+    def _mix_loss(self, xa, ya, lab, unl, pf, sam_a) -> torch.Tensor:
+        """Uncertainty-guided mixing of labeled/unlabeled pairs; CE + Dice on the mixed labels."""
+        c = self.cfg
+        li, ui = lab.nonzero()[:, 0], unl.nonzero()[:, 0]
+        n = min(len(li), len(ui))
+        li, ui = li[:n], ui[:n]
+        with torch.no_grad():
+            teacher_p = sam_a.softmax(1) if sam_a is not None else pf
+            pseudo = teacher_p[ui].argmax(1)
+            region_u = confident_regions(entropy_map(teacher_p[ui])[:, 0], c.mix_grid, c.mix_top_k)
+            region_l = confident_regions(entropy_map(pf[li])[:, 0], c.mix_grid, c.mix_top_k)
+        img_l, lab_l = paste(xa[li], ya[li], xa[ui], pseudo, region_u)  # confident unlabeled cells -> labeled
+        img_u, lab_u = paste(xa[ui], pseudo, xa[li], ya[li], region_l)  # confident labeled cells -> unlabeled
+        mu, mv, mf = self.student.forward_all(torch.cat([img_l, img_u]))
+        y = torch.cat([lab_l, lab_u])
+        return 0.5 * (ce_dice(mu, y) + ce_dice(mv, y)) + ce_dice(mf, y)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self, loader) -> dict[str, float]:
+        """Dice (foreground, input frame, per image; empty vs empty = 1) of the fused student, each
+        sub-network and (when used) SAM with its learned prompts."""
+        scores: dict[str, list[float]] = {"dice": [], "dice_unet": [], "dice_vnet": []}
+        if self.use_sam:
+            scores["dice_sam"] = []
+        for batch in loader:
+            x = batch["image"].to(self.device)
+            y = batch["mask"].to(self.device) > 0
+            u, v, f = self.student.forward_all(x)
+            preds = {"dice": f, "dice_unet": u, "dice_vnet": v}
+            if self.use_sam:
+                emb = batch["embedding"].to(self.device) if "embedding" in batch else None
+                preds["dice_sam"] = self.sam_logits(x, emb, f)
+            for k, logits in preds.items():
+                pred = logits.argmax(1) > 0
+                inter = (pred & y).flatten(1).sum(1).float()
+                denom = (pred.flatten(1).sum(1) + y.flatten(1).sum(1)).float()
+                d = torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+                scores[k] += d.tolist()
+        return {k: float(sum(v) / max(len(v), 1)) for k, v in scores.items()}
