@@ -186,6 +186,12 @@ def distill(
             set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
     summary = run_distill(cfg, out, resume=resume)
+    if summary.get("interrupted"):
+        typer.echo(f"stopped by {summary['reason']} after {summary['step']} steps; a checkpoint is in "
+                   f"{out / 'checkpoints'}. Continue with the same command plus --resume.", err=True)
+        raise typer.Exit(143)
+    if "rank" in summary:  # a non-zero torchrun rank: rank 0 reports
+        return
     b = summary["best"]
     if "n_labeled" in summary:
         typer.echo(f"labels used: {summary['n_labeled']} images labeled, {summary['n_unlabeled']} unlabeled "

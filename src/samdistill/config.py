@@ -131,6 +131,7 @@ class DistillConfig(Strict):
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)
     val_every: int = Field(1, ge=1)
+    checkpoint_every: Optional[int] = Field(None, ge=1)  # also checkpoint every N steps (besides epoch ends)
     overlays: int = Field(4, ge=0)
     progress: bool = True
 

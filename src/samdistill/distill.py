@@ -27,6 +27,7 @@ from samdistill.eval.overlays import save_side_by_side
 from samdistill.methods.kdsam import KDSAMStage
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train.plots import plot_curves
+from samdistill.train import distributed as dist_utils
 from samdistill.train.trainer import Phase, Trainer
 
 
@@ -58,11 +59,17 @@ def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
     val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
     if not train_ids:
         raise UserError(f"the {cfg.data.train_split!r} split of {ds.name} is empty")
-    if ds.split_source.startswith("seeded"):
+    if ds.split_source.startswith("seeded") and dist_utils.context().is_main:
         (out / "split.json").write_text(json.dumps(ds.split, indent=1))
     cache = EmbeddingCache(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir(out), teacher)
-    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress)
-    val_keys = cache.build(ds, val_ids, flips=False, progress=progress)
+    ctx = dist_utils.context()
+    if ctx.enabled:  # each rank computes its share of the missing entries, then all read them
+        cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main, rank=ctx.rank,
+                    world_size=ctx.world_size)
+        cache.build(ds, val_ids, flips=False, progress=False, rank=ctx.rank, world_size=ctx.world_size)
+        dist_utils.barrier()
+    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main)
+    val_keys = cache.build(ds, val_ids, flips=False, progress=progress and ctx.is_main)
     return ds, cache, train_keys, val_keys, val_ids
 
 
@@ -75,11 +82,13 @@ def distill(
     into a prompt-free UNet + VNet student.
     """
     out = Path(out_dir)
+    ctx = dist_utils.init_from_env(cfg.device)
     if out.exists() and (out / "checkpoints" / "last.pt").exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
-    log = _logger(out)
+    if ctx.is_main:
+        dump_config(cfg, out / "config.yaml")
+    log = _logger(out) if ctx.is_main else logging.getLogger("samdistill.run.worker")
     t0 = time.perf_counter()
     with num_threads(cfg.threads) as threads:
         seed_everything(cfg.seed)
@@ -92,8 +101,9 @@ def distill(
         seed_everything(cfg.seed)
         setup = _knowsam_setup if cfg.method == "knowsam" else _kdsam_setup
         model, student, phases, extra = setup(cfg, teacher, cache, train_keys, val_keys)
-        if "labeled_ids" in extra:  # which train images kept their labels (semi-supervised runs)
-            (out / "labeled.json").write_text(json.dumps(extra.pop("labeled_ids"), indent=0))
+        labeled_ids = extra.pop("labeled_ids", None)
+        if labeled_ids is not None and ctx.is_main:  # which train images kept their labels (semi-supervised)
+            (out / "labeled.json").write_text(json.dumps(labeled_ids, indent=0))
 
         ckpt = out / "checkpoints"
         trainer = Trainer(
@@ -101,12 +111,15 @@ def distill(
             progress=cfg.progress,
             on_best=lambda m, best: save_model(student, ckpt / "best.pt", provenance={"best": best}),
             on_epoch_end=lambda h: plot_curves(h, out / "plots" / "curves.png"),
-            stop_after_steps=stop_after_steps,
+            stop_after_steps=stop_after_steps, checkpoint_every=cfg.checkpoint_every,
         )
         result = trainer.fit(resume=resume)
         if result["interrupted"]:
-            log.info("stopped after %s steps (resume with --resume)", result["step"])
-            return {"interrupted": True, "step": result["step"]}
+            log.info("stopped (%s) after %s steps (resume with --resume)", result["reason"], result["step"])
+            return {"interrupted": True, "reason": result["reason"], "step": result["step"]}
+        if not ctx.is_main:  # rank 0 writes the student, overlays and summary
+            dist_utils.barrier()
+            return {"rank": ctx.rank, "best": result["best"], "steps": result["steps"]}
 
         final = load_model(ckpt / "best.pt") if (ckpt / "best.pt").exists() else student.eval()
         student_name = cfg.knowsam.student if cfg.method == "knowsam" else cfg.student.name
@@ -125,8 +138,10 @@ def distill(
             "threads": threads, "device": cfg.device, "machine": machine_info(),
             "params": final.parameter_counts(), "student_path": str(out / "student.pt"),
         }
+        summary["world_size"] = ctx.world_size
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("done: %s", json.dumps(summary["best"]))
+        dist_utils.barrier()
         return summary
 
 

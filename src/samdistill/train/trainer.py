@@ -7,13 +7,18 @@ A *method* is a small object: ``parameters()`` (what trains), ``train()``/``eval
 The loop: AdamW or SGD, linear warm-up then cosine decay per phase, gradient clipping, bf16 autocast
 on CUDA (fp32 on CPU), seeded shuffles, NaN/Inf steps skipped and counted (stop after too many in a
 row), validation every ``val_every`` epochs with best-checkpoint keeping, atomic checkpoints at every
-epoch end so that ``resume=True`` continues exactly, ``metrics.csv``, and a progress bar.
+epoch end (and every ``checkpoint_every`` steps) so that ``resume=True`` continues exactly, also from
+inside an epoch; SIGTERM saves a checkpoint at the next step boundary and stops cleanly;
+``metrics.csv``, and a progress bar. Under ``torchrun`` the epoch is sharded across ranks, the
+trainable model is wrapped in DDP, metrics are all-reduced, and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from samdistill.config import OptimConfig
+from samdistill.train import distributed as dist_utils
 from samdistill.train.checkpoint import load_training_state, rng_state, save_training_state, set_rng_state
 
 MAX_BAD_STEPS_IN_A_ROW = 5
@@ -55,7 +61,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Interrupted(Exception):
-    """Raised inside an epoch when ``stop_after_steps`` is reached (tests simulate a kill with it)."""
+    """Raised inside an epoch when ``stop_after_steps`` is reached (tests simulate a kill with it) or
+    after SIGTERM (then a checkpoint has been written first)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -105,7 +116,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Trainer:
-    """Runs the phases; ``model`` is what gets checkpointed (the student)."""
+    """Runs the phases; ``model`` is what gets checkpointed (everything that trains)."""
 
     def __init__(
         self,
@@ -120,38 +131,67 @@ class Trainer:
         on_best: Callable[[torch.nn.Module, dict], None] | None = None,
         on_epoch_end: Callable[[list[dict]], None] | None = None,
         stop_after_steps: int | None = None,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.model, self.phases, self.out = model, phases, Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self.seed, self.device, self.val_every, self.progress = seed, device, val_every, progress
+        self.seed, self.device, self.val_every = seed, device, val_every
         self.on_best, self.on_epoch_end = on_best, on_epoch_end
-        self.stop_after_steps = stop_after_steps  # for tests: simulate an interruption
+        self.stop_after_steps = stop_after_steps  # for tests: simulate a kill (nothing saved)
+        self.checkpoint_every = checkpoint_every
+        self.ctx = dist_utils.context()
+        self.progress = progress and self.ctx.is_main
         self.history: list[dict[str, Any]] = []
         self.best = {"dice": -1.0, "phase": None, "epoch": None}
         self.bad_steps = 0
         self.skipped_steps = 0
         self.global_step = 0
+        self._sigterm = False
 
     # ------------------------------------------------------------------ helpers
-    def _loader(self, ds: Dataset, bs: int, phase_idx: int, epoch: int, shuffle: bool, batch_sampler=None) -> DataLoader:
+    def _epoch_generator(self, phase_idx: int, epoch: int) -> torch.Generator:
         g = torch.Generator()
         g.manual_seed(self.seed * 1_000_003 + phase_idx * 10_007 + epoch)
-        if batch_sampler is not None:
-            return DataLoader(ds, batch_sampler=batch_sampler(g), num_workers=0, collate_fn=collate)
-        return DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=g, num_workers=0, collate_fn=collate)
+        return g
+
+    def _train_loader(self, phase: Phase, phase_idx: int, epoch: int) -> DataLoader:
+        """This rank's share of the epoch, in a seeded order (disjoint across ranks)."""
+        g = self._epoch_generator(phase_idx, epoch)
+        ctx = self.ctx
+        if phase.batch_sampler is not None:
+            bs = phase.batch_sampler(g)
+            if ctx.enabled:
+                bs = dist_utils.ShardedBatchSampler(bs, ctx.rank, ctx.world_size)
+            return DataLoader(phase.train_set, batch_sampler=bs, num_workers=0, collate_fn=collate)
+        if ctx.enabled:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(phase.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                         seed=int(torch.randint(0, 2**31 - 1, (1,), generator=g)), drop_last=True)
+            return DataLoader(phase.train_set, batch_size=phase.batch_size, sampler=sampler, num_workers=0,
+                              collate_fn=collate)
+        return DataLoader(phase.train_set, batch_size=phase.batch_size, shuffle=True, generator=g, num_workers=0,
+                          collate_fn=collate)
+
+    def _val_loader(self, phase: Phase) -> DataLoader:
+        # every rank validates the whole set: identical scores, identical best-checkpoint decisions
+        return DataLoader(phase.val_set, batch_size=phase.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
     def _autocast(self):
         if torch.device(self.device).type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    def _state(self, phase_idx, epoch_done, opts, scheds) -> dict[str, Any]:
+    def _state(self, phase_idx, epoch, opts, scheds, batch_in_epoch: int = 0, partial: dict | None = None) -> dict[str, Any]:
+        """``epoch``: epochs finished in this phase; ``batch_in_epoch`` > 0 for a mid-epoch state."""
         return {
             "model": self.model.state_dict(),
             "optimizer": [o.state_dict() for o in opts],
             "scheduler": [s.state_dict() for s in scheds],
             "phase": phase_idx,
-            "epoch": epoch_done,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "partial": partial,
             "step": self.global_step,
             "best": dict(self.best),
             "history": list(self.history),
@@ -159,56 +199,16 @@ class Trainer:
             "rng": rng_state(),
         }
 
-    # ------------------------------------------------------------------ the loop
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(self.seed)
-        start_phase, start_epoch, restored = 0, 0, None
-        if resume:
-            restored = load_training_state(self.ckpt_dir)
-            if restored is not None:
-                self.model.load_state_dict(restored["model"])
-                start_phase, start_epoch = restored["phase"], restored["epoch"]
-                self.global_step, self.best = restored["step"], restored["best"]
-                self.history, self.skipped_steps = restored["history"], restored.get("skipped_steps", 0)
-        t_run = time.perf_counter()
-        for pi, phase in enumerate(self.phases):
-            if pi < start_phase or phase.epochs == 0:
-                continue
-            opts, scheds = self._optimizers(phase)
-            first_epoch = 0
-            if restored is not None and pi == start_phase:
-                first_epoch = start_epoch
-                if start_epoch > 0:
-                    for o, s in zip(opts, restored["optimizer"]):
-                        o.load_state_dict(s)
-                    for sc, s in zip(scheds, restored["scheduler"]):
-                        sc.load_state_dict(s)
-                set_rng_state(restored["rng"])
-                restored = None
-            for epoch in range(first_epoch, phase.epochs):
-                try:
-                    row = self._epoch(pi, phase, epoch, opts, scheds)
-                except _Interrupted:  # like a kill: nothing of the unfinished epoch is saved
-                    return {"interrupted": True, "step": self.global_step}
-                self.history.append(row)
-                self._write_metrics()
-                save_training_state(self._state(pi, epoch + 1, opts, scheds), self.ckpt_dir)
-                if self.on_epoch_end:
-                    self.on_epoch_end(self.history)
-        return {
-            "interrupted": False,
-            "best": self.best,
-            "steps": self.global_step,
-            "skipped_steps": self.skipped_steps,
-            "seconds": time.perf_counter() - t_run,
-            "history": self.history,
-        }
+    def _save(self, state: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            save_training_state(state, self.ckpt_dir)
+        dist_utils.barrier()
 
     def steps_per_epoch(self, phase: Phase) -> int:
+        w = self.ctx.world_size
         if phase.batch_sampler is not None:
-            return len(phase.batch_sampler(torch.Generator()))
-        return math.ceil(len(phase.train_set) / phase.batch_size)
+            return len(phase.batch_sampler(torch.Generator())) // w
+        return math.ceil((len(phase.train_set) // w if w > 1 else len(phase.train_set)) / phase.batch_size)
 
     def _optimizers(self, phase: Phase):
         """One optimiser + LR schedule per parameter group (``method.param_groups()`` when the method
@@ -223,19 +223,84 @@ class Trainer:
         self._clip = [cfg.clip_grad for _, cfg in groups]
         return opts, scheds
 
-    def _epoch(self, pi: int, phase: Phase, epoch: int, opts, scheds) -> dict[str, Any]:
+    def _on_sigterm(self, signum, frame) -> None:
+        self._sigterm = True
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            return self._fit(resume)
+        except _Interrupted as exc:  # SIGTERM (checkpoint written) or a simulated kill (nothing written)
+            return {"interrupted": True, "reason": exc.reason, "step": self.global_step}
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGTERM, old_handler)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
+        torch.manual_seed(self.seed)
+        start_phase, start_epoch, start_batch, restored = 0, 0, 0, None
+        if resume:
+            restored = load_training_state(self.ckpt_dir)
+            if restored is not None:
+                self.model.load_state_dict(restored["model"])
+                start_phase, start_epoch = restored["phase"], restored["epoch"]
+                start_batch = restored.get("batch_in_epoch", 0)
+                self.global_step, self.best = restored["step"], restored["best"]
+                self.history, self.skipped_steps = restored["history"], restored.get("skipped_steps", 0)
+        t_run = time.perf_counter()
+        for pi, phase in enumerate(self.phases):
+            if pi < start_phase or phase.epochs == 0:
+                continue
+            opts, scheds = self._optimizers(phase)
+            runner = dist_utils.wrap(self.model, phase.method, self.device) if self.ctx.enabled else None
+            first_epoch, skip, partial = 0, 0, None
+            if restored is not None and pi == start_phase:
+                first_epoch, skip, partial = start_epoch, start_batch, restored.get("partial")
+                if start_epoch > 0 or start_batch > 0:
+                    for o, s in zip(opts, restored["optimizer"]):
+                        o.load_state_dict(s)
+                    for sc, s in zip(scheds, restored["scheduler"]):
+                        sc.load_state_dict(s)
+                set_rng_state(restored["rng"])
+                restored = None
+            for epoch in range(first_epoch, phase.epochs):
+                row = self._epoch(pi, phase, epoch, opts, scheds, runner, skip, partial)
+                skip, partial = 0, None
+                self.history.append(row)
+                if self.ctx.is_main:
+                    self._write_metrics()
+                self._save(self._state(pi, epoch + 1, opts, scheds))
+                if self.on_epoch_end and self.ctx.is_main:
+                    self.on_epoch_end(self.history)
+        return {
+            "interrupted": False,
+            "best": self.best,
+            "steps": self.global_step,
+            "skipped_steps": self.skipped_steps,
+            "seconds": time.perf_counter() - t_run,
+            "history": self.history,
+        }
+
+    def _epoch(self, pi: int, phase: Phase, epoch: int, opts, scheds, runner=None, skip: int = 0,
+               partial: dict | None = None) -> dict[str, Any]:
         method = phase.method
         method.train()
-        loader = self._loader(phase.train_set, phase.batch_size, pi, epoch, shuffle=True,
-                              batch_sampler=phase.batch_sampler)
-        sums: dict[str, float] = {}
-        n_batches, n_images = 0, 0
-        t0 = time.perf_counter()
+        loader = self._train_loader(phase, pi, epoch)
+        acc = dict(partial or {"sums": {}, "n_batches": 0, "n_images": 0, "seconds": 0.0})
+        sums: dict[str, float] = dict(acc["sums"])
+        t0 = time.perf_counter() - acc["seconds"]
         bar = tqdm(loader, desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", unit="batch",
-                   disable=not self.progress, leave=False)
-        for batch in bar:
+                   disable=not self.progress, leave=False, initial=skip)
+        for b, batch in enumerate(bar):
+            if b < skip:  # resuming inside this epoch: these batches were trained before the stop
+                continue
             with self._autocast():
-                losses = method.step(batch)
+                losses = runner(batch) if runner is not None else method.step(batch)
             loss = losses["loss"]
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
@@ -256,28 +321,39 @@ class Trainer:
                 opt.step()
                 sched.step()
             self.global_step += 1
-            n_batches += 1
-            n_images += len(batch["id"])
+            acc["n_batches"] += 1
+            acc["n_images"] += len(batch["id"])
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if self.stop_after_steps is not None and self.global_step >= self.stop_after_steps:
-                raise _Interrupted
+                raise _Interrupted("stop_after_steps")
+            stop = dist_utils.any_rank(self._sigterm)
+            due = self.checkpoint_every and self.global_step % self.checkpoint_every == 0
+            if stop or due:
+                acc["sums"], acc["seconds"] = dict(sums), time.perf_counter() - t0
+                self._save(self._state(pi, epoch, opts, scheds, batch_in_epoch=b + 1, partial=acc))
+            if stop:
+                raise _Interrupted("SIGTERM")
         train_s = time.perf_counter() - t0
+        totals = dist_utils.all_reduce_sum({**{f"sum_{k}": v for k, v in sums.items()},
+                                            "n_batches": acc["n_batches"], "n_images": acc["n_images"]})
+        n_batches = max(totals.pop("n_batches"), 1)
+        n_images = totals.pop("n_images")
         row: dict[str, Any] = {
             "phase": phase.name, "epoch": epoch + 1, "step": self.global_step,
             "lr": opts[0].param_groups[0]["lr"], "train_seconds": train_s,
             "images_per_s": n_images / train_s if train_s > 0 else 0.0,
-            **{f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()},
+            **{f"train_{k[4:]}": v / n_batches for k, v in totals.items()},
         }
         if phase.val_set is not None and len(phase.val_set) and ((epoch + 1) % self.val_every == 0 or epoch + 1 == phase.epochs):
             method.eval()
             with torch.no_grad(), self._autocast():
-                val = method.validate(self._loader(phase.val_set, phase.batch_size, pi, 0, shuffle=False))
+                val = method.validate(self._val_loader(phase))
             row.update({f"val_{k}": v for k, v in val.items()})
             if val["dice"] > self.best["dice"]:
                 self.best = {"dice": val["dice"], "phase": phase.name, "epoch": epoch + 1}
-                if self.on_best:
+                if self.on_best and self.ctx.is_main:
                     self.on_best(self.model, dict(self.best))
         return row
 

@@ -1,0 +1,116 @@
+"""Kill a real `samdistill distill` process (SIGKILL, SIGTERM) and resume: same final weights as an
+uninterrupted run with the same seed, bit for bit on CPU."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from samdistill.config import load_config
+from samdistill.distill import distill
+
+ARGS = ["--teacher", "test_sam", "--student", "test_resnet18", "--data", "synthetic:n=24,size=64,seed=5",
+        "stage1.epochs=4", "stage2.epochs=2", "stage1.batch_size=2", "stage2.batch_size=2", "progress=false",
+        "threads=1", "overlays=0", "checkpoint_every=3", "stage1.perceptual=0.1"]
+
+
+def _overrides(tmp_path):
+    return ARGS[6:] + [f"cache.dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One uninterrupted reference run (and the cache every run of this module reuses)."""
+    from samdistill.config import merge, parse_overrides
+
+    root = tmp_path_factory.mktemp("kill")
+    tree = merge({"teacher": "test_sam", "student": {"name": "test_resnet18"},
+                  "data": {"path": "synthetic:n=24,size=64,seed=5"}}, parse_overrides(_overrides(root)))
+    distill(load_config("kdsam", tree), root / "ref")
+    return root, torch.load(root / "ref" / "checkpoints" / "last.pt", weights_only=False)
+
+
+def _launch(tmp_path, out, resume=False):
+    cmd = [sys.executable, "-m", "samdistill", "distill", *ARGS, f"cache.dir={tmp_path / 'cache'}", "--out", str(out)]
+    if resume:
+        cmd.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_checkpoint(proc, path, timeout=300):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before the first checkpoint: {proc.stderr.read()[-1500:]}"
+        assert time.time() - t0 < timeout
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_identical_weights(tmp_path, shared, sig):
+    cache_root, ref = shared
+    out = tmp_path / "run"
+    proc = _launch(cache_root, out)
+    _wait_for_checkpoint(proc, out / "checkpoints" / "last.pt")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert not (out / "summary.json").exists()  # it really was stopped before the end
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] < ref["step"]
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "stopped by SIGTERM" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    done = _launch(cache_root, out, resume=True)
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err[-1500:]
+    final = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert final["step"] == ref["step"]
+    assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])
+
+
+def test_sigterm_checkpoint_is_mid_epoch_and_resumable_in_process(tmp_path, shared):
+    """SIGTERM inside an epoch: the checkpoint records the batch, and resume finishes that epoch."""
+    from samdistill.config import merge, parse_overrides
+
+    tree = merge({"teacher": "test_sam", "student": {"name": "test_resnet18"},
+                  "data": {"path": "synthetic:n=24,size=64,seed=5"}},
+                 parse_overrides(_overrides(shared[0]) + ["checkpoint_every=null"]))
+    cfg = load_config("kdsam", tree)
+    import samdistill.train.trainer as tr
+
+    original = tr.Trainer._epoch
+    calls = {"n": 0}
+
+    def epoch_then_term(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # during the second epoch, after some steps, a SIGTERM arrives
+            self.stop_after_steps = None
+            orig_step = self.phases[0].method.step
+            count = {"k": 0}
+
+            def step(batch):
+                count["k"] += 1
+                if count["k"] == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return orig_step(batch)
+
+            self.phases[0].method.step = step
+        return original(self, *a, **k)
+
+    tr.Trainer._epoch = epoch_then_term
+    try:
+        r = distill(cfg, tmp_path / "t")
+    finally:
+        tr.Trainer._epoch = original
+    assert r["interrupted"] and r["reason"] == "SIGTERM"
+    state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and state["batch_in_epoch"] == 3
+    distill(cfg, tmp_path / "t", resume=True)
+    ref = shared[1]
+    final = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])
