@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,7 +21,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    path: str = "synthetic"
+    path: Union[str, list[str]] = "synthetic"  # folder, name, manifest .csv/.jsonl, synthetic[:..], or a list of folders
     layout: Optional[str] = None
     train_split: str = "train"
     val_split: str = "val"

@@ -226,5 +226,5 @@ def _overlays(student, teacher, ds, ids, folder: Path) -> None:
         box = tight_box(sample.mask)[None]
         t = teacher.predict(sample.image, box)[0]
         s = student.predict(sample.image, box)[0]
-        save_side_by_side(folder / f"{sample.id}.png", sample.image,
+        save_side_by_side(folder / f"{sample.id.replace('/', '__')}.png", sample.image,
                           [("ground truth", [sample.mask]), ("teacher", [t]), ("student", [s])])

@@ -2,6 +2,8 @@
 
 ``open_dataset("../shared/data/kvasir_seg")`` detects the layout; ``open_dataset("busi", root=...)``
 names it; ``open_dataset("synthetic")`` (or ``synthetic:n=40,size=256,seed=0``) needs no files.
+Large collections: a manifest file (``pairs.csv`` / ``pairs.jsonl`` of image/mask paths, optional
+split column; no directory scan) or a list of folders (ids become ``<folder>/<stem>``).
 
 Bad input (unreadable image, mask size differs, non-binary mask, image without mask, mask without
 image) raises :class:`DataError` naming the file, or with ``on_error="skip"`` is skipped and counted
@@ -246,8 +248,29 @@ def resolve_root(name: str) -> Path:
     )
 
 
+def _open_many(specs: list, **kw) -> SegDataset:
+    """Several folders as one dataset: ids ``<folder name>/<id>``, splits merged (seeded if any lacks one)."""
+    parts = [open_dataset(s, **kw) for s in specs]
+    names = [p.root.resolve().name if p.root else p.name for p in parts]
+    if len(set(names)) != len(names):
+        raise UserError(f"the data folders must have distinct names to keep ids apart: {names}")
+    records, split = [], {k: [] for k in SPLITS}
+    has_split = all(not p.split_source.startswith("seeded") for p in parts)
+    for name, p in zip(names, parts):
+        for r in p.records:
+            records.append(L.Record(f"{name}/{r.id}", r.image, r.masks, r.mask_kind, dict(r.meta)))
+        for k in SPLITS:
+            split[k] += [f"{name}/{i}" for i in p.split[k]]
+    scan = L.Scan(records=records, ignored=[x for p in parts for x in p.ignored])
+    ds = SegDataset("+".join(names), None, scan, on_error=kw.get("on_error", "raise"),
+                    mask_threshold=kw.get("mask_threshold"), split=split if has_split else None,
+                    split_source="merged split.json of each folder" if has_split else "", seed=kw.get("seed", 0))
+    ds.skipped = [x for p in parts for x in p.skipped]
+    return ds
+
+
 def open_dataset(
-    spec: str | os.PathLike,
+    spec: str | os.PathLike | list,
     *,
     layout: str | None = None,
     on_error: OnError = "raise",
@@ -255,7 +278,12 @@ def open_dataset(
     seed: int = 0,
     split_file: str | os.PathLike | None = None,
 ) -> SegDataset:
-    """Open a dataset by path or registered name (see the module docstring)."""
+    """Open a dataset by path, manifest file, list of folders, or registered name (module docstring)."""
+    if isinstance(spec, (list, tuple)):
+        if len(spec) == 1:
+            spec = spec[0]
+        else:
+            return _open_many(list(spec), layout=layout, on_error=on_error, mask_threshold=mask_threshold, seed=seed)
     spec = str(spec)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return synthetic_dataset(**_parse_synthetic(spec))
@@ -266,8 +294,17 @@ def open_dataset(
             path = resolve_root(spec)
         else:
             raise UserError(f"data not found: {spec} (neither a folder nor a dataset name: {', '.join(DATASETS.names())})")
+    if path.is_file() and path.suffix.lower() in L.MANIFEST_EXTS:
+        try:
+            scan = L.scan_manifest(path)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read manifest {path}: {exc}") from None
+        if not scan.records and not scan.problems:
+            raise UserError(f"manifest {path} lists no image/mask pairs")
+        return SegDataset(path.stem, path.parent, scan, on_error=on_error, mask_threshold=mask_threshold,
+                          split=scan.split, split_source=f"split column of {path}" if scan.split else "", seed=seed)
     if not path.is_dir():
-        raise UserError(f"--data must be a folder, got a file: {path}")
+        raise UserError(f"--data must be a folder or a manifest (.csv/.jsonl), got a file: {path}")
     if layout is None:
         layout = next((n for n, detect in _DETECT_ORDER if detect(path)), None)
         if layout is None:

@@ -220,3 +220,54 @@ def scan_hc18(root: Path) -> Scan:
     images = {p.stem for p in root.rglob("*HC.png")}
     scan.problems += [(str(a), "annotation without image") for s, a in sorted(anns.items()) if s not in images]
     return scan
+
+
+# --------------------------------------------------------------------------- manifests
+MANIFEST_EXTS = (".csv", ".jsonl")
+
+
+def scan_manifest(path: Path) -> Scan:
+    """A CSV (columns ``image,mask[,split][,id]``) or JSONL (one ``{"image", "mask", "split"?, "id"?}``
+    per line) listing image/mask pairs; relative paths are relative to the manifest's folder. Nothing
+    is listed or opened on disk here, so millions of files cost one read of the manifest. A ``split``
+    column gives the split; ``id`` defaults to the image path relative to the manifest, minus suffix."""
+    import csv
+    import json
+
+    base = path.parent
+    rows: list[dict] = []
+    scan = Scan()
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not {"image", "mask"} <= set(reader.fieldnames or []):
+                raise ValueError(f"manifest {path} needs the columns image,mask (got {reader.fieldnames})")
+            rows = list(reader)
+    else:
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                scan.problems.append((f"{path}:{i}", "manifest line is not valid JSON"))
+                continue
+            if not isinstance(row, dict) or "image" not in row or "mask" not in row:
+                scan.problems.append((f"{path}:{i}", "manifest line needs 'image' and 'mask'"))
+                continue
+            rows.append(row)
+    split: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for row in rows:
+        img, msk = Path(row["image"]), Path(row["mask"])
+        img, msk = (img if img.is_absolute() else base / img), (msk if msk.is_absolute() else base / msk)
+        sid = str(row.get("id") or Path(row["image"]).with_suffix("").as_posix())
+        if sid in seen:
+            scan.problems.append((str(img), f"the manifest lists the id {sid!r} twice"))
+            continue
+        seen.add(sid)
+        scan.records.append(Record(sid, img, (msk,), _mask_kind_for(msk)))
+        if row.get("split"):
+            split.setdefault(str(row["split"]), []).append(sid)
+    scan.split = split or None
+    return scan
