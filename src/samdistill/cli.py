@@ -253,7 +253,7 @@ def export(
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="Model name, samdistill checkpoint, or a folder from `samdistill export`."),
-    input: Path = typer.Option(..., "--input", "-i", help="An image, a folder of images, or a NIfTI volume."),
+    input: Path = typer.Option(..., "--input", "-i", help="An image, a folder of images, a NIfTI volume, or a DICOM series folder."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="CSV image,x0,y0,x1,y1 or JSON {image: {boxes, points}}."),
     box: Optional[str] = typer.Option(None, help="Volumes: x0,y0,x1,y1 on the slice given by --slice."),
     slice_index: Optional[int] = typer.Option(None, "--slice", help="Volumes: index of the slice the box is on."),
@@ -263,7 +263,8 @@ def predict(
     threads: Optional[int] = typer.Option(None, min=1, help="Threads (torch or onnxruntime)."),
 ) -> None:
     """Segment images with box/point prompts; each image is encoded once, its prompts decoded together.
-    A NIfTI volume is segmented slice by slice from one box, propagated from each slice's mask.
+    A NIfTI volume or a DICOM series folder is segmented slice by slice from one box, propagated from each
+    slice's mask (DICOM: x = column, y = row of the slice, as a viewer shows it; --axis 2 = slices).
 
     Example: samdistill predict runs/x/onnx --input scans/ --prompts boxes.csv --out runs/x/pred
 
@@ -276,7 +277,10 @@ def predict(
 
     if not input.exists():
         raise UserError(f"input not found: {input}")
-    if input.name.endswith((".nii", ".nii.gz")):
+    from samdistill.deploy.volumes import is_dicom_series
+
+    if input.name.endswith((".nii", ".nii.gz")) or (input.is_dir() and not any(
+            p.suffix.lower() in IMAGE_EXTS for p in input.iterdir()) and is_dicom_series(input)):
         from samdistill.deploy.volumes import predict_volume
 
         if box is None or slice_index is None:
