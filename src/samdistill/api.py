@@ -31,15 +31,17 @@ def evaluate_model(
     on_error: str = "raise",
     mask_threshold: int | None = None,
     progress: bool = True,
+    coco_map: bool = False,
 ) -> dict[str, Any]:
-    """Load ``model``, open ``data``, evaluate under box/point prompts; returns the summary dict."""
+    """Load ``model``, open ``data``, evaluate (box/point prompts, or none for prompt-free students); returns
+    the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]."""
     ds = open_dataset(data, layout=layout, on_error=on_error, mask_threshold=mask_threshold, seed=seed)
     m = load_model(model, checkpoint=checkpoint, device=device)
     name = Path(str(model)).stem if Path(str(model)).is_file() else str(model)
     return evaluate(
         m, ds, out_dir=out_dir, model_name=name, split=split, limit=limit,
         protocol=PromptProtocol(kind=prompt, jitter=box_jitter, seed=seed),  # type: ignore[arg-type]
-        threads=threads, device=device, progress=progress,
+        threads=threads, device=device, progress=progress, coco_map=coco_map,
     )
 
 

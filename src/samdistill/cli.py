@@ -133,6 +133,7 @@ def eval_cmd(
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise: stop at a bad file; skip: count it."),
     mask_threshold: Optional[int] = typer.Option(None, min=1, max=255, help="Declare masks noisy; foreground >= T."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    coco_map: bool = typer.Option(False, "--map", help="Also COCO mask mAP@[.5:.95] (pycocotools)."),
 ) -> None:
     """Evaluate a model (promptable: simulated prompts; prompt-free: none); Dice, IoU, NSD, HD95, MACs, latency.
 
@@ -143,7 +144,7 @@ def eval_cmd(
     summary = evaluate_model(
         model, data, out_dir=out, split=split, limit=limit, checkpoint=checkpoint, layout=layout,
         prompt=prompt.value, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
-        on_error=on_error.value, mask_threshold=mask_threshold, progress=progress,
+        on_error=on_error.value, mask_threshold=mask_threshold, progress=progress, coco_map=coco_map,
     )
     _print_summary(summary, out)
 
@@ -349,11 +350,85 @@ def quickstart(
         _print_summary(result[role], out / "eval" / role)
 
 
+nas_app = typer.Typer(help="EfficientMedSAM: search a student encoder (DARTS under a MACs budget), then distill it.",
+                      no_args_is_help=True)
+app.add_typer(nas_app, name="nas")
+
+
+@nas_app.command("search")
+def nas_search_cmd(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. nas.search.epochs=6."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset folder, name, manifest, or synthetic[:n=..]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Search directory (genotype.json, search.csv, plots/)."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher model name (default litemedsam)."),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
+    macs_budget: Optional[float] = typer.Option(None, help="Encoder budget in GMACs (default: teacher encoder / 30)."),
+    beta: Optional[float] = typer.Option(None, help="Weight of E[MACs]/budget in the architecture objective."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
+) -> None:
+    """Differentiable architecture search of the student encoder; writes a readable genotype.json.
+
+    Example: samdistill nas search --data ../shared/data/kvasir_seg --out runs/search --macs-budget 1.2 nas.search.epochs=4
+    """
+    from samdistill.config import load_config, merge, parse_overrides, set_dotted
+    from samdistill.search import nas_search
+
+    cli: dict = {"method": "nas"}
+    for key, val in (("data.path", data), ("teacher", teacher), ("threads", threads),
+                     ("teacher_checkpoint", str(teacher_checkpoint) if teacher_checkpoint else None),
+                     ("nas.search.macs_budget", macs_budget), ("nas.search.beta", beta)):
+        if val is not None:
+            set_dotted(cli, key, val)
+    cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
+    s = nas_search(cfg, out, progress=cfg.progress)
+    typer.echo(f"found encoder: {s['encoder_gmacs']:.3f} GMACs (budget {s['budget_gmacs']:.3f}, teacher "
+               f"{s['teacher_encoder_gmacs']:.2f}: {s['teacher_over_student_macs']:.1f}x fewer) in {s['seconds'] / 60:.1f} min")
+    typer.echo(f"  wrote {s['genotype']}, {out / 'search.csv'}, {out / 'plots' / 'arch_weights.png'}; train it with: "
+               f"samdistill nas train --genotype {s['genotype']} --data {data} --out RUN")
+
+
+@nas_app.command("train")
+def nas_train_cmd(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. nas.train.stage2_epochs=8."),
+    genotype: Path = typer.Option(..., "--genotype", "-g", help="genotype.json from `samdistill nas search`."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset folder, name, manifest, or synthetic[:n=..]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher model name (default litemedsam)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
+) -> None:
+    """Distill the found architecture: mask-logit KD + saliency distillation + Dice/BCE; writes student.pt.
+
+    Example: samdistill nas train --genotype runs/search/genotype.json --data ../shared/data/kvasir_seg --out runs/nas_student
+    """
+    from samdistill.api import distill as run_distill
+    from samdistill.config import load_config, merge, parse_overrides, set_dotted
+
+    cli: dict = {"method": "nas"}
+    for key, val in (("data.path", data), ("teacher", teacher), ("threads", threads),
+                     ("nas.train.genotype", str(genotype))):
+        if val is not None:
+            set_dotted(cli, key, val)
+    cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
+    summary = run_distill(cfg, out, resume=resume)
+    if summary.get("interrupted"):
+        typer.echo(f"stopped by {summary['reason']} after {summary['step']} steps; continue with --resume", err=True)
+        raise typer.Exit(143)
+    if "rank" in summary:
+        return
+    b = summary["best"]
+    typer.echo(f"searched student distilled from {summary['teacher']}: best val Dice {b['dice']:.4f} "
+               f"({b['phase']} epoch {b['epoch']}); wrote {summary['student_path']}")
+
+
 def _print_summary(s: dict, out: Path) -> None:
     typer.echo(
         f"{s['model']} on {s['dataset']}/{s['split']} (n={s['n']}, {s['prompt']['description']}): "
         f"Dice {s['dice']:.4f}  IoU {s['iou']:.4f}  NSD {s['nsd']:.4f}  HD95 {s['hd95']:.2f} px"
     )
+    if "coco_mask_ap" in s:
+        c = s["coco_mask_ap"]
+        typer.echo(f"  COCO mask mAP@[.5:.95] {c['map']:.4f}  AP50 {c['ap50']:.4f}  AP75 {c['ap75']:.4f}")
     for name, b in s.get("baselines", {}).items():
         typer.echo(f"  baseline {name:<12} Dice {b['dice']:.4f}  IoU {b['iou']:.4f}")
     lat = s["latency"]

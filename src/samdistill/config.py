@@ -116,8 +116,50 @@ class KnowSAMConfig(Strict):
     strong_aug: float = Field(0.2, ge=0)
 
 
+class NASSearchConfig(Strict):
+    """Differentiable architecture search of the student encoder (``samdistill nas search``)."""
+
+    epochs: int = Field(4, ge=1)  # passes over the weight half of the train split
+    warmup_epochs: int = Field(1, ge=0)  # weights only, before architecture steps start
+    batch_size: int = Field(4, ge=1)
+    w_lr: float = Field(1e-3, gt=0)
+    a_lr: float = Field(3e-3, gt=0)
+    beta: float = Field(0.5, ge=0)  # weight of E[MACs] / budget in the architecture objective
+    macs_budget: Optional[float] = Field(None, gt=0)  # encoder GMACs; default: teacher encoder / 30
+    sampling: Literal["softmax", "gumbel"] = "softmax"
+    tau: float = Field(1.0, gt=0)
+    widths: Optional[list[list[int]]] = None  # per stage; default [[24,32,48],[48,64,96],[96,128,192]]
+    layers: Optional[list[int]] = None  # searchable layers per stage; default [2, 3, 3]
+    neck_width: Optional[int] = Field(None, ge=8)
+    box_jitter: float = Field(5.0, ge=0)
+
+
+class NASTrainConfig(Strict):
+    """Distillation of the found architecture (``samdistill nas train --genotype g.json``)."""
+
+    genotype: Optional[str] = None
+    stage1_epochs: int = Field(8, ge=0)
+    stage2_epochs: int = Field(6, ge=0)
+    batch_size: int = Field(8, ge=1)
+    optim1: OptimConfig = OptimConfig(lr=2e-3)
+    optim2: OptimConfig = OptimConfig(lr=5e-4)
+    mse: float = Field(1.0, ge=0)
+    saliency: float = Field(1.0, ge=0)
+    saliency_kind: Literal["activation", "input_gradient"] = "activation"
+    kd: float = Field(0.5, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    dice: float = Field(1.0, ge=0)
+    bce: float = Field(1.0, ge=0)
+    box_jitter: float = Field(10.0, ge=0)
+
+
+class NASConfig(Strict):
+    search: NASSearchConfig = NASSearchConfig()
+    train: NASTrainConfig = NASTrainConfig()
+
+
 class DistillConfig(Strict):
-    method: Literal["kdsam", "knowsam"] = "kdsam"
+    method: Literal["kdsam", "knowsam", "nas"] = "kdsam"
     teacher: str = "litemedsam"
     teacher_checkpoint: Optional[str] = None
     student: StudentConfig = StudentConfig()
@@ -126,6 +168,7 @@ class DistillConfig(Strict):
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
     knowsam: KnowSAMConfig = KnowSAMConfig()
+    nas: NASConfig = NASConfig()
     stages: list[Literal[1, 2]] = [1, 2]
     seed: int = 0
     device: str = "cpu"

@@ -99,7 +99,7 @@ def distill(
         log.info("cache: %s", cache_stats)
 
         seed_everything(cfg.seed)
-        setup = _knowsam_setup if cfg.method == "knowsam" else _kdsam_setup
+        setup = {"knowsam": _knowsam_setup, "nas": _nas_setup}.get(cfg.method, _kdsam_setup)
         model, student, phases, extra = setup(cfg, teacher, cache, train_keys, val_keys)
         labeled_ids = extra.pop("labeled_ids", None)
         if labeled_ids is not None and ctx.is_main:  # which train images kept their labels (semi-supervised)
@@ -122,7 +122,7 @@ def distill(
             return {"rank": ctx.rank, "best": result["best"], "steps": result["steps"]}
 
         final = load_model(ckpt / "best.pt") if (ckpt / "best.pt").exists() else student.eval()
-        student_name = cfg.knowsam.student if cfg.method == "knowsam" else cfg.student.name
+        student_name = {"knowsam": cfg.knowsam.student, "nas": "nas"}.get(cfg.method, cfg.student.name)
         provenance = {
             "method": cfg.method, "teacher": cfg.teacher, "teacher_id": cache.teacher_id, "data": str(cfg.data.path),
             "train_split": cfg.data.train_split, "best": result["best"], "samdistill": __version__, **extra,
@@ -212,6 +212,28 @@ def _knowsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_key
     extra = {"n_labeled": len(labeled), "n_unlabeled": len(ids) - len(labeled) if k.unlabeled else 0,
              "labeled_ids": sorted(labeled), "adapters": k.adapters}
     return parts, student, [phase], extra
+
+
+def _nas_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, val_keys):
+    """EfficientMedSAM: the searched architecture as a promptable student; logit + saliency distillation."""
+    from samdistill.methods.nas import NASDistillStage
+
+    t = cfg.nas.train
+    if not t.genotype:
+        raise UserError("nas training needs a genotype: --genotype runs/search/genotype.json (from `samdistill nas search`)")
+    student = load_model("nas", teacher=teacher, genotype=t.genotype, decoder=cfg.student.decoder).to(cfg.device)
+    mem = cfg.cache.in_memory
+    all_train = list(train_keys.values())
+    prompted = [k for k in all_train if k not in cache.empty_keys]
+    val_set = CachedSet(cache, list(val_keys.values()), mem)
+    phases = [
+        Phase("stage1", NASDistillStage(stage=1, student=student, teacher=teacher, cfg=t, device=cfg.device),
+              CachedSet(cache, all_train, mem), val_set, t.stage1_epochs, t.batch_size, t.optim1),
+        Phase("stage2", NASDistillStage(stage=2, student=student, teacher=teacher, cfg=t, device=cfg.device),
+              CachedSet(cache, prompted, mem), val_set, t.stage2_epochs, t.batch_size, t.optim2),
+    ]
+    return student, student, phases, {"n_train_entries": len(all_train), "n_train_prompted": len(prompted),
+                                      "genotype": str(t.genotype)}
 
 
 @torch.no_grad()

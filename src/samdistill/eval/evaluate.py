@@ -34,6 +34,7 @@ from samdistill.data.prompts import (
     tight_box,
 )
 from samdistill.errors import UserError
+from samdistill.eval.coco_map import CocoMaskAP
 from samdistill.eval.efficiency import machine_info, model_macs, num_threads, sync
 from samdistill.eval.metrics import EMPTY_CONVENTION, NSD_TOLERANCE_PX, MetricAccumulator, image_metrics
 
@@ -82,21 +83,23 @@ def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray]
         logits = model.foreground_logits(x)
         sync(device)
         t2 = time.perf_counter()
-        mask = (pp.logits_to_original(logits, hw)[0, 0] > 0).cpu().numpy()
+        full = pp.logits_to_original(logits, hw)[0, 0]
+        mask = (full > 0).cpu().numpy()
         t3 = time.perf_counter()
         ms = lambda a, b: (b - a) * 1e3  # noqa: E731
+        score = float(torch.sigmoid(full)[full > 0].mean()) if mask.any() else 0.0
         return mask, {"preprocess_ms": ms(t0, t1), "encoder_ms": ms(t1, t2), "decoder_ms": 0.0,
-                      "end_to_end_ms": ms(t0, t3)}
+                      "end_to_end_ms": ms(t0, t3), "score": score}
     emb = model.encode(x)
     sync(device)
     t2 = time.perf_counter()
     if "boxes" in prompts:
         boxes = torch.as_tensor(pp.boxes_to_input(prompts["boxes"], hw), dtype=torch.float32, device=device)
-        logits, _ = model.decode(emb.expand(boxes.shape[0], -1, -1, -1), boxes=boxes)
+        logits, iou_pred = model.decode(emb.expand(boxes.shape[0], -1, -1, -1), boxes=boxes)
     else:
         pts = torch.as_tensor(pp.points_to_input(prompts["points"], hw), dtype=torch.float32, device=device)
         lab = torch.as_tensor(prompts["labels"], dtype=torch.int64, device=device)
-        logits, _ = model.decode(emb.expand(pts.shape[0], -1, -1, -1), points=(pts, lab))
+        logits, iou_pred = model.decode(emb.expand(pts.shape[0], -1, -1, -1), points=(pts, lab))
     sync(device)
     t3 = time.perf_counter()
     mask = (model.postprocess(logits, hw)[:, 0] > 0).any(dim=0).cpu().numpy()
@@ -107,6 +110,7 @@ def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray]
         "encoder_ms": ms(t1, t2),
         "decoder_ms": ms(t2, t3),
         "end_to_end_ms": ms(t0, t4),
+        "score": float(iou_pred.float().mean()),
     }
 
 
@@ -133,8 +137,10 @@ def evaluate(
     threads: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    coco_map: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``."""
+    """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``.
+    ``coco_map``: also COCO mask mAP@[.5:.95] (one instance per image, scored by the model)."""
     kind = getattr(model, "kind", None)
     if kind not in ("promptable", "promptfree"):
         raise UserError(f"{model_name} is not a segmentation model samdistill can evaluate")
@@ -148,6 +154,7 @@ def evaluate(
         (out / "split.json").write_text(json.dumps(dataset.split, indent=1))
     model = model.to(device).eval()
     acc, base_acc = MetricAccumulator(), {"box_ellipse": MetricAccumulator(), "box_filled": MetricAccumulator()}
+    coco = CocoMaskAP() if coco_map else None
     timings: list[dict[str, float]] = []
     rows: list[dict[str, Any]] = []
     excluded: list[str] = []
@@ -166,6 +173,8 @@ def evaluate(
             pred, t = predict_with_timing(model, sample.image, prompts, device)
             m = image_metrics(pred, sample.mask)
             acc.add(m)
+            if coco is not None:
+                coco.add(sample.mask, pred, t["score"])
             timings.append(t)
             row = {"id": sample.id, **m}
             baselines = _baseline_masks(prompts, sample.mask.shape)
@@ -202,6 +211,7 @@ def evaluate(
         "nsd": means["nsd"],
         "hd95": means["hd95"],
         "dice_std": float(np.std([r["dice"] for r in rows])),
+        **({"coco_mask_ap": coco.compute()} if coco is not None else {}),
         "baselines": {k: v.aggregate() for k, v in base_acc.items() if len(v)},
         "prompt": {"kind": "none", "description": "prompt-free model: no prompt"} if prompt_free
         else {**asdict(protocol), "description": protocol.describe()},

@@ -2,6 +2,6 @@
 
 from samdistill.losses.registry import LOSSES
 
-from samdistill.losses import embedding, kd, perceptual, segmentation, semi  # noqa: F401,E402  (registration)
+from samdistill.losses import embedding, kd, perceptual, saliency, segmentation, semi  # noqa: F401,E402  (registration)
 
 __all__ = ["LOSSES"]

@@ -21,6 +21,16 @@ from samdistill.losses.registry import LOSSES
 
 
 @LOSSES.register("perceptual_decoder")
+def decoder_activations(prompt_encoder, mask_decoder, emb: torch.Tensor, boxes: torch.Tensor):
+    """A SAM mask decoder's two-way transformer outputs for one box per embedding:
+    ``(hs BxTx256 prompt tokens, keys Bx(g*g)x256 attention-refined image tokens)``."""
+    sparse, dense = prompt_encoder(points=None, boxes=boxes, masks=None)
+    tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+    pos = torch.repeat_interleave(prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
+    return mask_decoder.transformer(emb + dense, pos, tokens)
+
+
 class DecoderPerceptual(nn.Module):
     """Activations of the teacher's (frozen) mask decoder as the feature network.
 
@@ -35,14 +45,7 @@ class DecoderPerceptual(nn.Module):
             p.requires_grad_(False)
 
     def features(self, emb: torch.Tensor, boxes: torch.Tensor) -> list[torch.Tensor]:
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        md = self.mask_decoder
-        tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
-        tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-        src = emb + dense
-        pos = torch.repeat_interleave(self.prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
-        hs, keys = md.transformer(src, pos, tokens)
-        return [hs, keys]
+        return list(decoder_activations(self.prompt_encoder, self.mask_decoder, emb, boxes))
 
     def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         fs = self.features(student_emb, boxes)

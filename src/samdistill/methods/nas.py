@@ -1,0 +1,175 @@
+"""EfficientMedSAM: what one step of the architecture search, and of distilling the found student, computes.
+
+**Search** (DARTS, first-order bi-level): the supernet's encoder output goes through the teacher's
+frozen prompt encoder + mask decoder with the (jittered) ground-truth box.
+``task = Dice + BCE`` of that mask, ``distill = MSE(e_s, e_t)`` to the cached teacher embedding.
+The weight step minimises ``task + distill`` on the train half with only the operation weights
+trainable; the architecture step minimises ``task + distill + beta * E[MACs] / budget`` on the other
+half with only the architecture parameters trainable.
+
+**Distillation of the found architecture**: stage 1, the encoder on ``mse * MSE + saliency *
+S(embedding)``; stage 2, encoder and decoder on ``dice * Dice + bce * BCE + kd * KL(teacher mask ||
+student mask, T) + saliency * (S(embedding) + S(decoder image tokens)) + mse * MSE``, where S is the
+saliency loss between normalised channel-pooled activation maps of matched teacher/student stages
+(the image embedding, and the mask decoder's attention-refined image tokens), or input-gradient
+saliency of the mask logits (``saliency_kind=input_gradient``; runs the teacher's encoder each step).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from samdistill.losses.embedding import embedding_mse
+from samdistill.losses.kd import logit_kd
+from samdistill.losses.perceptual import decoder_activations
+from samdistill.losses.saliency import activation_saliency, input_gradient_saliency, saliency_loss
+from samdistill.losses.segmentation import bce_loss, dice_loss
+from samdistill.methods.boxes import jitter, tight_boxes
+
+
+def _target(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    m = mask[:, None].float()
+    if m.shape[-2:] != logits.shape[-2:]:
+        m = (torch.nn.functional.interpolate(m, size=logits.shape[-2:], mode="area") > 0.5).float()
+    return m
+
+
+class SearchStep:
+    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term."""
+
+    def __init__(self, supernet, teacher, *, beta: float, budget_macs: float, box_jitter: float = 5.0,
+                 device: str = "cpu") -> None:
+        self.net, self.beta, self.budget, self.jitter = supernet, beta, budget_macs, box_jitter
+        from samdistill.models.promptable import PromptableModel
+
+        # the teacher's heads, frozen, as a model whose decode() batches like every other
+        self.heads = PromptableModel(image_encoder=nn.Identity(), prompt_encoder=copy.deepcopy(teacher.prompt_encoder),
+                                     mask_decoder=copy.deepcopy(teacher.mask_decoder), preprocess=teacher.preprocess,
+                                     family="heads").eval()
+        for p in self.heads.parameters():
+            p.requires_grad_(False)
+        self.input_size, self.device = teacher.input_size, device
+
+    def _only(self, arch: bool) -> None:
+        for p in self.net.weight_parameters():
+            p.requires_grad_(not arch)
+        for p in self.net.arch_parameters():
+            p.requires_grad_(arch)
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        images, emb_t, mask = (batch[k].to(self.device) for k in ("image", "embedding", "mask"))
+        emb_s = self.net(images)
+        out = {"mse": embedding_mse(emb_s, emb_t)}
+        keep = mask.flatten(1).amax(1) > 0
+        if keep.any():
+            boxes = jitter(tight_boxes(mask[keep]), self.jitter, self.input_size)
+            logits, _ = self.heads.decode(emb_s[keep], boxes=boxes)
+            t = _target(mask[keep], logits)
+            out["dice"], out["bce"] = dice_loss(logits, t), bce_loss(logits, t)
+        out["task"] = out["mse"] + out.get("dice", 0.0) + out.get("bce", 0.0)
+        return out
+
+    def weight_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss for the operation weights (architecture parameters get no gradient)."""
+        self._only(arch=False)
+        out = self.losses(batch)
+        out["loss"] = out["task"]
+        return out
+
+    def arch_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss for the architecture parameters (operation weights get no gradient)."""
+        self._only(arch=True)
+        out = self.losses(batch)
+        out["macs_g"] = self.net.expected_macs() / 1e9
+        out["loss"] = out["task"] + self.beta * out["macs_g"] * 1e9 / self.budget
+        return out
+
+
+class NASDistillStage:
+    """Stage 1 (encoder) or 2 (encoder + decoder) of distilling the found architecture."""
+
+    def __init__(self, *, stage: int, student, teacher, cfg, device: str = "cpu") -> None:
+        self.stage, self.student, self.teacher, self.cfg, self.device = stage, student, teacher, cfg, device
+
+    def parameters(self) -> list[nn.Parameter]:
+        s = self.student
+        mods = [s.image_encoder] if self.stage == 1 else [s.image_encoder, s.prompt_encoder, s.mask_decoder]
+        for m in (s.image_encoder, s.prompt_encoder, s.mask_decoder):
+            for p in m.parameters():
+                p.requires_grad_(any(m is x for x in mods))
+        return [p for m in mods for p in m.parameters()]
+
+    def train(self) -> None:
+        self.student.train()
+
+    def eval(self) -> None:
+        self.student.eval()
+
+    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        images, emb_t, mask = (batch[k].to(self.device) for k in ("image", "embedding", "mask"))
+        if c.saliency_kind == "input_gradient" and self.stage == 2:
+            images = images.clone().requires_grad_(True)
+        emb_s = self.student.encode(images)
+        out = {"mse": embedding_mse(emb_s, emb_t)}
+        loss = c.mse * out["mse"]
+        if c.saliency > 0 and c.saliency_kind == "activation":
+            out["sal_embedding"] = saliency_loss(activation_saliency(emb_s), activation_saliency(emb_t))
+            loss = loss + c.saliency * out["sal_embedding"]
+        if self.stage == 1:
+            out["loss"] = loss
+            return out
+        keep = mask.flatten(1).amax(1) > 0
+        if not keep.any():
+            out["loss"] = loss
+            return out
+        s, t = self.student, self.teacher
+        boxes = jitter(tight_boxes(mask[keep]), c.box_jitter, s.input_size)
+        logits, _ = s.decode(emb_s[keep], boxes=boxes)
+        target = _target(mask[keep], logits)
+        out["dice"], out["bce"] = dice_loss(logits, target), bce_loss(logits, target)
+        loss = loss + c.dice * out["dice"] + c.bce * out["bce"]
+        with torch.no_grad():
+            t_logits, _ = t.decode(emb_t[keep], boxes=boxes)
+        if c.kd > 0:
+            out["kd"] = logit_kd(logits, t_logits, c.temperature)
+            loss = loss + c.kd * out["kd"]
+        if c.saliency > 0 and c.saliency_kind == "activation":
+            g = s.embedding_grid
+            _, keys_s = decoder_activations(s.prompt_encoder, s.mask_decoder, emb_s[keep], boxes)
+            with torch.no_grad():
+                _, keys_t = decoder_activations(t.prompt_encoder, t.mask_decoder, emb_t[keep], boxes)
+            to_map = lambda k: k.transpose(1, 2).reshape(k.shape[0], -1, g, g)  # noqa: E731
+            out["sal_decoder"] = saliency_loss(activation_saliency(to_map(keys_s)), activation_saliency(to_map(keys_t)))
+            loss = loss + c.saliency * out["sal_decoder"]
+        elif c.saliency > 0:  # input-gradient saliency of the mask logits, teacher encoder run on the images
+            sal_s = input_gradient_saliency(logits, images, create_graph=True)[keep]
+            x_t = images.detach()[keep].clone().requires_grad_(True)
+            with torch.enable_grad():
+                tl, _ = t.decode(t.encode(x_t), boxes=boxes)
+                sal_t = input_gradient_saliency(tl, x_t)
+            out["sal_input"] = saliency_loss(sal_s, sal_t)
+            loss = loss + c.saliency * out["sal_input"]
+        out["loss"] = loss
+        return out
+
+    @torch.no_grad()
+    def validate(self, loader) -> dict[str, float]:
+        dices, mses = [], []
+        for batch in loader:
+            images, emb_t, mask = (batch[k].to(self.device) for k in ("image", "embedding", "mask"))
+            emb_s = self.student.encode(images)
+            mses.append(float(embedding_mse(emb_s, emb_t)))
+            keep = mask.flatten(1).amax(1) > 0
+            if not keep.any():
+                continue
+            logits, _ = self.student.decode(emb_s[keep], boxes=tight_boxes(mask[keep]))
+            pred, target = (logits > 0).float(), _target(mask[keep], logits)
+            inter = (pred * target).flatten(1).sum(1)
+            denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
+            dices += (2 * inter / denom.clamp(min=1)).tolist()
+        return {"dice": float(sum(dices) / max(len(dices), 1)), "mse": float(sum(mses) / max(len(mses), 1))}
