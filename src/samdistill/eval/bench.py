@@ -1,7 +1,7 @@
 """``samdistill bench``: teacher and students (PyTorch or ONNX) on one split, in one process.
 
 For every model, with the same prompts (tight box from the ground truth) and the same pipeline
-(:class:`samdistill.Predictor`): Dice / IoU / HD95 at the original resolution; parameters and
+(:class:`samdistill.Predictor`): Dice / IoU / HD95 at the original resolution, COCO mask mAP@[.5:.95]; parameters and
 MACs (PyTorch models); batch-1 latency of the encoder, the decoder and end to end (median over the
 images after a warm-up); throughput at batch 16 (encoder on a 16-image batch + 16 decoder calls).
 Models are timed back to back in this process, so their ratios are meaningful even on a busy machine.
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from samdistill.data.datasets import open_dataset
 from samdistill.data.prompts import tight_box
 from samdistill.deploy.predictor import Predictor
+from samdistill.eval.coco_map import CocoMaskAP
 from samdistill.eval.efficiency import machine_info, num_threads, promptable_macs
 from samdistill.eval.metrics import MetricAccumulator, image_metrics
 
@@ -48,7 +49,7 @@ def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
 
 def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) -> dict[str, Any]:
     pred, info = _describe(spec)
-    acc = MetricAccumulator()
+    acc, coco = MetricAccumulator(), CocoMaskAP()
     enc_t, dec_t, e2e_t = [], [], []
     warmed = False
     for sample in tqdm(dataset.iter_samples(ids), total=len(ids), desc=f"bench {info['model']}", disable=not progress):
@@ -62,9 +63,10 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
         t0 = time.perf_counter()
         pred.set_image(sample.image)
         t1 = time.perf_counter()
-        masks, _ = pred.predict(boxes=box)
+        masks, iou = pred.predict(boxes=box)
         t2 = time.perf_counter()
         acc.add(image_metrics(masks[0], sample.mask))
+        coco.add(sample.mask, masks[0], float(iou[0]))
         enc_t.append((t1 - t0) * 1e3)
         dec_t.append((t2 - t1) * 1e3)
         e2e_t.append((t2 - t0) * 1e3)
@@ -84,7 +86,7 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
         best = min(best, time.perf_counter() - t0)
     return {
         **info, "n": len(acc), "dice": means.get("dice"), "iou": means.get("iou"), "hd95": means.get("hd95"),
-        "nsd": means.get("nsd"),
+        "nsd": means.get("nsd"), "coco_mask_ap": coco.compute(),
         "latency_ms": {"preprocess_plus_encoder": float(np.median(enc_t)), "decoder_plus_postprocess": float(np.median(dec_t)),
                        "end_to_end": float(np.median(e2e_t))},
         "throughput_img_s_batch16": 16 / best,
@@ -116,15 +118,16 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
 def bench_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# bench: {r['dataset']}/{r['split']} ({r['prompt']}), {r['threads']} threads, CPU\n",
-        "| model | backend | n | Dice | IoU | HD95 px | params M | enc GMACs | enc ms | dec ms | end-to-end ms | img/s @16 | "
+        "| model | backend | n | Dice | IoU | HD95 px | mAP | params M | enc GMACs | enc ms | dec ms | end-to-end ms | img/s @16 | "
         "speed-up vs first | throughput vs first |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["rows"]:
         g = f"{x['encoder_gmacs']:.2f}" if x.get("encoder_gmacs") is not None else "(as source)"
         lat = x["latency_ms"]
         lines.append(
             f"| {x['model']} | {x['backend']} | {x['n']} | {x['dice']:.4f} | {x['iou']:.4f} | {x['hd95']:.2f} | "
+            f"{x.get('coco_mask_ap', {}).get('map', float('nan')):.4f} | "
             f"{x['params_total'] / 1e6:.2f} | {g} | {lat['preprocess_plus_encoder']:.1f} | "
             f"{lat['decoder_plus_postprocess']:.1f} | {lat['end_to_end']:.1f} | {x['throughput_img_s_batch16']:.2f} | "
             f"{x['speedup_end_to_end_vs_first']:.1f}x | {x['throughput_ratio_vs_first']:.1f}x |"
