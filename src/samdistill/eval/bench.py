@@ -23,7 +23,7 @@ from samdistill.data.datasets import open_dataset
 from samdistill.data.prompts import tight_box
 from samdistill.deploy.predictor import Predictor
 from samdistill.eval.coco_map import CocoMaskAP
-from samdistill.eval.efficiency import machine_info, num_threads, promptable_macs
+from samdistill.eval.efficiency import machine_info, model_macs, num_threads, peak_memory_mb
 from samdistill.eval.metrics import MetricAccumulator, image_metrics
 
 
@@ -35,7 +35,8 @@ def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
         import onnx
 
         n = 0
-        for f in ("encoder.onnx", "decoder.onnx"):
+        graphs = ("model.onnx",) if (p / "model.onnx").exists() else ("encoder.onnx", "decoder.onnx")
+        for f in graphs:
             n += sum(int(np.prod(t.dims)) for t in onnx.load(str(p / f), load_external_data=False).graph.initializer)
         info.update(backend="onnx", params_total=n, encoder_gmacs=None, decoder_gmacs=None)
         return pred, info
@@ -43,7 +44,10 @@ def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
 
     m = load_model(spec)
     pc = m.parameter_counts()
-    info.update(backend="torch", params_total=pc["total"], params_encoder=pc["encoder"], **promptable_macs(m))
+    macs = model_macs(m)
+    if "total_gmacs" in macs:  # prompt-free: the whole network is "the encoder"
+        macs = {"encoder_gmacs": macs["total_gmacs"], "decoder_gmacs": 0.0}
+    info.update(backend="torch", params_total=pc["total"], params_encoder=pc["encoder"] or pc["total"], **macs)
     return Predictor.from_torch(m, name=p.stem if p.is_file() else spec), info
 
 
@@ -53,20 +57,21 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
     enc_t, dec_t, e2e_t = [], [], []
     warmed = False
     for sample in tqdm(dataset.iter_samples(ids), total=len(ids), desc=f"bench {info['model']}", disable=not progress):
-        if not sample.mask.any():
+        if not sample.mask.any() and not pred.prompt_free:
             continue
         box = tight_box(sample.mask)[None]
+        prompt = {} if pred.prompt_free else {"boxes": box}
         if not warmed:
             pred.set_image(sample.image)
-            pred.predict(boxes=box)
+            pred.predict(**prompt)
             warmed = True
         t0 = time.perf_counter()
         pred.set_image(sample.image)
         t1 = time.perf_counter()
-        masks, iou = pred.predict(boxes=box)
+        masks, iou = pred.predict(**prompt)
         t2 = time.perf_counter()
         acc.add(image_metrics(masks[0], sample.mask))
-        coco.add(sample.mask, masks[0], float(iou[0]))
+        coco.add(sample.mask, masks[0], 1.0 if pred.prompt_free else float(iou[0]))
         enc_t.append((t1 - t0) * 1e3)
         dec_t.append((t2 - t1) * 1e3)
         e2e_t.append((t2 - t0) * 1e3)
@@ -78,11 +83,17 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
     labels = np.array([[2, 3]], np.int64)
     best = float("inf")
     pred._encode(x[:2])
+
+    def batch16() -> None:
+        emb = pred._encode(x)
+        if not pred.prompt_free:
+            for i in range(16):
+                pred._decode(emb[i : i + 1], coords, labels)
+
+    peak = peak_memory_mb(batch16)
     for _ in range(3):
         t0 = time.perf_counter()
-        emb = pred._encode(x)
-        for i in range(16):
-            pred._decode(emb[i : i + 1], coords, labels)
+        batch16()
         best = min(best, time.perf_counter() - t0)
     return {
         **info, "n": len(acc), "dice": means.get("dice"), "iou": means.get("iou"), "hd95": means.get("hd95"),
@@ -90,6 +101,7 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
         "latency_ms": {"preprocess_plus_encoder": float(np.median(enc_t)), "decoder_plus_postprocess": float(np.median(dec_t)),
                        "end_to_end": float(np.median(e2e_t))},
         "throughput_img_s_batch16": 16 / best,
+        "peak_memory_mb_batch16": peak,
     }
 
 
@@ -108,7 +120,8 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
         r["throughput_ratio_vs_first"] = r["throughput_img_s_batch16"] / ref["throughput_img_s_batch16"]
     result = {"dataset": ds.name, "split": split, "limit": limit, "prompt": "tight box from the ground truth",
               "threads": used, "device": "cpu", "rows": rows, "seconds": time.perf_counter() - t0,
-              "machine": machine_info(), "memory": "peak memory not measured on CPU"}
+              "machine": machine_info(),
+              "memory": "peak extra resident memory (MiB) during the batch-16 pass: RSS high-water mark reset before it"}
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     (out / "bench.md").write_text(bench_markdown(result))
     pareto_plot(rows, out / "pareto.png", title=f"{ds.name}/{split}")
@@ -119,8 +132,8 @@ def bench_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# bench: {r['dataset']}/{r['split']} ({r['prompt']}), {r['threads']} threads, CPU\n",
         "| model | backend | n | Dice | IoU | HD95 px | mAP | params M | enc GMACs | enc ms | dec ms | end-to-end ms | img/s @16 | "
-        "speed-up vs first | throughput vs first |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak MiB @16 | speed-up vs first | throughput vs first |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["rows"]:
         g = f"{x['encoder_gmacs']:.2f}" if x.get("encoder_gmacs") is not None else "(as source)"
@@ -130,11 +143,13 @@ def bench_markdown(r: dict[str, Any]) -> str:
             f"{x.get('coco_mask_ap', {}).get('map', float('nan')):.4f} | "
             f"{x['params_total'] / 1e6:.2f} | {g} | {lat['preprocess_plus_encoder']:.1f} | "
             f"{lat['decoder_plus_postprocess']:.1f} | {lat['end_to_end']:.1f} | {x['throughput_img_s_batch16']:.2f} | "
+            f"{x['peak_memory_mb_batch16'] if x.get('peak_memory_mb_batch16') is not None else float('nan'):.0f} | "
             f"{x['speedup_end_to_end_vs_first']:.1f}x | {x['throughput_ratio_vs_first']:.1f}x |"
         )
     m = r["machine"]
     lines.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; run took {r['seconds'] / 60:.1f} min. "
-                 "Latency: median over the images after one warm-up, batch 1. Peak memory: not measured on CPU.")
+                 "Latency: median over the images after one warm-up, batch 1. Peak memory: extra resident memory during "
+                 "the batch-16 pass (RSS high-water mark reset first).")
     return "\n".join(lines) + "\n"
 
 

@@ -107,6 +107,34 @@ def _promptable_macs(model: nn.Module) -> dict[str, float]:
     return {"encoder_gmacs": enc / 1e9, "decoder_gmacs": dec / 1e9}
 
 
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory_mb(fn: Callable[[], Any]) -> float | None:
+    """Peak extra resident memory (MiB) while ``fn`` runs on CPU: resets the process's RSS high-water
+    mark (Linux ``/proc/self/clear_refs``), runs ``fn``, reads ``VmHWM - VmRSS(before)``. None where
+    the kernel does not offer it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    before = _proc_status_kb("VmRSS")
+    fn()
+    peak = _proc_status_kb("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(0, peak - before) / 1024
+
+
 def machine_info() -> dict[str, Any]:
     """What a reader needs to interpret a timing: CPU, cores, threads, torch, device."""
     cpu = platform.processor() or platform.machine()
