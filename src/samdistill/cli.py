@@ -6,7 +6,6 @@ no traceback (``--debug`` shows it), 1 for anything else (a bug: please report i
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from enum import Enum
@@ -327,7 +326,7 @@ def bench(
     """
     from samdistill.eval.bench import run_bench
 
-    r = run_bench(list(models), data, out_dir=out, split=split, limit=limit, threads=threads)
+    run_bench(list(models), data, out_dir=out, split=split, limit=limit, threads=threads)
     typer.echo((out / "bench.md").read_text())
 
 

@@ -63,7 +63,6 @@ def test_cli_volume_with_a_tiny_model_and_bad_box(tmp_path):
 
 def _write_dicom_series(folder, vol, spacing=(0.7, 0.9), thickness=2.0, origin=(-50.0, 20.0, 100.0)):
     """Single-slice DICOM files of a rows x cols x slices volume, written in shuffled order."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

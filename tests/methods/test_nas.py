@@ -147,10 +147,10 @@ def test_coco_mask_ap_on_known_overlaps():
     assert ap.compute()["map"] == pytest.approx(1.0)
     ap2 = CocoMaskAP()
     pred = np.zeros_like(gt)
-    pred[5:15, 5:11] = True  # IoU 0.6: counts at thresholds 0.50 and 0.55 only
+    pred[5:15, 5:11] = True  # IoU 0.6: counts at thresholds 0.50, 0.55 and 0.60 only
     ap2.add(gt, pred, 0.9)
     r = ap2.compute()
-    assert r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(0.0) and r["map"] == pytest.approx(0.2)
+    assert r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(0.0) and r["map"] == pytest.approx(0.3)
 
 
 def test_cli_search_then_train_then_eval_with_map(tmp_path, capsys):

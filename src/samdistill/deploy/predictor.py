@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from samdistill.errors import UserError
 from samdistill.models.preprocess import Preprocess

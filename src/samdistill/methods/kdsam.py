@@ -15,21 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from samdistill.config import Stage1Config, Stage2Config
+from samdistill.eval.validation import promptable_validation, target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
 from samdistill.losses.segmentation import bce_loss, dice_loss, iou_head_mse
-from samdistill.methods.boxes import jitter, tight_boxes
-
-
-def _target_like(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``BxSxS`` input-frame mask -> ``Bx1xhxw`` at the logits' resolution."""
-    m = mask[:, None].float()
-    if m.shape[-2:] != logits.shape[-2:]:
-        m = (F.interpolate(m, size=logits.shape[-2:], mode="area") > 0.5).float()
-    return m
+from samdistill.data.boxes import jitter, tight_boxes
 
 
 class KDSAMStage:
@@ -42,15 +34,10 @@ class KDSAMStage:
         self.device = device
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        s = self.student
         if self.stage == 1:
-            mods = [s.image_encoder]
-        else:
-            mods = [s.prompt_encoder, s.mask_decoder] + ([s.image_encoder] if self.cfg.train_encoder else [])
-        for m in (s.image_encoder, s.prompt_encoder, s.mask_decoder):
-            for p in m.parameters():
-                p.requires_grad_(any(m is x for x in mods))
-        return [p for m in mods for p in m.parameters()]
+            return self.student.train_only("image_encoder")
+        enc = ("image_encoder",) if self.cfg.train_encoder else ()
+        return self.student.train_only("prompt_encoder", "mask_decoder", *enc)
 
     def train(self) -> None:
         self.student.train()
@@ -77,7 +64,7 @@ class KDSAMStage:
         c: Stage2Config = self.cfg  # type: ignore[assignment]
         boxes = jitter(tight_boxes(mask), c.box_jitter, size)
         logits, iou_pred = self.student.decode(emb_s, boxes=boxes)
-        target = _target_like(mask, logits)
+        target = target_like(mask, logits)
         out = {"dice": dice_loss(logits, target), "bce": bce_loss(logits, target)}
         loss = c.dice * out["dice"] + c.bce * out["bce"]
         if c.kd > 0:
@@ -94,21 +81,6 @@ class KDSAMStage:
         out["loss"] = loss
         return out
 
-    @torch.no_grad()
     def validate(self, loader) -> dict[str, float]:
         """Dice of the student in the input frame, tight box, and embedding MSE to the teacher."""
-        dices, mses = [], []
-        for batch in loader:
-            images, emb_t, mask = self._batch(batch)
-            emb_s = self.student.encode(images)
-            mses.append(float(embedding_mse(emb_s, emb_t)))
-            keep = mask.flatten(1).amax(1) > 0
-            if not keep.any():
-                continue
-            logits, _ = self.student.decode(emb_s[keep], boxes=tight_boxes(mask[keep]))
-            pred = (logits > 0).float()
-            target = _target_like(mask[keep], logits)
-            inter = (pred * target).flatten(1).sum(1)
-            denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-            dices += (2 * inter / denom.clamp(min=1)).tolist()
-        return {"dice": float(sum(dices) / max(len(dices), 1)), "mse": float(sum(mses) / max(len(mses), 1))}
+        return promptable_validation(self.student, loader, self.device)

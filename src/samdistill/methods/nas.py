@@ -23,19 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from samdistill.eval.validation import promptable_validation, target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
 from samdistill.losses.perceptual import decoder_activations
 from samdistill.losses.saliency import activation_saliency, input_gradient_saliency, saliency_loss
 from samdistill.losses.segmentation import bce_loss, dice_loss
-from samdistill.methods.boxes import jitter, tight_boxes
-
-
-def _target(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    m = mask[:, None].float()
-    if m.shape[-2:] != logits.shape[-2:]:
-        m = (torch.nn.functional.interpolate(m, size=logits.shape[-2:], mode="area") > 0.5).float()
-    return m
+from samdistill.data.boxes import jitter, tight_boxes
 
 
 class SearchStep:
@@ -68,7 +62,7 @@ class SearchStep:
         if keep.any():
             boxes = jitter(tight_boxes(mask[keep]), self.jitter, self.input_size)
             logits, _ = self.heads.decode(emb_s[keep], boxes=boxes)
-            t = _target(mask[keep], logits)
+            t = target_like(mask[keep], logits)
             out["dice"], out["bce"] = dice_loss(logits, t), bce_loss(logits, t)
         out["task"] = out["mse"] + out.get("dice", 0.0) + out.get("bce", 0.0)
         return out
@@ -96,12 +90,9 @@ class NASDistillStage:
         self.stage, self.student, self.teacher, self.cfg, self.device = stage, student, teacher, cfg, device
 
     def parameters(self) -> list[nn.Parameter]:
-        s = self.student
-        mods = [s.image_encoder] if self.stage == 1 else [s.image_encoder, s.prompt_encoder, s.mask_decoder]
-        for m in (s.image_encoder, s.prompt_encoder, s.mask_decoder):
-            for p in m.parameters():
-                p.requires_grad_(any(m is x for x in mods))
-        return [p for m in mods for p in m.parameters()]
+        if self.stage == 1:
+            return self.student.train_only("image_encoder")
+        return self.student.train_only("image_encoder", "prompt_encoder", "mask_decoder")
 
     def train(self) -> None:
         self.student.train()
@@ -130,7 +121,7 @@ class NASDistillStage:
         s, t = self.student, self.teacher
         boxes = jitter(tight_boxes(mask[keep]), c.box_jitter, s.input_size)
         logits, _ = s.decode(emb_s[keep], boxes=boxes)
-        target = _target(mask[keep], logits)
+        target = target_like(mask[keep], logits)
         out["dice"], out["bce"] = dice_loss(logits, target), bce_loss(logits, target)
         loss = loss + c.dice * out["dice"] + c.bce * out["bce"]
         with torch.no_grad():
@@ -157,19 +148,5 @@ class NASDistillStage:
         out["loss"] = loss
         return out
 
-    @torch.no_grad()
     def validate(self, loader) -> dict[str, float]:
-        dices, mses = [], []
-        for batch in loader:
-            images, emb_t, mask = (batch[k].to(self.device) for k in ("image", "embedding", "mask"))
-            emb_s = self.student.encode(images)
-            mses.append(float(embedding_mse(emb_s, emb_t)))
-            keep = mask.flatten(1).amax(1) > 0
-            if not keep.any():
-                continue
-            logits, _ = self.student.decode(emb_s[keep], boxes=tight_boxes(mask[keep]))
-            pred, target = (logits > 0).float(), _target(mask[keep], logits)
-            inter = (pred * target).flatten(1).sum(1)
-            denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-            dices += (2 * inter / denom.clamp(min=1)).tolist()
-        return {"dice": float(sum(dices) / max(len(dices), 1)), "mse": float(sum(mses) / max(len(mses), 1))}
+        return promptable_validation(self.student, loader, self.device)

@@ -154,6 +154,15 @@ class PromptableModel(nn.Module):
         logits, _ = self.decode(emb.expand(b.shape[0], -1, -1, -1), boxes=b)
         return (self.postprocess(logits, hw)[:, 0] > 0).cpu().numpy()
 
+    def train_only(self, *parts: str) -> list[nn.Parameter]:
+        """Make only the named parts (``image_encoder``, ``prompt_encoder``, ``mask_decoder``) trainable;
+        returns their parameters."""
+        names = ("image_encoder", "prompt_encoder", "mask_decoder")
+        for name in names:
+            for p in getattr(self, name).parameters():
+                p.requires_grad_(name in parts)
+        return [p for name in names if name in parts for p in getattr(self, name).parameters()]
+
     def parameter_counts(self) -> dict[str, int]:
         enc = sum(p.numel() for p in self.image_encoder.parameters())
         dec = sum(p.numel() for p in self.prompt_encoder.parameters()) + sum(

@@ -1,0 +1,40 @@
+"""The per-epoch validation score of promptable students on cached entries (no teacher run).
+
+Dice of the student's mask under the tight ground-truth box, in the input frame, per image (images
+with an empty ground truth cannot be prompted and are left out), and the embedding MSE to the
+teacher's cached embedding. Cheap by design: the full metrics come from ``samdistill eval``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def target_like(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``BxSxS`` input-frame mask -> ``Bx1xhxw`` at the logits' resolution."""
+    m = mask[:, None].float()
+    if m.shape[-2:] != logits.shape[-2:]:
+        m = (F.interpolate(m, size=logits.shape[-2:], mode="area") > 0.5).float()
+    return m
+
+
+@torch.no_grad()
+def promptable_validation(student, loader, device: str = "cpu") -> dict[str, float]:
+    from samdistill.data.boxes import tight_boxes
+    from samdistill.losses.embedding import embedding_mse
+
+    dices, mses = [], []
+    for batch in loader:
+        images, emb_t, mask = (batch[k].to(device) for k in ("image", "embedding", "mask"))
+        emb_s = student.encode(images)
+        mses.append(float(embedding_mse(emb_s, emb_t)))
+        keep = mask.flatten(1).amax(1) > 0
+        if not keep.any():
+            continue
+        logits, _ = student.decode(emb_s[keep], boxes=tight_boxes(mask[keep]))
+        pred, target = (logits > 0).float(), target_like(mask[keep], logits)
+        inter = (pred * target).flatten(1).sum(1)
+        denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
+        dices += (2 * inter / denom.clamp(min=1)).tolist()
+    return {"dice": float(sum(dices) / max(len(dices), 1)), "mse": float(sum(mses) / max(len(mses), 1))}
