@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--search-limit", type=int, default=300)
     ap.add_argument("--search-epochs", type=int, default=4)
+    ap.add_argument("--macs-budget", type=float, default=0.5, help="search budget, encoder GMACs")
+    ap.add_argument("--a-lr", type=float, default=0.03, help="architecture learning rate (short search: larger steps)")
     ap.add_argument("--stage1-epochs", type=int, default=4)
     ap.add_argument("--stage2-epochs", type=int, default=3)
     ap.add_argument("--students", nargs="+", default=["efficientvit_b0", "mobilenetv4_conv_small"])
@@ -55,7 +57,8 @@ def main() -> None:
     search_dir = runs / "search"
     if not (search_dir / "summary.json").exists():
         cfg = load_config("nas", {**common, "data": {"path": str(data), "limit_train": args.search_limit},
-                                  "nas": {"search": {"epochs": args.search_epochs}}})
+                                  "nas": {"search": {"epochs": args.search_epochs, "macs_budget": args.macs_budget,
+                                                     "a_lr": args.a_lr}}})
         t = time.time()
         nas_search(cfg, search_dir, progress=not args.quiet)
         timings["search_s"] = time.time() - t
@@ -109,7 +112,8 @@ def main() -> None:
         f"({', '.join(f'{k} {v / 60:.1f} min' for k, v in timings.items())}).", "",
         f"Search: {search['steps']} steps on {search['n_weight_half']} + {search['n_arch_half']} train images "
         f"(weights / architecture halves), {search['seconds'] / 60:.1f} min, beta {search['beta']}, budget "
-        f"{search['budget_gmacs']:.2f} GMACs (teacher encoder / 30); found encoder {search['encoder_gmacs']:.3f} GMACs "
+        f"{search['budget_gmacs']:.2f} GMACs (below the cheapest hand-designed student; teacher encoder / 30 = "
+        f"{search['teacher_encoder_gmacs'] / 30:.2f}); found encoder {search['encoder_gmacs']:.3f} GMACs "
         f"({genotype['encoder_params'] / 1e6:.2f} M params): " +
         "; ".join(f"stage {i}: width {st['width']}, {' + '.join(st['ops'])}{'' if st['lateral'] else ' (no neck input)'}"
                   for i, st in enumerate(genotype["stages"])) + ".", "",

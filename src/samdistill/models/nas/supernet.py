@@ -30,7 +30,7 @@ class SearchSpace:
     stem_width: int = 16
     widths: list[list[int]] = field(default_factory=lambda: [[24, 32, 48], [48, 64, 96], [96, 128, 192]])
     layers: list[int] = field(default_factory=lambda: [2, 3, 3])
-    neck_width: int = 96
+    neck_width: int = 64
     ops: list[str] = field(default_factory=lambda: list(OPS))
 
     @property
