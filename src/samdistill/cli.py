@@ -380,6 +380,8 @@ def nas_search_cmd(
             set_dotted(cli, key, val)
     cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
     s = nas_search(cfg, out, progress=cfg.progress)
+    if "rank" in s:  # a non-zero torchrun rank
+        return
     typer.echo(f"found encoder: {s['encoder_gmacs']:.3f} GMACs (budget {s['budget_gmacs']:.3f}, teacher "
                f"{s['teacher_encoder_gmacs']:.2f}: {s['teacher_over_student_macs']:.1f}x fewer) in {s['seconds'] / 60:.1f} min")
     typer.echo(f"  wrote {s['genotype']}, {out / 'search.csv'}, {out / 'plots' / 'arch_weights.png'}; train it with: "

@@ -6,6 +6,8 @@ one, architecture parameters on the other), alternates weight and architecture s
 DARTS) after ``warmup_epochs`` of weights only, and writes ``genotype.json`` (the most likely
 architecture), ``search.csv`` (losses, expected MACs and every architecture probability over time),
 ``plots/arch_weights.png`` and ``summary.json`` (budget, expected and measured MACs of the result).
+Under ``torchrun`` each rank searches on a disjoint share of each half and gradients are averaged
+(weights and architecture alike), so every rank holds the same supernet; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from samdistill.eval.efficiency import count_macs, frozen, machine_info, num_thr
 from samdistill.models.nas.genotype import GenotypeEncoder, write_genotype
 from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model
+from samdistill.train import distributed as dist_utils
 from samdistill.train.trainer import collate
 
 
@@ -59,6 +62,14 @@ def encoder_macs(encoder: torch.nn.Module, input_size: int) -> int:
 
 
 def _loader(ds, bs: int, seed: int) -> torch.utils.data.DataLoader:
+    """Seeded shuffle; under torchrun each rank gets a disjoint share (same number of batches)."""
+    ctx = dist_utils.context()
+    if ctx.enabled:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+        return torch.utils.data.DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=collate, drop_last=True)
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, generator=g, collate_fn=collate, drop_last=True)
 
@@ -69,8 +80,11 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
 
     s = cfg.nas.search
     out = Path(out_dir)
+    ctx = dist_utils.init_from_env(cfg.device)
+    progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        dump_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     with num_threads(cfg.threads) as threads:
         seed_everything(cfg.seed)
@@ -86,6 +100,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
         budget = s.macs_budget * 1e9 if s.macs_budget else teacher_macs / 30
         net = SuperNet(_space(cfg, teacher.input_size)).to(cfg.device)
         net.sampling, net.tau = s.sampling, s.tau
+        dist_utils.broadcast_module(net)
         step = SearchStep(net, teacher, beta=s.beta, budget_macs=budget, box_jitter=s.box_jitter, device=cfg.device)
         w_opt = torch.optim.AdamW(net.weight_parameters(), lr=s.w_lr, weight_decay=1e-4)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=s.a_lr, betas=(0.5, 0.999), weight_decay=1e-3)
@@ -100,6 +115,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
                 wl = step.weight_step(wb)
                 w_opt.zero_grad(set_to_none=True)
                 wl["loss"].backward()
+                dist_utils.average_gradients(net.weight_parameters())
                 torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
                 w_opt.step()
                 row: dict[str, Any] = {"step": it, "epoch": epoch + 1, "w_loss": float(wl["loss"].detach())}
@@ -112,6 +128,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
                     al = step.arch_step(ab)
                     a_opt.zero_grad(set_to_none=True)
                     al["loss"].backward()
+                    dist_utils.average_gradients(net.arch_parameters())
                     a_opt.step()
                     row.update({"a_loss": float(al["loss"].detach()), "a_task": float(al["task"].detach())})
                 with torch.no_grad():
@@ -126,6 +143,9 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
                 rows.append(row)
                 bar.set_postfix(loss=f"{row['w_loss']:.3f}", gmacs=f"{row['expected_gmacs']:.2f}")
                 it += 1
+        if not ctx.is_main:  # every rank holds the same architecture; rank 0 writes it
+            dist_utils.barrier()
+            return {"rank": ctx.rank, "steps": it}
         genotype = net.derive()
         enc = GenotypeEncoder(genotype)
         found_macs = encoder_macs(enc, teacher.input_size)
@@ -147,5 +167,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
             "n_weight_half": half, "n_arch_half": len(keys) - half, "seconds": time.perf_counter() - t0,
             "threads": threads, "machine": machine_info(), "dataset": ds.name,
         }
+        summary["world_size"] = ctx.world_size
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        dist_utils.barrier()
         return summary

@@ -108,3 +108,17 @@ def test_torchrun_distill_cli_on_two_cpu_processes(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["world_size"] == 2 and (out / "student.pt").exists()
     assert r.stdout.count("best val Dice") == 1  # rank 0 reports, rank 1 stays quiet
+
+
+def test_torchrun_nas_search_on_two_cpu_processes(tmp_path):
+    out = tmp_path / "search"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "samdistill", "nas", "search", "--teacher", "test_sam", "--data", "synthetic:n=24,size=64,seed=4",
+           "--out", str(out), f"cache.dir={tmp_path / 'cache'}", "nas.search.epochs=2", "nas.search.batch_size=2",
+           "nas.search.widths=[[8,16],[16,24]]", "nas.search.layers=[1,1]", "nas.search.neck_width=16",
+           "progress=false", "threads=1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["world_size"] == 2 and (out / "genotype.json").exists()
+    assert r.stdout.count("found encoder") == 1

@@ -75,6 +75,31 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+def broadcast_module(module: nn.Module) -> None:
+    """Give every rank rank 0's parameters and buffers."""
+    if context().enabled:
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """All-reduce (mean) the gradients of ``params`` over ranks, in one flat buffer (for loops that
+    step several parameter sets separately, e.g. the architecture search's two optimisers)."""
+    ctx = context()
+    if not ctx.enabled:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    i = 0
+    for g in grads:
+        g.copy_(flat[i : i + g.numel()].view_as(g))
+        i += g.numel()
+
+
 class ShardedBatchSampler:
     """Rank ``r`` of ``w`` takes batches ``r, r + w, ...`` of a batch sampler; every rank gets the same
     number of batches (the remainder is dropped) so that they stay in lockstep."""
