@@ -47,6 +47,11 @@ def test_list_and_info(capsys):
     assert main(["info", "test_sam"]) == 0
     out = capsys.readouterr().out
     assert "64 px" in out and "total 1.36 M" in out
+    assert main(["info", "test_resnet18", "--teacher", "test_sam"]) == 0  # a student architecture on a teacher
+    out = capsys.readouterr().out
+    assert "64 px" in out and "encoder" in out
+    assert main(["info", "test_knowsam_student", "--teacher", "test_sam"]) == 0
+    assert "prompt-free" in capsys.readouterr().out
 
 
 def test_help_has_examples(capsys):

@@ -72,17 +72,27 @@ def info(
     latency: bool = typer.Option(False, help="Also time encoder and decoder (3 warm-up, median of --repeats)."),
     repeats: int = typer.Option(20, min=1, help="Timed runs for --latency."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads for --latency (default: torch's)."),
+    teacher: str = typer.Option("litemedsam", help="For a student name: the teacher whose frame and heads it takes."),
 ) -> None:
     """Parameters (encoder/decoder/total), MACs and input size of a model.
 
     Example: samdistill info litemedsam --latency --threads 2
+
+    Example (an untrained student architecture on the default teacher): samdistill info efficientvit_b0
     """
     import torch
 
     from samdistill.api import load_model
     from samdistill.eval.efficiency import model_macs, num_threads, promptable_macs, time_ms
+    from samdistill.models.zoo import MODELS, populate
 
-    m = load_model(model, checkpoint=checkpoint, pretrained=False if random_init else None)
+    populate()
+    if model in MODELS and MODELS.entry(model).meta.get("kind") == "student":
+        if model == "nas":
+            raise UserError("info for a searched student: give its checkpoint (runs/x/student.pt)")
+        m = load_model(model, teacher=load_model(teacher))
+    else:
+        m = load_model(model, checkpoint=checkpoint, pretrained=False if random_init else None)
     pc = m.parameter_counts()
     if getattr(m, "kind", None) == "promptfree":
         macs = model_macs(m)
