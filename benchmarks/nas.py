@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--search-limit", type=int, default=300)
     ap.add_argument("--search-epochs", type=int, default=4)
     ap.add_argument("--macs-budget", type=float, default=0.5, help="search budget, encoder GMACs")
-    ap.add_argument("--a-lr", type=float, default=0.03, help="architecture learning rate (short search: larger steps)")
+    ap.add_argument("--a-lr", type=float, default=0.01, help="architecture learning rate")
     ap.add_argument("--stage1-epochs", type=int, default=4)
     ap.add_argument("--stage2-epochs", type=int, default=3)
     ap.add_argument("--students", nargs="+", default=["efficientvit_b0", "mobilenetv4_conv_small"])

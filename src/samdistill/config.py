@@ -123,8 +123,10 @@ class NASSearchConfig(Strict):
     warmup_epochs: int = Field(1, ge=0)  # weights only, before architecture steps start
     batch_size: int = Field(4, ge=1)
     w_lr: float = Field(1e-3, gt=0)
-    a_lr: float = Field(3e-3, gt=0)
-    beta: float = Field(0.5, ge=0)  # weight of E[MACs] / budget in the architecture objective
+    a_lr: float = Field(1e-2, gt=0)
+    beta: float = Field(0.5, ge=0)  # weight of the resource term in the architecture objective
+    resource: Literal["hinge", "linear"] = "hinge"  # hinge: max(0, E[MACs]/budget - 1); linear: E[MACs]/budget
+    max_skip: Optional[int] = Field(None, ge=0)  # skips kept per stage when deriving (default: layers - 1)
     macs_budget: Optional[float] = Field(None, gt=0)  # encoder GMACs; default: teacher encoder / 30
     sampling: Literal["softmax", "gumbel"] = "softmax"
     tau: float = Field(1.0, gt=0)

@@ -101,7 +101,8 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
         net = SuperNet(_space(cfg, teacher.input_size)).to(cfg.device)
         net.sampling, net.tau = s.sampling, s.tau
         dist_utils.broadcast_module(net)
-        step = SearchStep(net, teacher, beta=s.beta, budget_macs=budget, box_jitter=s.box_jitter, device=cfg.device)
+        step = SearchStep(net, teacher, beta=s.beta, budget_macs=budget, box_jitter=s.box_jitter, resource=s.resource,
+                          device=cfg.device)
         w_opt = torch.optim.AdamW(net.weight_parameters(), lr=s.w_lr, weight_decay=1e-4)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=s.a_lr, betas=(0.5, 0.999), weight_decay=1e-3)
         rows: list[dict[str, Any]] = []
@@ -146,7 +147,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
         if not ctx.is_main:  # every rank holds the same architecture; rank 0 writes it
             dist_utils.barrier()
             return {"rank": ctx.rank, "steps": it}
-        genotype = net.derive()
+        genotype = net.derive(max_skip=s.max_skip)
         enc = GenotypeEncoder(genotype)
         found_macs = encoder_macs(enc, teacher.input_size)
         genotype["encoder_gmacs"] = found_macs / 1e9
@@ -163,7 +164,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
             "genotype": str(out / "genotype.json"), "encoder_gmacs": found_macs / 1e9,
             "expected_gmacs_final": rows[-1]["expected_gmacs"], "budget_gmacs": budget / 1e9,
             "teacher_encoder_gmacs": teacher_macs / 1e9, "teacher_over_student_macs": teacher_macs / max(found_macs, 1),
-            "within_budget": found_macs <= budget, "beta": s.beta, "sampling": s.sampling, "steps": it,
+            "within_budget": found_macs <= budget, "beta": s.beta, "resource": s.resource, "sampling": s.sampling, "steps": it,
             "n_weight_half": half, "n_arch_half": len(keys) - half, "seconds": time.perf_counter() - t0,
             "threads": threads, "machine": machine_info(), "dataset": ds.name,
         }

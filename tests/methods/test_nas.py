@@ -72,7 +72,7 @@ def test_a_large_macs_weight_pulls_the_search_to_cheap_ops():
     t = load_model("test_sam")
     net = SuperNet(TINY)
     start = float(net.expected_macs().detach())
-    step = SearchStep(net, t, beta=1000.0, budget_macs=start)
+    step = SearchStep(net, t, beta=1000.0, budget_macs=start, resource="linear")
     opt = torch.optim.Adam(net.arch_parameters(), lr=0.05)
     for _ in range(60):
         opt.zero_grad()
@@ -89,10 +89,25 @@ def test_a_large_macs_weight_pulls_the_search_to_cheap_ops():
         cheapest.gamma[:, 1] = 50.0
         floor, end = float(cheapest.expected_macs()), float(net.expected_macs())
     assert end - floor < 0.2 * (start - floor)  # most of the avoidable cost is gone
-    g = net.derive()
+    g = net.derive(max_skip=3)
     assert all(op == "skip" for st in g["stages"] for op in st["ops"])  # the cheapest op everywhere
     assert [st["width"] for st in g["stages"]] == [8, 16]  # and the narrowest widths
     assert g["stages"][1]["lateral"] is False  # and drops the optional neck input
+
+
+def test_hinge_resource_is_free_below_the_budget_and_derive_limits_skips():
+    t = load_model("test_sam")
+    net = SuperNet(TINY)
+    e = float(net.expected_macs().detach())
+    below = SearchStep(net, t, beta=5.0, budget_macs=2 * e).arch_step(_batch())
+    above = SearchStep(net, t, beta=5.0, budget_macs=0.5 * e).arch_step(_batch())
+    assert float(below["resource"]) == 0.0 and float(above["resource"]) == pytest.approx(1.0, rel=1e-5)
+    with torch.no_grad():
+        net.alpha.zero_()
+        net.alpha[:, TINY.ops.index("skip")] = 5.0
+        net.alpha[:, TINY.ops.index("dwsep_k3")] = 4.0
+    g = net.derive()  # default: every stage keeps at least one real operation
+    assert [st["ops"] for st in g["stages"]] == [["dwsep_k3"], ["skip", "dwsep_k3"]]
 
 
 def test_genotype_round_trips_into_a_registered_student(tmp_path):

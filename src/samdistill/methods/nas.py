@@ -4,8 +4,9 @@
 frozen prompt encoder + mask decoder with the (jittered) ground-truth box.
 ``task = Dice + BCE`` of that mask, ``distill = MSE(e_s, e_t)`` to the cached teacher embedding.
 The weight step minimises ``task + distill`` on the train half with only the operation weights
-trainable; the architecture step minimises ``task + distill + beta * E[MACs] / budget`` on the other
-half with only the architecture parameters trainable.
+trainable; the architecture step minimises ``task + distill + beta * R`` on the other half with only
+the architecture parameters trainable, where ``R = max(0, E[MACs] / budget - 1)`` (``hinge``, the
+default: free below the budget) or ``E[MACs] / budget`` (``linear``: always cheaper).
 
 **Distillation of the found architecture**: stage 1, the encoder on ``mse * MSE + saliency *
 S(embedding)``; stage 2, encoder and decoder on ``dice * Dice + bce * BCE + kd * KL(teacher mask ||
@@ -36,8 +37,9 @@ class SearchStep:
     """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term."""
 
     def __init__(self, supernet, teacher, *, beta: float, budget_macs: float, box_jitter: float = 5.0,
-                 device: str = "cpu") -> None:
+                 resource: str = "hinge", device: str = "cpu") -> None:
         self.net, self.beta, self.budget, self.jitter = supernet, beta, budget_macs, box_jitter
+        self.resource = resource
         from samdistill.models.promptable import PromptableModel
 
         # the teacher's heads, frozen, as a model whose decode() batches like every other
@@ -79,7 +81,10 @@ class SearchStep:
         self._only(arch=True)
         out = self.losses(batch)
         out["macs_g"] = self.net.expected_macs() / 1e9
-        out["loss"] = out["task"] + self.beta * out["macs_g"] * 1e9 / self.budget
+        ratio = out["macs_g"] * 1e9 / self.budget
+        # hinge: only the cost above the budget is penalised, so below it the task decides
+        out["resource"] = torch.relu(ratio - 1) if self.resource == "hinge" else ratio
+        out["loss"] = out["task"] + self.beta * out["resource"]
         return out
 
 

@@ -149,15 +149,29 @@ class SuperNet(nn.Module):
         return total
 
     # ------------------------------------------------------------------ result
-    def derive(self) -> dict:
-        """The most likely architecture, as a genotype dict (see :mod:`genotype`)."""
+    def derive(self, max_skip: int | None = None) -> dict:
+        """The most likely architecture, as a genotype dict (see :mod:`genotype`).
+
+        Against DARTS' known collapse onto skip connections, at most ``max_skip`` layers per stage
+        (default: all but one) keep ``skip``; the others take their most likely real operation.
+        """
         sp = self.space
         stages, li = [], 0
+        skip = sp.ops.index("skip") if "skip" in sp.ops else None
         for s, widths in enumerate(sp.widths):
-            ops = []
-            for _ in range(sp.layers[s]):
-                ops.append(sp.ops[int(self.alpha[li].argmax())])
-                li += 1
+            rows = self.alpha[li : li + sp.layers[s]].detach()
+            choice = [int(r.argmax()) for r in rows]
+            limit = sp.layers[s] - 1 if max_skip is None else max_skip
+            skipped = [i for i, c in enumerate(choice) if c == skip]
+            if skip is not None and len(skipped) > limit:
+                # keep the skips the search is surest of; the rest get their best real op
+                skipped.sort(key=lambda i: float(rows[i].softmax(-1)[skip]), reverse=True)
+                for i in skipped[limit:]:
+                    r = rows[i].clone()
+                    r[skip] = -float("inf")
+                    choice[i] = int(r.argmax())
+            ops = [sp.ops[c] for c in choice]
+            li += sp.layers[s]
             keep = True if s == 0 else bool(self.gamma[s - 1].argmax() == 0)
             stages.append({"width": int(widths[int(self.beta[s].argmax())]), "ops": ops, "lateral": keep})
         return {"format": "samdistill-genotype/1", "input_size": sp.input_size, "stem_width": sp.stem_width,
