@@ -62,14 +62,11 @@ def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
     if ds.split_source.startswith("seeded") and dist_utils.context().is_main:
         (out / "split.json").write_text(json.dumps(ds.split, indent=1))
     cache = EmbeddingCache(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir(out), teacher)
-    ctx = dist_utils.context()
-    if ctx.enabled:  # each rank computes its share of the missing entries, then all read them
-        cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main, rank=ctx.rank,
-                    world_size=ctx.world_size)
-        cache.build(ds, val_ids, flips=False, progress=False, rank=ctx.rank, world_size=ctx.world_size)
-        dist_utils.barrier()
-    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main)
-    val_keys = cache.build(ds, val_ids, flips=False, progress=progress and ctx.is_main)
+    ctx = dist_utils.context()  # under torchrun each rank computes its share of the missing entries
+    share = {"rank": ctx.rank, "world_size": ctx.world_size}
+    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main, **share)
+    val_keys = cache.build(ds, val_ids, flips=False, progress=progress and ctx.is_main, **share)
+    dist_utils.barrier()
     return ds, cache, train_keys, val_keys, val_ids
 
 

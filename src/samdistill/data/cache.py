@@ -143,9 +143,12 @@ class EmbeddingCache:
     ) -> dict[tuple[str, bool], str]:
         """Make sure every (id, flip) has an entry; returns ``{(id, flip): key}``. Resumable.
 
-        With ``world_size > 1`` each rank computes its own share (ids[rank::world_size]).
+        With ``world_size > 1`` the keys of every id are returned, but this rank computes only the
+        missing entries of its own share (every ``world_size``-th id); the caller waits for the other
+        ranks (a barrier) before reading theirs.
         """
-        ids = list(ids)[rank::world_size]
+        ids = list(ids)
+        mine = set(ids[rank::world_size])
         keys: dict[tuple[str, bool], str] = {}
         t0 = time.perf_counter()
         bar = tqdm(ids, desc=f"cache {self.teacher.family}", unit="img", disable=not progress)
@@ -155,6 +158,8 @@ class EmbeddingCache:
                 keys[(sample.id, flip)] = key
                 if not sample.mask.any():
                     self.empty_keys.add(key)
+                if sample.id not in mine:  # another rank's share
+                    continue
                 if self.read(key) is not None:
                     self.stats.hits += 1
                     continue
