@@ -31,6 +31,25 @@ def decoder_activations(prompt_encoder, mask_decoder, emb: torch.Tensor, boxes: 
     return mask_decoder.transformer(emb + dense, pos, tokens)
 
 
+class capture_decoder_tokens:
+    """Context manager: records the image tokens (``keys``, ``Bx(g*g)x256``) that a SAM mask decoder's
+    two-way transformer produces during ``decode`` calls, so a loss can use them without a second pass."""
+
+    def __init__(self, mask_decoder) -> None:
+        self.transformer, self.keys = mask_decoder.transformer, []
+
+    def __enter__(self) -> "capture_decoder_tokens":
+        self._h = self.transformer.register_forward_hook(lambda m, i, o: self.keys.append(o[1]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._h.remove()
+
+    @property
+    def image_tokens(self) -> torch.Tensor:
+        return torch.cat(self.keys)
+
+
 class DecoderPerceptual(nn.Module):
     """Activations of the teacher's (frozen) mask decoder as the feature network.
 

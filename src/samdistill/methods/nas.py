@@ -27,7 +27,7 @@ from torch import nn
 from samdistill.eval.validation import promptable_validation, target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
-from samdistill.losses.perceptual import decoder_activations
+from samdistill.losses.perceptual import capture_decoder_tokens
 from samdistill.losses.saliency import activation_saliency, input_gradient_saliency, saliency_loss
 from samdistill.losses.segmentation import bce_loss, dice_loss
 from samdistill.data.boxes import jitter, tight_boxes
@@ -125,20 +125,20 @@ class NASDistillStage:
             return out
         s, t = self.student, self.teacher
         boxes = jitter(tight_boxes(mask[keep]), c.box_jitter, s.input_size)
-        logits, _ = s.decode(emb_s[keep], boxes=boxes)
+        sal_act = c.saliency > 0 and c.saliency_kind == "activation"
+        with capture_decoder_tokens(s.mask_decoder) as cap_s:
+            logits, _ = s.decode(emb_s[keep], boxes=boxes)
         target = target_like(mask[keep], logits)
         out["dice"], out["bce"] = dice_loss(logits, target), bce_loss(logits, target)
         loss = loss + c.dice * out["dice"] + c.bce * out["bce"]
-        with torch.no_grad():
+        with torch.no_grad(), capture_decoder_tokens(t.mask_decoder) as cap_t:
             t_logits, _ = t.decode(emb_t[keep], boxes=boxes)
         if c.kd > 0:
             out["kd"] = logit_kd(logits, t_logits, c.temperature)
             loss = loss + c.kd * out["kd"]
-        if c.saliency > 0 and c.saliency_kind == "activation":
+        if sal_act:  # the decoders' image tokens, recorded during the two decode calls above
             g = s.embedding_grid
-            _, keys_s = decoder_activations(s.prompt_encoder, s.mask_decoder, emb_s[keep], boxes)
-            with torch.no_grad():
-                _, keys_t = decoder_activations(t.prompt_encoder, t.mask_decoder, emb_t[keep], boxes)
+            keys_s, keys_t = cap_s.image_tokens, cap_t.image_tokens
             to_map = lambda k: k.transpose(1, 2).reshape(k.shape[0], -1, g, g)  # noqa: E731
             out["sal_decoder"] = saliency_loss(activation_saliency(to_map(keys_s)), activation_saliency(to_map(keys_t)))
             loss = loss + c.saliency * out["sal_decoder"]
