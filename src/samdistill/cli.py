@@ -359,6 +359,67 @@ def quickstart(
         _print_summary(result[role], out / "eval" / role)
 
 
+@app.command()
+def demo(
+    teacher: Optional[str] = typer.Option("litemedsam", help="Teacher model name (or checkpoint); 'none' for students only."),
+    student: Optional[list[str]] = typer.Option(None, "--student", "-s", help="Student checkpoint or ONNX folder; repeat for several. Default: runs/quickstart/student.pt when it exists."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder or name whose images can be picked on the page (ground truth shown)."),
+    split: str = typer.Option("test", help="Which split of --data to offer."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve on (loopback by default)."),
+    port: int = typer.Option(7860, min=1, max=65535, help="Port."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for a sam_*/medsam/mobilesam teacher."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch / onnxruntime threads."),
+) -> None:
+    """A local web page with the teacher and students side by side: open an image (or a NIfTI volume), draw
+    a box or click points, and every model segments it, with its encoder and decoder time and the Dice
+    between the models (and against the ground truth for images picked from --data).
+
+    Example: samdistill demo --student runs/quickstart/student.pt --data ../shared/data/kvasir_seg
+    """
+    from samdistill.demo.server import check_port, make_server
+    from samdistill.demo.service import DemoService
+    from samdistill.deploy.predictor import Predictor
+
+    students = list(student or [])
+    if not students and Path("runs/quickstart/student.pt").is_file():
+        students = ["runs/quickstart/student.pt"]
+        typer.echo("student: runs/quickstart/student.pt (from `samdistill quickstart`)")
+    models: dict[str, str] = {}
+    if teacher and teacher.lower() != "none":
+        models[teacher] = teacher
+    for s in students:
+        p = Path(s)
+        if not p.exists():
+            raise UserError(f"student not found: {p}")
+        label = f"{p.parent.name}/{p.name}" if p.is_file() else p.name
+        while label in models:
+            label += "'"
+        models[label] = s
+    if not models:
+        raise UserError("no models: give --student PATH (or keep the teacher)")
+    check_port(host, port)
+    dataset = None
+    if data is not None:
+        from samdistill.data.datasets import open_dataset
+
+        dataset = open_dataset(data, on_error="skip")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # for the whole serving process
+    predictors = {}
+    for label, spec in models.items():
+        typer.echo(f"loading {label} ...")
+        ckpt = str(checkpoint) if checkpoint and spec == teacher else None
+        predictors[label] = Predictor.load(spec, checkpoint=ckpt, threads=threads)
+    service = DemoService(predictors, dataset=dataset, split=split)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host}: anyone who can reach this address can use the demo", err=True)
+    typer.echo(f"samdistill demo: open http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}  "
+               "(Ctrl+C to stop)")
+    make_server(service, host=host, port=port).run()
+
+
 nas_app = typer.Typer(help="EfficientMedSAM: search a student encoder (DARTS under a MACs budget), then distill it.",
                       no_args_is_help=True)
 app.add_typer(nas_app, name="nas")

@@ -56,7 +56,33 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Any readable image -> ``HxWx3 uint8``. 16-bit and float images are min-max scaled to 0..255."""
-    im = _open(Path(path), "image")
+    return _as_rgb8(_open(Path(path), "image"))
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image file bytes (an upload) -> ``HxWx3 uint8``, as :func:`read_image`; ``max_pixels`` is checked
+    from the header, before the pixels are decoded."""
+    import io
+
+    if not data:
+        raise DataError(f"{name} is an empty file", name)
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name} is too large: {exc}", name) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name} is not an image that can be read ({exc})", name) from None
+    if im.width * im.height > max_pixels:
+        raise DataError(f"{name} is {im.width}x{im.height} = {im.width * im.height / 1e6:.1f} MP; the limit is "
+                        f"{max_pixels / 1e6:.0f} MP", name)
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name} is truncated or corrupt ({exc})", name) from None
+    return _as_rgb8(im)
+
+
+def _as_rgb8(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode in ("RGB", "L"):
         arr = np.asarray(im)

@@ -111,6 +111,14 @@ class Predictor:
         x = self.preprocess.image(arr)[None].numpy()
         self._embedding = self._encode(x)
 
+    def get_state(self) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The encoded image (embedding and size), to keep per image and hand back with ``set_state``."""
+        return None if self._embedding is None else (self._embedding, self._hw)
+
+    def set_state(self, state: tuple[np.ndarray, tuple[int, int]]) -> None:
+        """Make a state from ``get_state`` current again: ``predict`` then needs no new ``set_image``."""
+        self._embedding, self._hw = state
+
     def _check_inside(self, xy: np.ndarray, what: str) -> None:
         h, w = self._hw
         if (xy[..., 0] < 0).any() or (xy[..., 1] < 0).any() or (xy[..., 0] > w - 1).any() or (xy[..., 1] > h - 1).any():

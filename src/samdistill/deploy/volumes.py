@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -130,10 +130,22 @@ def to_uint8(volume: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> n
     return (np.clip((v - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
+def mask_image(mask: np.ndarray, affine: np.ndarray, header=None):
+    """The mask as a ``uint8`` NIfTI image with the input's affine (and header, when it came from NIfTI)."""
+    nib = _nib()
+    if header is not None:
+        header = header.copy()
+        header.set_data_dtype(np.uint8)
+    return nib.Nifti1Image(mask.astype(np.uint8), affine, header)
+
+
 def segment_volume(predictor, volume: np.ndarray, box: list[float] | np.ndarray, slice_index: int, *, axis: int = 2,
-                   margin: float = 3.0, progress: bool = True) -> np.ndarray:
+                   margin: float = 3.0, progress: bool = True,
+                   on_slice: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Boolean mask of ``volume``'s shape; ``box`` (x0, y0, x1, y1) is in the pixels of slice ``slice_index``
-    along ``axis`` (x = column, y = row of that 2D slice)."""
+    along ``axis`` (x = column, y = row of that 2D slice). ``on_slice(done, total)`` is called after each
+    segmented slice (``total`` = slices in the volume, an upper bound: propagation stops where the mask
+    vanishes)."""
     if not 0 <= slice_index < volume.shape[axis]:
         raise UserError(f"slice {slice_index} outside the volume (0..{volume.shape[axis] - 1} along axis {axis})")
     vol8 = np.moveaxis(to_uint8(volume), axis, 0)
@@ -146,6 +158,9 @@ def segment_volume(predictor, volume: np.ndarray, box: list[float] | np.ndarray,
 
     first = run(slice_index, np.asarray(box, dtype=np.float64))
     mask[slice_index] = first
+    done = 1
+    if on_slice is not None:
+        on_slice(done, vol8.shape[0])
     bar = tqdm(total=vol8.shape[0] - 1, desc="propagate", unit="slice", disable=not progress)
     for step in (1, -1):
         prev = first
@@ -157,6 +172,9 @@ def segment_volume(predictor, volume: np.ndarray, box: list[float] | np.ndarray,
             mask[z] = prev
             z += step
             bar.update(1)
+            done += 1
+            if on_slice is not None:
+                on_slice(done, vol8.shape[0])
     bar.close()
     return np.moveaxis(mask, 0, axis)
 
@@ -171,13 +189,12 @@ def predict_volume(predictor, path: str | Path, box, slice_index: int, out_dir: 
         header = None
     else:
         img, data = load_volume(path)
-        affine, header = img.affine, img.header.copy()
-        header.set_data_dtype(np.uint8)
+        affine, header = img.affine, img.header
     mask = segment_volume(predictor, data, box, slice_index, axis=axis, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(path).name.replace(".nii.gz", "").replace(".nii", "")
-    mask_img = nib.Nifti1Image(mask.astype(np.uint8), affine, header)
+    mask_img = mask_image(mask, affine, header)
     mask_path = out / f"{name}_mask.nii.gz"
     nib.save(mask_img, str(mask_path))
     voxel_mm3 = float(np.prod(mask_img.header.get_zooms()[:3]))

@@ -11,11 +11,14 @@ from scipy import ndimage
 COLOURS = [(0, 255, 0), (255, 60, 60), (60, 140, 255), (255, 200, 0)]
 
 
-def overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.35) -> np.ndarray:
-    """``HxWx3 uint8`` image with each mask filled (translucent) and outlined, in COLOURS order."""
+def overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.35,
+            colours: list[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """``HxWx3 uint8`` image with each mask filled (translucent) and outlined, in ``colours`` (default
+    COLOURS) order."""
+    colours = colours or COLOURS
     out = image.astype(np.float32).copy()
     for i, m in enumerate(masks):
-        colour = np.array(COLOURS[i % len(COLOURS)], np.float32)
+        colour = np.array(colours[i % len(colours)], np.float32)
         out[m] = (1 - alpha) * out[m] + alpha * colour
         edge = m & ~ndimage.binary_erosion(m, iterations=max(1, min(image.shape[:2]) // 200))
         out[edge] = colour

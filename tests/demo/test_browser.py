@@ -1,0 +1,93 @@
+"""A real browser on the demo page: Debian's Chromium, headless, driven by Playwright with mouse events.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``; `.ci/run` installs it) and the ``playwright``
+Python package (in the dev extra); without them the test is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.demo.conftest import disk_image
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+@pytest.fixture()
+def page():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium at /usr/bin/chromium: apt-get install chromium to run the browser test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (dev extra)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            pg = browser.new_page(viewport={"width": 1280, "height": 860})
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_draw_a_box_and_see_both_models(server, page, tiny_pair, tmp_path):
+    from samdistill.deploy.predictor import Predictor
+
+    base, _ = server
+    image = disk_image(120, 160, 60, 84, 28)
+    Image.fromarray(image).save(tmp_path / "disk.png")
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    assert "test_sam" in page.inner_text("#model-list") and "student" in page.inner_text("#model-list")
+    page.set_input_files("#file", str(tmp_path / "disk.png"))
+    page.wait_for_selector("#canvas", state="visible")
+    page.wait_for_function("document.getElementById('canvas').width === 160")
+    # the box around the disk, in image pixels, drawn with the mouse in page coordinates
+    want = [52, 28, 116, 92]
+    r = page.eval_on_selector("#canvas", "c => { const b = c.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; }")
+    sx, sy = r[2] / 160, r[3] / 120
+    page.mouse.move(r[0] + (want[0] + 0.5) * sx, r[1] + (want[1] + 0.5) * sy)
+    page.mouse.down()
+    for t in (0.3, 0.7, 1.0):
+        page.mouse.move(r[0] + (want[0] + t * (want[2] - want[0]) + 0.5) * sx,
+                        r[1] + (want[1] + t * (want[3] - want[1]) + 0.5) * sy)
+    page.mouse.up()
+    page.wait_for_function("document.querySelectorAll('.card.result img.overlay').length === 2 && "
+                           "[...document.querySelectorAll('.card.result img.overlay')].every(i => i.complete && i.naturalWidth === 160)")
+    result = page.evaluate("window.lastResult")
+    box = result["prompt"]["box"]
+    assert np.allclose(box, want, atol=1.5), box  # mouse position -> image pixels
+    assert page.inner_text("#message") and "error" not in (page.get_attribute("#message", "class") or "")
+    areas = {el.get_attribute("data-model"): int(el.get_attribute("data-area"))
+             for el in page.query_selector_all(".card.result")}
+    assert set(areas) == {"test_sam", "student"}
+    rgb = np.repeat(image[:, :, None], 3, axis=2)
+    for name, model in zip(["test_sam", "student"], tiny_pair):  # the same tiny models through the API, same box
+        ref = Predictor.from_torch(model)
+        ref.set_image(rgb)
+        api_area = int(ref.predict(boxes=[box])[0][0].sum())
+        assert abs(areas[name] - api_area) <= 0.1 * max(api_area, 1), (name, areas[name], api_area)
+    assert "decoder" in page.inner_text(".card.result") and page.is_visible("#json-link")
+    # a second box only re-runs the decoders: the page says the encoder time is cached
+    page.mouse.move(r[0] + 10 * sx, r[1] + 10 * sy)
+    page.mouse.down()
+    page.mouse.move(r[0] + 60 * sx, r[1] + 60 * sy)
+    page.mouse.up()
+    page.wait_for_function("window.lastResult && window.lastResult.prompt.box[2] < 70")
+    page.wait_for_selector(".card.result >> text=cached")
+    # bad input shows a message on the page and the next request still works
+    (tmp_path / "notes.txt").write_text("not an image")
+    page.set_input_files("#file", str(tmp_path / "notes.txt"))
+    page.wait_for_selector("#message.error")
+    assert "not an image" in page.inner_text("#message")
+    page.set_input_files("#file", str(tmp_path / "disk.png"))
+    page.wait_for_function("!document.getElementById('message').classList.contains('error')")
+    page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+
