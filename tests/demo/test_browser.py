@@ -91,3 +91,38 @@ def test_draw_a_box_and_see_both_models(server, page, tiny_pair, tmp_path):
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
+
+
+def test_volume_slices_propagate_and_download(server, page, tmp_path):
+    nib = pytest.importorskip("nibabel")
+    zz, yy, xx = np.meshgrid(np.arange(40), np.arange(48), np.arange(12), indexing="ij")
+    ball = (zz - 20) ** 2 + (yy - 24) ** 2 + ((xx - 6) * 3) ** 2 <= 100
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(np.where(ball, 300, -50).astype(np.int16), affine), str(tmp_path / "ct.nii.gz"))
+    base, svc = server
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#file", str(tmp_path / "ct.nii.gz"))
+    page.wait_for_selector("#volume", state="visible")
+    page.wait_for_function("document.getElementById('slice-label').textContent === '6 / 11'")
+    page.eval_on_selector("#slice", "s => { s.value = 5; s.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("document.getElementById('slice-label').textContent === '5 / 11'")
+    r = page.eval_on_selector("#canvas", "c => { const b = c.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; }")
+    sx, sy = r[2] / 48, r[3] / 40
+    page.mouse.move(r[0] + 14 * sx, r[1] + 10 * sy)
+    page.mouse.down()
+    page.mouse.move(r[0] + 34 * sx, r[1] + 30 * sy)
+    page.mouse.up()
+    page.wait_for_function("window.lastResult && window.lastResult.models.length === 2")
+    page.click("#propagate")
+    page.wait_for_selector("#nifti-link", state="visible")
+    status = svc.volume_status(next(iter(svc.volumes)))
+    assert status["state"] == "done" and status["done"] >= 1
+    assert page.inner_text("#prop-text") == status["message"]
+    with page.expect_download() as dl:
+        page.click("#nifti-link")
+    path = tmp_path / "mask.nii.gz"
+    dl.value.save_as(str(path))
+    out = nib.load(str(path))
+    assert out.shape == (40, 48, 12) and np.allclose(out.affine, affine)
+    assert int(np.asarray(out.dataobj).sum()) == status["voxels"]
