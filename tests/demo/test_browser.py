@@ -36,6 +36,18 @@ def page():
             browser.close()
 
 
+def drag_box(page, box, steps=(0.3, 0.7, 1.0)) -> None:
+    """Drag the mouse over the canvas from (x0, y0) to (x1, y1), given in image pixels (pixel centres)."""
+    r = page.eval_on_selector("#canvas", "c => { const b = c.getBoundingClientRect(); "
+                                         "return [b.left, b.top, b.width / c.width, b.height / c.height]; }")
+    at = lambda x, y: (r[0] + (x + 0.5) * r[2], r[1] + (y + 0.5) * r[3])  # noqa: E731
+    page.mouse.move(*at(box[0], box[1]))
+    page.mouse.down()
+    for t in steps:
+        page.mouse.move(*at(box[0] + t * (box[2] - box[0]), box[1] + t * (box[3] - box[1])))
+    page.mouse.up()
+
+
 def test_draw_a_box_and_see_both_models(server, page, tiny_pair, tmp_path):
     from samdistill.deploy.predictor import Predictor
 
@@ -50,14 +62,7 @@ def test_draw_a_box_and_see_both_models(server, page, tiny_pair, tmp_path):
     page.wait_for_function("document.getElementById('canvas').width === 160")
     # the box around the disk, in image pixels, drawn with the mouse in page coordinates
     want = [52, 28, 116, 92]
-    r = page.eval_on_selector("#canvas", "c => { const b = c.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; }")
-    sx, sy = r[2] / 160, r[3] / 120
-    page.mouse.move(r[0] + (want[0] + 0.5) * sx, r[1] + (want[1] + 0.5) * sy)
-    page.mouse.down()
-    for t in (0.3, 0.7, 1.0):
-        page.mouse.move(r[0] + (want[0] + t * (want[2] - want[0]) + 0.5) * sx,
-                        r[1] + (want[1] + t * (want[3] - want[1]) + 0.5) * sy)
-    page.mouse.up()
+    drag_box(page, want)
     page.wait_for_function("document.querySelectorAll('.card.result img.overlay').length === 2 && "
                            "[...document.querySelectorAll('.card.result img.overlay')].every(i => i.complete && i.naturalWidth === 160)")
     result = page.evaluate("window.lastResult")
@@ -75,10 +80,7 @@ def test_draw_a_box_and_see_both_models(server, page, tiny_pair, tmp_path):
         assert abs(areas[name] - api_area) <= 0.1 * max(api_area, 1), (name, areas[name], api_area)
     assert "decoder" in page.inner_text(".card.result") and page.is_visible("#json-link")
     # a second box only re-runs the decoders: the page says the encoder time is cached
-    page.mouse.move(r[0] + 10 * sx, r[1] + 10 * sy)
-    page.mouse.down()
-    page.mouse.move(r[0] + 60 * sx, r[1] + 60 * sy)
-    page.mouse.up()
+    drag_box(page, [10, 10, 60, 60], steps=(1.0,))
     page.wait_for_function("window.lastResult && window.lastResult.prompt.box[2] < 70")
     page.wait_for_selector(".card.result >> text=cached")
     # bad input shows a message on the page and the next request still works
@@ -107,12 +109,7 @@ def test_volume_slices_propagate_and_download(server, page, tmp_path):
     page.wait_for_function("document.getElementById('slice-label').textContent === '6 / 11'")
     page.eval_on_selector("#slice", "s => { s.value = 5; s.dispatchEvent(new Event('input')); }")
     page.wait_for_function("document.getElementById('slice-label').textContent === '5 / 11'")
-    r = page.eval_on_selector("#canvas", "c => { const b = c.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; }")
-    sx, sy = r[2] / 48, r[3] / 40
-    page.mouse.move(r[0] + 14 * sx, r[1] + 10 * sy)
-    page.mouse.down()
-    page.mouse.move(r[0] + 34 * sx, r[1] + 30 * sy)
-    page.mouse.up()
+    drag_box(page, [14, 10, 34, 30], steps=(1.0,))
     page.wait_for_function("window.lastResult && window.lastResult.models.length === 2")
     page.click("#propagate")
     page.wait_for_selector("#nifti-link", state="visible")
