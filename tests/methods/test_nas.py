@@ -101,7 +101,7 @@ def test_hinge_resource_is_free_below_the_budget_and_derive_limits_skips():
     e = float(net.expected_macs().detach())
     below = SearchStep(net, t, beta=5.0, budget_macs=2 * e).arch_step(_batch())
     above = SearchStep(net, t, beta=5.0, budget_macs=0.5 * e).arch_step(_batch())
-    assert float(below["resource"]) == 0.0 and float(above["resource"]) == pytest.approx(1.0, rel=1e-5)
+    assert float(below["resource"].detach()) == 0.0 and float(above["resource"].detach()) == pytest.approx(1.0, rel=1e-5)
     with torch.no_grad():
         net.alpha.zero_()
         net.alpha[:, TINY.ops.index("skip")] = 5.0

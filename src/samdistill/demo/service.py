@@ -350,8 +350,9 @@ class DemoService:
                 vol.job.update(state="error", message=f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError)
                                else str(exc))
 
+        started = dict(vol.job)  # as it was when the job started (a small volume may be done before we return)
         threading.Thread(target=work, daemon=True, name=f"propagate-{vid}").start()
-        return dict(vol.job)
+        return started
 
     def volume_status(self, vid: str) -> dict[str, Any]:
         return dict(self._get_volume(vid).job)
