@@ -32,8 +32,10 @@ def create_app(service):
     _fastapi()
     from fastapi import FastAPI, File, Request, UploadFile
     from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
 
     app = FastAPI(title="samdistill demo", docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError):
@@ -61,13 +63,6 @@ def create_app(service):
     @app.get("/")
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    @app.get("/static/{name}")
-    def static(name: str):
-        path = STATIC / Path(name).name
-        if not path.is_file():
-            raise UserError(f"no such file: {name}")
-        return FileResponse(path)
 
     @app.get("/api/info")
     def info():

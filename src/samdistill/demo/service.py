@@ -58,6 +58,7 @@ class _Volume:
     affine: np.ndarray
     header: Any
     mask: np.ndarray | None = None
+    slice_images: dict[int, str] = field(default_factory=dict)  # slice -> image id (its embeddings stay cached)
     job: dict[str, Any] = field(default_factory=lambda: {"state": "idle", "done": 0, "total": 0, "message": ""})
 
 
@@ -114,6 +115,7 @@ class DemoService:
     def _remember(self, entry: _Image) -> dict[str, Any]:
         with self._lock:
             self.images[entry.id] = entry
+            self.images.move_to_end(entry.id)  # most recent last
             while len(self.images) > self.max_images:
                 self.images.popitem(last=False)
         h, w = entry.image.shape[:2]
@@ -159,8 +161,10 @@ class DemoService:
 
     # ------------------------------------------------------------------ prompts
     @staticmethod
-    def _parse_prompt(entry: _Image, box, points, labels):
-        h, w = entry.image.shape[:2]
+    def _parse_prompt(hw: tuple[int, int], box, points, labels):
+        """Checked before any model runs, so a bad prompt costs no encoder pass."""
+        from samdistill.deploy.predictor import check_inside
+
         b = None
         if box is not None:
             try:
@@ -172,8 +176,10 @@ class DemoService:
             b = np.array([min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])])
             if b[2] - b[0] < 1 or b[3] - b[1] < 1:
                 raise DemoError("the box is empty: drag the mouse to draw a box with some width and height")
-            if b[0] < 0 or b[1] < 0 or b[2] > w - 1 or b[3] > h - 1:
-                raise DemoError(f"the box {[round(v, 1) for v in b.tolist()]} is outside the {w}x{h} image")
+            try:
+                check_inside(b.reshape(2, 2), hw, f"the box {[round(v, 1) for v in b.tolist()]} is")
+            except UserError as exc:
+                raise DemoError(str(exc).split(":")[0]) from None
         p = lab = None
         if points:
             try:
@@ -184,8 +190,10 @@ class DemoService:
                 raise DemoError("points are [[x, y], ...] with one label (1 = object, 0 = background) each") from None
             if not set(lab.ravel().tolist()) <= {0, 1}:
                 raise DemoError("point labels are 1 (object) or 0 (background)")
-            if (p[..., 0] < 0).any() or (p[..., 1] < 0).any() or (p[..., 0] > w - 1).any() or (p[..., 1] > h - 1).any():
-                raise DemoError(f"a point is outside the {w}x{h} image")
+            try:
+                check_inside(p, hw, "a point is")
+            except UserError as exc:
+                raise DemoError(str(exc)) from None
         return b, p, lab
 
     # ------------------------------------------------------------------ segment
@@ -196,7 +204,7 @@ class DemoService:
         from samdistill.eval.overlays import COLOURS, overlay
 
         entry = self._get_image(image_id)
-        b, p, lab = self._parse_prompt(entry, box, points, labels)
+        b, p, lab = self._parse_prompt(entry.image.shape[:2], box, points, labels)
         prompted = b is not None or p is not None
         if not prompted and not all(pr.prompt_free for pr in self.predictors.values()):
             raise DemoError("draw a box (or click points) on the image first")
@@ -307,8 +315,13 @@ class DemoService:
 
         vol = self._get_volume(vid)
         z = self._slice_index(vol, z)
-        rgb = np.repeat(vol.vol8[:, :, z][:, :, None], 3, axis=2)
-        info = self._remember(_Image(f"img{next(self._ids)}", f"{vol.name} slice {z}", rgb))
+        entry = self.images.get(vol.slice_images.get(z, ""))
+        if entry is None:  # first visit (or evicted): a new image; a revisit keeps its embeddings
+            rgb = np.repeat(vol.vol8[:, :, z][:, :, None], 3, axis=2)
+            entry = _Image(f"img{next(self._ids)}", f"{vol.name} slice {z}", rgb)
+            vol.slice_images[z] = entry.id
+        rgb = entry.image
+        info = self._remember(entry)
         info["slice"] = z
         info["mask_overlay_png"] = None
         if vol.mask is not None and vol.mask[:, :, z].any():
@@ -327,8 +340,7 @@ class DemoService:
             raise DemoError(f"unknown model {model!r}; loaded: {', '.join(self.predictors)}")
         if pred.prompt_free:
             raise DemoError(f"{model} is prompt-free; propagation from a box needs a promptable model")
-        entry = _Image("", "", np.zeros((vol.data.shape[0], vol.data.shape[1], 3), np.uint8))
-        b, _, _ = self._parse_prompt(entry, box, None, None)
+        b, _, _ = self._parse_prompt(vol.data.shape[:2], box, None, None)
         if b is None:
             raise DemoError("draw a box on the slice first")
         if vol.job["state"] == "running":

@@ -120,9 +120,7 @@ class Predictor:
         self._embedding, self._hw = state
 
     def _check_inside(self, xy: np.ndarray, what: str) -> None:
-        h, w = self._hw
-        if (xy[..., 0] < 0).any() or (xy[..., 1] < 0).any() or (xy[..., 0] > w - 1).any() or (xy[..., 1] > h - 1).any():
-            raise UserError(f"{what} outside the {w}x{h} image: {xy.reshape(-1, 2).tolist()}")
+        check_inside(xy, self._hw, what)
 
     def predict(self, boxes=None, points=None, labels=None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes ``Nx4`` and/or points ``Nx P x 2`` (+ labels ``NxP``, 1 fg / 0 bg) in original pixels.
@@ -166,6 +164,14 @@ class Predictor:
         low, iou = self._decode(self._embedding, coords, labs)
         logits = self.preprocess.logits_to_original(torch.from_numpy(np.ascontiguousarray(low)), hw)
         return (logits[:, 0] > 0).numpy(), np.asarray(iou)[:, 0]
+
+
+def check_inside(xy: np.ndarray, hw: tuple[int, int], what: str) -> None:
+    """``UserError`` when any ``(x, y)`` in ``xy`` (``...x2``, original pixels) lies outside an ``h x w`` image."""
+    h, w = hw
+    xy = np.asarray(xy, dtype=np.float64)
+    if (xy[..., 0] < 0).any() or (xy[..., 1] < 0).any() or (xy[..., 0] > w - 1).any() or (xy[..., 1] > h - 1).any():
+        raise UserError(f"{what} outside the {w}x{h} image: {xy.reshape(-1, 2).tolist()}")
 
 
 def read_prompt_file(path: str | Path) -> dict[str, dict[str, Any]]:
