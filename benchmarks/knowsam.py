@@ -11,7 +11,7 @@ evaluated with `samdistill eval` (prompt-free) on the full test split; the LiteM
 tight boxes is read from the teachers benchmark (same split) or evaluated if missing.
 Writes benchmarks/results/knowsam_<dataset>.{json,md}.
 
-    python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --steps 160
+    python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --steps 600 --input-size 128
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
     n_train = len(split["train"])
     n_lab = max(1, round(n_train * args.labeled))
     bs = 8
-    k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": 4, "sam_decode": args.sam_decode}
+    k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": 4, "sam_decode": args.sam_decode,
+         "input_size": args.input_size or None}
+    if args.optim == "adamw":  # same optimiser for the students of all three runs; SAM's side keeps Adam 1e-4
+        k["optim"] = {"name": "adamw", "lr": args.lr, "weight_decay": 1e-4, "schedule": "linear", "warmup_steps": 0,
+                      "min_lr_ratio": 0.0}
     if variant == "knowsam":
         per_epoch = (n_train - n_lab) // 4
     else:
@@ -114,13 +118,14 @@ def markdown(r: dict) -> str:
         "",
         f"Student: UNet {rows['knowsam']['test']['params']['unet'] / 1e6:.2f} M + VNet "
         f"{rows['knowsam']['test']['params']['vnet'] / 1e6:.2f} M + fusion {rows['knowsam']['test']['params']['fusion'] / 1e6:.3f} M "
-        f"parameters, {rows['knowsam']['test']['total_gmacs']:.2f} GMACs per image at the teacher's 256 px input "
+        f"parameters, {rows['knowsam']['test']['total_gmacs']:.2f} GMACs per image at its {r['input_size'] or 'teacher-sized'} px "
+        "input (SAM keeps its own 256 px frame) "
         f"(the LiteMedSAM teacher needs a box; the student needs none).",
         "",
         "Compute: CPU only, frozen-encoder variant (`knowsam.adapters=none`: LiteMedSAM's image encoder is not "
         f"adapted, its cached embeddings are used; prompt generator trained), SAM decoded as `{r['sam_decode']}`, "
-        "a short schedule (about the same number of optimiser steps per run, batch 8 = 4 labeled + 4 unlabeled "
-        "for KnowSAM). The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) "
+        f"a short schedule (about the same number of optimiser steps per run, batch 8 = 4 labeled + 4 unlabeled "
+        f"for KnowSAM), student optimiser {r['optim']}. The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) "
         "was not run here. Teacher figures: " + te["source"] + ".",
     ]
     return "\n".join(lines) + "\n"
@@ -131,7 +136,12 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--labeled", type=float, default=0.1)
-    ap.add_argument("--steps", type=int, default=160, help="about this many optimiser steps per run")
+    ap.add_argument("--steps", type=int, default=600, help="about this many optimiser steps per run")
+    ap.add_argument("--input-size", type=int, default=128,
+                    help="student input (px); 0: the teacher's (256). 128 = a quarter of the compute per step")
+    ap.add_argument("--optim", default="sgd", choices=["sgd", "adamw"],
+                    help="students' optimiser for all runs: sgd = as published (0.01, momentum 0.9); adamw at --lr")
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate for --optim adamw")
     ap.add_argument("--sam-decode", default="foreground", choices=["foreground", "per_class"])
     ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
     ap.add_argument("--quiet", action="store_true")
@@ -144,6 +154,9 @@ def main() -> None:
         runs = {v: run_variant(name, data, v, args) for v in args.variants}
         a, b, c = (runs[v]["test"]["dice"] for v in ("supervised", "knowsam", "all_labels"))
         r = {"dataset": name, "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode,
+             "input_size": args.input_size or None, "steps": args.steps,
+             "optim": "SGD 0.01 momentum 0.9, linear decay (as published)" if args.optim == "sgd"
+             else f"AdamW {args.lr:g}, linear decay (short-schedule deviation, same for all runs)",
              "machine": machine_info().get("cpu", "unknown CPU"), "runs": runs, "teacher": teacher_reference(name, data, args),
              "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0}
         write_results(f"knowsam_{name}", r, markdown(r))

@@ -88,6 +88,7 @@ class KnowSAMConfig(Strict):
     """Semi-supervised SAM-induced distillation into a prompt-free UNet + VNet (``method: knowsam``)."""
 
     student: str = "knowsam_student"
+    input_size: int | None = Field(None, ge=32)  # student's input frame; None: the teacher's (SAM still sees its own)
     labeled: float = Field(0.1, gt=0)  # <= 1: fraction of the train split (1 = all); > 1: a count
     unlabeled: bool = True  # false: train on the labeled subset alone (the supervised baseline)
     adapters: Literal["none", "encoder"] = "none"  # none: frozen encoder, cached embeddings (CPU-friendly)

@@ -185,7 +185,10 @@ def _knowsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_key
     from samdistill.models.prompt_generator import PromptGenerator
 
     k = cfg.knowsam
-    student = load_model(k.student, teacher=teacher, fusion=k.fusion).to(cfg.device)
+    pre = teacher.preprocess.to_dict()
+    if k.input_size:
+        pre["input_size"] = k.input_size
+    student = load_model(k.student, preprocess=pre, fusion=k.fusion).to(cfg.device)
     prompt_generator = adapters = None
     if k.sam:
         prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)

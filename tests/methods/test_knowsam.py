@@ -195,3 +195,25 @@ def test_prompt_free_export_and_predictor(tmp_path):
         with pytest.raises(UserError, match="prompt-free"):
             p.predict(boxes=[[1, 1, 10, 10]])
     assert (masks[0] == masks[1]).mean() > 0.99
+
+
+def test_smaller_student_frame_trains_and_predicts_at_its_own_size(tmp_path):
+    out = tmp_path / "small"
+    s = distill(_cfg(tmp_path, input_size=32, epochs=2), out)
+    assert s["steps"] > 0
+    cols = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val_dice_sam" in cols and "train_kd" in cols
+    student = load_model(out / "student.pt")
+    assert student.input_size == 32
+    assert student.preprocess.normalize == load_model("test_sam").preprocess.normalize
+    img = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype(np.uint8)
+    assert student.predict(img).shape == (1, 40, 60)
+    # the teacher frame shrunk to the student's: images antialiased, masks stay binary and aligned
+    parts = KnowSAMParts(student, None, None)
+    m = KnowSAMMethod(parts=parts, teacher=None, cfg=KnowSAMConfig(sam=False), total_steps=1)
+    x = torch.rand(2, 3, 64, 64)
+    y = torch.zeros(2, 64, 64, dtype=torch.long)
+    y[:, 8:40, 16:48] = 1
+    xs, ys = m.to_student_frame(x, y)
+    assert xs.shape == (2, 3, 32, 32) and ys.shape == (2, 32, 32) and ys.dtype == torch.long
+    assert ys.sum().item() == 2 * 16 * 16 and ys[:, 4:20, 8:24].all()

@@ -101,16 +101,29 @@ class KnowSAMMethod:
         else:
             outs = [t.decode_tokens(emb, tokens[:, c], prompt[:, c : c + 1]) for c in range(self.num_classes)]
             logits = torch.cat(outs, dim=1)
-        s = images.shape[-1]
+        s = fused.shape[-1]  # the student's frame (may be smaller than SAM's, knowsam.input_size)
         if logits.shape[-1] != s:
             logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
         return logits
 
     # ------------------------------------------------------------------ one step
+    def to_student_frame(self, images: torch.Tensor, masks: torch.Tensor | None = None):
+        """Teacher-frame images (and masks) -> the student's input frame (``knowsam.input_size``).
+
+        Both frames are the same resize-longest-side + pad, so shrinking the padded teacher frame gives
+        the student's frame (antialiased, like :meth:`Preprocess.image`; masks nearest)."""
+        s = self.student.input_size
+        if images.shape[-1] == s:
+            return images, masks
+        images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        if masks is not None:
+            masks = F.interpolate(masks[:, None].float(), size=(s, s), mode="nearest")[:, 0].to(masks.dtype)
+        return images, masks
+
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.cfg
-        x = batch["image"].to(self.device)
-        labels = batch["mask"].to(self.device).long()
+        x_sam = batch["image"].to(self.device)  # SAM's frame
+        x, labels = self.to_student_frame(x_sam, batch["mask"].to(self.device).long())
         lab = batch["labeled"].to(self.device).bool()
         unl = ~lab
         emb = batch["embedding"].to(self.device) if "embedding" in batch else None
@@ -136,7 +149,7 @@ class KnowSAMMethod:
 
         sam_a = None
         if self.use_sam:
-            sam = self.sam_logits(x, emb, apply_flips(f, hf, vf))
+            sam = self.sam_logits(x_sam, emb, apply_flips(f, hf, vf))
             sam_a = apply_flips(sam, hf, vf)
             out["sam_sup"] = ce_dice(sam_a[lab], ya[lab]) if lab.any() else zero
             loss = loss + c.sup * out["sam_sup"]
@@ -184,12 +197,14 @@ class KnowSAMMethod:
         for batch in loader:
             x = batch["image"].to(self.device)
             y = batch["mask"].to(self.device) > 0
-            u, v, f = self.student.forward_all(x)
+            u, v, f = self.student.forward_all(self.to_student_frame(x)[0])
             preds = {"dice": f, "dice_unet": u, "dice_vnet": v}
             if self.use_sam:
                 emb = batch["embedding"].to(self.device) if "embedding" in batch else None
                 preds["dice_sam"] = self.sam_logits(x, emb, f)
             for k, logits in preds.items():
+                if logits.shape[-2:] != y.shape[-2:]:
+                    logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
                 pred = logits.argmax(1) > 0
                 inter = (pred & y).flatten(1).sum(1).float()
                 denom = (pred.flatten(1).sum(1) + y.flatten(1).sum(1)).float()
