@@ -208,6 +208,10 @@ def test_smaller_student_frame_trains_and_predicts_at_its_own_size(tmp_path):
     assert student.preprocess.normalize == load_model("test_sam").preprocess.normalize
     img = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype(np.uint8)
     assert student.predict(img).shape == (1, 40, 60)
+    from samdistill.deploy.onnx import export_promptfree
+
+    rep = export_promptfree(student.eval(), tmp_path / "onnx")
+    assert rep["checks"][0]["shape"] == [1, 3, 32, 32] and rep["max_abs_diff"] < 1e-4
     # the teacher frame shrunk to the student's: images antialiased, masks stay binary and aligned
     parts = KnowSAMParts(student, None, None)
     m = KnowSAMMethod(parts=parts, teacher=None, cfg=KnowSAMConfig(sam=False), total_steps=1)
