@@ -40,9 +40,6 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
     bs = 8
     k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": 4, "sam_decode": args.sam_decode,
          "input_size": args.input_size or None}
-    if args.optim == "adamw":  # same optimiser for the students of all three runs; SAM's side keeps Adam 1e-4
-        k["optim"] = {"name": "adamw", "lr": args.lr, "weight_decay": 1e-4, "schedule": "linear", "warmup_steps": 0,
-                      "min_lr_ratio": 0.0}
     if variant == "knowsam":
         per_epoch = (n_train - n_lab) // 4
     else:
@@ -139,9 +136,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600, help="about this many optimiser steps per run")
     ap.add_argument("--input-size", type=int, default=128,
                     help="student input (px); 0: the teacher's (256). 128 = a quarter of the compute per step")
-    ap.add_argument("--optim", default="sgd", choices=["sgd", "adamw"],
-                    help="students' optimiser for all runs: sgd = as published (0.01, momentum 0.9); adamw at --lr")
-    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate for --optim adamw")
     ap.add_argument("--sam-decode", default="foreground", choices=["foreground", "per_class"])
     ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
     ap.add_argument("--quiet", action="store_true")
@@ -155,8 +149,7 @@ def main() -> None:
         a, b, c = (runs[v]["test"]["dice"] for v in ("supervised", "knowsam", "all_labels"))
         r = {"dataset": name, "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode,
              "input_size": args.input_size or None, "steps": args.steps,
-             "optim": "SGD 0.01 momentum 0.9, linear decay (as published)" if args.optim == "sgd"
-             else f"AdamW {args.lr:g}, linear decay (short-schedule deviation, same for all runs)",
+             "optim": "SGD 0.01 momentum 0.9, linear decay (as published)",
              "machine": machine_info().get("cpu", "unknown CPU"), "runs": runs, "teacher": teacher_reference(name, data, args),
              "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0}
         write_results(f"knowsam_{name}", r, markdown(r))

@@ -26,14 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, shared_dataset, write_results  # noqa: E402
 
 
-def epoch_seconds(run_dir: Path) -> float:
-    """Training time of a run: the sum of its epochs' ``train_seconds`` in metrics.csv (right across resumes)."""
-    import csv
-
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return sum(float(r["train_seconds"]) for r in csv.DictReader(fh) if r.get("train_seconds"))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="kvasir_seg")
@@ -84,16 +76,15 @@ def main() -> None:
                                                           "stage1_epochs": args.stage1_epochs,
                                                           "stage2_epochs": args.stage2_epochs, **lr}}})
     run_dir = runs / "searched"
-    distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
-    timings["train_searched_s"] = epoch_seconds(run_dir)
+    timings["train_searched_s"] = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())["epoch_seconds"]
     students["searched"] = run_dir / "student.pt"
     for name in args.students:
         run_dir = runs / name
         cfg = load_config("kdsam", {**common, "student": {"name": name},
                                     "stage1": {"epochs": args.stage1_epochs, "perceptual": 0.0},
                                     "stage2": {"epochs": args.stage2_epochs}})
-        distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
-        timings[f"train_{name}_s"] = epoch_seconds(run_dir)
+        run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
+        timings[f"train_{name}_s"] = run["epoch_seconds"]
         students[name] = run_dir / "student.pt"
     # 4. one bench over teacher and students
     t = time.time()

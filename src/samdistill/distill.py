@@ -131,7 +131,7 @@ def distill(
             "n_train_images": len({sid for sid, _ in train_keys}), **extra,
             "n_val": len(val_ids), "cache": cache_stats, "cache_dir": str(cache.dir), "best": result["best"],
             "steps": result["steps"], "skipped_steps": result["skipped_steps"],
-            "train_seconds": result["seconds"], "total_seconds": time.perf_counter() - t0,
+            "train_seconds": result["seconds"], "epoch_seconds": result["epoch_seconds"], "total_seconds": time.perf_counter() - t0,
             "threads": threads, "device": cfg.device, "machine": machine_info(),
             "params": final.parameter_counts(), "student_path": str(out / "student.pt"),
         }

@@ -150,7 +150,10 @@ def test_knowsam_run_learns_saves_resumes_and_evaluates(tmp_path):
     # kill mid-run, resume: same final weights (students, prompt generator, step counter)
     cut = distill(_cfg(tmp_path, epochs=4), tmp_path / "cut", stop_after_steps=7)
     assert cut["interrupted"]
-    distill(_cfg(tmp_path, epochs=4), tmp_path / "cut", resume=True)
+    resumed = distill(_cfg(tmp_path, epochs=4), tmp_path / "cut", resume=True)
+    header, *rows = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
+    col = header.split(",").index("train_seconds")
+    assert len(rows) == 4 and resumed["epoch_seconds"] == pytest.approx(sum(float(r.split(",")[col]) for r in rows))
     a = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

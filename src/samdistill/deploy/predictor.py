@@ -119,9 +119,6 @@ class Predictor:
         """Make a state from ``get_state`` current again: ``predict`` then needs no new ``set_image``."""
         self._embedding, self._hw = state
 
-    def _check_inside(self, xy: np.ndarray, what: str) -> None:
-        check_inside(xy, self._hw, what)
-
     def predict(self, boxes=None, points=None, labels=None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes ``Nx4`` and/or points ``Nx P x 2`` (+ labels ``NxP``, 1 fg / 0 bg) in original pixels.
 
@@ -140,14 +137,14 @@ class Predictor:
             b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
             if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
                 raise UserError(f"boxes must be x0, y0, x1, y1 with x1 >= x0 and y1 >= y0: {b.tolist()}")
-            self._check_inside(b.reshape(-1, 2, 2), "box")
+            check_inside(b.reshape(-1, 2, 2), self._hw, "box")
             parts_c.append(self.preprocess.boxes_to_input(b, hw).reshape(-1, 2, 2))
             parts_l.append(np.tile(np.array([[2, 3]]), (len(b), 1)))
         if points is not None:
             pts = np.asarray(points, dtype=np.float64)
             pts = pts.reshape(-1, 1, 2) if pts.ndim == 2 else pts
             lab = np.ones(pts.shape[:2], np.int64) if labels is None else np.asarray(labels).reshape(pts.shape[:2])
-            self._check_inside(pts, "point")
+            check_inside(pts, self._hw, "point")
             pts_in = self.preprocess.points_to_input(pts, hw)
             if boxes is not None:  # points refine the boxes: one prompt = box corners + its points
                 if len(pts_in) != len(parts_c[0]):

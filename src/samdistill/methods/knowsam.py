@@ -87,13 +87,15 @@ class KnowSAMMethod:
         self.parts.eval()
 
     # ------------------------------------------------------------------ SAM side
-    def sam_logits(self, images: torch.Tensor, embeddings: torch.Tensor | None, fused: torch.Tensor) -> torch.Tensor:
-        """SAM's ``BxCxSxS`` logits: one decode per class with learned tokens + the fused mask prompt."""
+    def sam_logits(self, images: torch.Tensor, embeddings: torch.Tensor | None, fused: torch.Tensor,
+                   size: int | None = None) -> torch.Tensor:
+        """SAM's ``BxCxSxS`` logits: one decode per class with learned tokens + the fused mask prompt.
+        ``S`` = ``size``, by default the student's frame (``fused``'s size)."""
         t = self.teacher
         emb = t.encode(images) if self.parts.adapters is not None or embeddings is None else embeddings
         tokens = self.parts.prompt_generator(emb)
-        size = t.mask_prompt_size
-        prompt = F.interpolate(fused.detach(), size=(size, size), mode="bilinear", align_corners=False)
+        m = t.mask_prompt_size
+        prompt = F.interpolate(fused.detach(), size=(m, m), mode="bilinear", align_corners=False)
         if self.cfg.sam_decode == "foreground" and self.num_classes == 2:
             # binary shortcut: one decode (SAM's native sigmoid mask); softmax([0, l]) == sigmoid(l)
             fg = t.decode_tokens(emb, tokens[:, 1], (prompt[:, 1:2] - prompt[:, :1]))
@@ -101,7 +103,7 @@ class KnowSAMMethod:
         else:
             outs = [t.decode_tokens(emb, tokens[:, c], prompt[:, c : c + 1]) for c in range(self.num_classes)]
             logits = torch.cat(outs, dim=1)
-        s = fused.shape[-1]  # the student's frame (may be smaller than SAM's, knowsam.input_size)
+        s = size or fused.shape[-1]
         if logits.shape[-1] != s:
             logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
         return logits
@@ -201,7 +203,7 @@ class KnowSAMMethod:
             preds = {"dice": f, "dice_unet": u, "dice_vnet": v}
             if self.use_sam:
                 emb = batch["embedding"].to(self.device) if "embedding" in batch else None
-                preds["dice_sam"] = self.sam_logits(x, emb, f)
+                preds["dice_sam"] = self.sam_logits(x, emb, f, size=y.shape[-1])
             for k, logits in preds.items():
                 if logits.shape[-2:] != y.shape[-2:]:
                     logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)

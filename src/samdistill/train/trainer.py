@@ -282,7 +282,8 @@ class Trainer:
             "best": self.best,
             "steps": self.global_step,
             "skipped_steps": self.skipped_steps,
-            "seconds": time.perf_counter() - t_run,
+            "seconds": time.perf_counter() - t_run,  # this call
+            "epoch_seconds": sum(r["train_seconds"] for r in self.history),  # every epoch, across resumes
             "history": self.history,
         }
 
