@@ -12,6 +12,10 @@ tight boxes is read from the teachers benchmark (same split) or evaluated if mis
 Writes benchmarks/results/knowsam_<dataset>.{json,md}.
 
     python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --steps 600 --input-size 128
+
+`--variants knowsam` re-runs KnowSAM alone and takes (a) and (c) from the existing results file when
+their recorded configuration equals the one this script would run now (the md says which rows were
+reused and from when); otherwise it stops and asks for a full run.
 """
 
 from __future__ import annotations
@@ -29,11 +33,9 @@ from _common import RESULTS, shared_dataset, write_results  # noqa: E402
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 
 
-def run_variant(name: str, data: Path, variant: str, args) -> dict:
-    from samdistill.api import distill, evaluate_model
+def variant_config(name: str, data: Path, variant: str, args):
+    """The distillation config of one variant (also used to check that reused rows still match)."""
     from samdistill.config import load_config
-
-    run_dir = RESULTS / "runs" / f"knowsam_{name}" / variant
     split = json.loads((data / "split.json").read_text())
     n_train = len(split["train"])
     n_lab = max(1, round(n_train * args.labeled))
@@ -52,11 +54,36 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
             per_epoch = math.ceil(n_train / bs)
     epochs = max(1, round(args.steps / per_epoch))
     k["epochs"] = epochs
-    cfg = load_config("knowsam", {
+    return epochs, load_config("knowsam", {
         "data": {"path": str(data)}, "threads": args.threads, "knowsam": k,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")}, "progress": not args.quiet,
         "val_every": max(1, epochs // 5), "overlays": 2,
     })
+
+
+def reused_variant(name: str, data: Path, variant: str, args) -> dict:
+    """(a) or (c) from the previous results file, if its config is the one we would run now."""
+    old = RESULTS / f"knowsam_{name}.json"
+    if not old.exists():
+        raise SystemExit(f"{old} is missing: run all variants (drop --variants) first")
+    prev = json.loads(old.read_text())
+    row = prev["runs"][variant]
+    _, cfg = variant_config(name, data, variant, args)
+    now = cfg.knowsam.model_dump(mode="json")
+    # keys added to the config since that run are compared at their defaults: they must not apply
+    # to this variant (e.g. SAM-side options when sam=false)
+    diff = {k for k in set(now) | set(row["config"]) if k in row["config"] and row["config"][k] != now.get(k)}
+    new_keys = sorted(set(now) - set(row["config"]))
+    if diff or (new_keys and now.get("sam")):
+        raise SystemExit(f"cannot reuse ({variant}) from {old.name}: config differs in {sorted(diff) or new_keys}")
+    return {**row, "reused_from": prev.get("written", f"an earlier {old.name}")}
+
+
+def run_variant(name: str, data: Path, variant: str, args) -> dict:
+    from samdistill.api import distill, evaluate_model
+
+    run_dir = RESULTS / "runs" / f"knowsam_{name}" / variant
+    epochs, cfg = variant_config(name, data, variant, args)
     t0 = time.time()
     run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
     wall = time.time() - t0
@@ -101,7 +128,8 @@ def markdown(r: dict) -> str:
     for v in ("supervised", "knowsam", "all_labels"):
         x = rows[v]
         t = x["test"]
-        lines.append(f"| {names[v]} | {x['n_labeled']} / {x['n_unlabeled']} | {x['steps']} ({x['epochs']}) | "
+        reused = f" (reused from the run of {x['reused_from']})" if x.get("reused_from") else ""
+        lines.append(f"| {names[v]}{reused} | {x['n_labeled']} / {x['n_unlabeled']} | {x['steps']} ({x['epochs']}) | "
                      f"{x['train_seconds'] / 60:.1f} | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.1f} |")
     te = r["teacher"]
     lines += [
@@ -145,13 +173,15 @@ def main() -> None:
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
-        runs = {v: run_variant(name, data, v, args) for v in args.variants}
+        runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
+                for v in ("supervised", "knowsam", "all_labels")}
         a, b, c = (runs[v]["test"]["dice"] for v in ("supervised", "knowsam", "all_labels"))
         r = {"dataset": name, "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode,
              "input_size": args.input_size or None, "steps": args.steps,
              "optim": "SGD 0.01 momentum 0.9, linear decay (as published)",
              "machine": machine_info().get("cpu", "unknown CPU"), "runs": runs, "teacher": teacher_reference(name, data, args),
-             "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0}
+             "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0,
+             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         write_results(f"knowsam_{name}", r, markdown(r))
 
 

@@ -92,6 +92,7 @@ class KnowSAMConfig(Strict):
     labeled: float = Field(0.1, gt=0)  # <= 1: fraction of the train split (1 = all); > 1: a count
     unlabeled: bool = True  # false: train on the labeled subset alone (the supervised baseline)
     adapters: Literal["none", "encoder"] = "none"  # none: frozen encoder, cached embeddings (CPU-friendly)
+    decoder_adapters: bool = True  # adapters in SAM's mask decoder (the authors' code has them; work with adapters=none)
     adapter_ratio: float = Field(0.25, gt=0, le=1)
     prompt_tokens: int = Field(2, ge=1)
     sam: bool = True  # false: no SAM at all (co-training only)

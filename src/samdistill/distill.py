@@ -181,7 +181,7 @@ def _knowsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_key
     """KnowSAM: the prompt-free student, SAM's prompt generator (+ adapters) and one semi-supervised phase."""
     from samdistill.data.semi import SemiSet, TwoStreamBatchSampler, pick_labeled
     from samdistill.methods.knowsam import KnowSAMMethod, KnowSAMParts
-    from samdistill.models.adapters import add_adapters
+    from samdistill.models.adapters import add_adapters, add_decoder_adapters
     from samdistill.models.prompt_generator import PromptGenerator
 
     k = cfg.knowsam
@@ -189,12 +189,14 @@ def _knowsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_key
     if k.input_size:
         pre["input_size"] = k.input_size
     student = load_model(k.student, preprocess=pre, fusion=k.fusion).to(cfg.device)
-    prompt_generator = adapters = None
+    prompt_generator = adapters = decoder_adapters = None
     if k.sam:
         prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)
         if k.adapters == "encoder":
             adapters = add_adapters(teacher.image_encoder, k.adapter_ratio)
-    parts = KnowSAMParts(student, prompt_generator, adapters)
+        if k.decoder_adapters:
+            decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
+    parts = KnowSAMParts(student, prompt_generator, adapters, decoder_adapters)
     ids = sorted({sid for sid, _ in train_keys})
     labeled = set(pick_labeled(ids, k.labeled, seed=cfg.data.seed))
     entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if k.unlabeled or sid in labeled]

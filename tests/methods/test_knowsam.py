@@ -14,7 +14,7 @@ from samdistill.data.transforms import apply_flips, confident_regions, paste, ra
 from samdistill.distill import distill
 from samdistill.errors import UserError
 from samdistill.methods.knowsam import KnowSAMMethod, KnowSAMParts
-from samdistill.models.adapters import add_adapters
+from samdistill.models.adapters import add_adapters, add_decoder_adapters
 from samdistill.models.prompt_generator import PromptGenerator
 from samdistill.models.zoo import load_model
 
@@ -112,12 +112,19 @@ def test_adapters_start_as_identity_and_only_they_and_prompts_get_gradients():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         before = t.encode(x)
+    pg = PromptGenerator(2, 2)
+    with torch.no_grad():
+        tokens = pg(before)[:, 1]
+        decoded = t.decode_tokens(before, tokens)
     adapters = add_adapters(t.image_encoder)
+    dec_adapters = add_decoder_adapters(t.mask_decoder)
     with torch.no_grad():
         assert torch.equal(t.encode(x), before)
-    pg = PromptGenerator(2, 2)
+        assert torch.allclose(t.decode_tokens(before, tokens), decoded, atol=1e-6)
+    # two blocks' worth of adapters would mean the depth-1 transformer was adapted twice
+    assert len(dec_adapters) == 2 * len(t.mask_decoder.transformer.layers) + 1
     s = load_model("test_knowsam_student", teacher=t)
-    parts = KnowSAMParts(s, pg, adapters)
+    parts = KnowSAMParts(s, pg, adapters, dec_adapters)
     m = KnowSAMMethod(parts=parts, teacher=t, cfg=KnowSAMConfig(adapters="encoder", mix_after=0.0), total_steps=10)
     batch = {"image": x, "mask": (torch.rand(2, 64, 64) > 0.5).float(), "labeled": torch.tensor([True, False])}
     m.train()
@@ -126,8 +133,16 @@ def test_adapters_start_as_identity_and_only_they_and_prompts_get_gradients():
     trainable = {n for n, p in sam_named.items() if p.grad is not None}
     assert trainable and all(".adapter." in n for n in trainable)
     assert all(p.grad is not None for p in pg.parameters())
+    assert all(p.grad is not None for p in dec_adapters.parameters())  # the decoder adapters learn too
+    assert any(p.grad.abs().sum() > 0 for p in dec_adapters.parameters())
+    assert {id(p) for p in m.sam_parameters()} >= {id(p) for p in dec_adapters.parameters()}
     assert all(p.grad is None for n, p in sam_named.items() if ".adapter." not in n)
     assert not any(p.requires_grad for n, p in sam_named.items() if ".adapter." not in n)
+
+
+def test_decoder_adapters_need_a_two_way_transformer():
+    with pytest.raises(ValueError, match="two-way transformer"):
+        add_decoder_adapters(torch.nn.Linear(4, 4))
 
 
 # ------------------------------------------------------------------ end to end
@@ -157,7 +172,7 @@ def test_knowsam_run_learns_saves_resumes_and_evaluates(tmp_path):
     a = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any(k.startswith("prompt_generator.") for k in a)
+    assert any(k.startswith("prompt_generator.") for k in a) and any(k.startswith("decoder_adapters.") for k in a)
 
 
 def test_supervised_baseline_uses_only_labeled_images(tmp_path):

@@ -5,8 +5,9 @@ One training step on a batch of labeled (L) and unlabeled (U) images (``labeled`
 1. Weak augmentation (per-sample flips) for all images, strong (flips + photometric jitter + noise)
    for unlabeled ones; both sub-networks and the Hybrid Aggregation Module predict
    ``u, v, f`` (``BxCxSxS``).
-2. SAM (the teacher, with the learnable prompt generator and, with ``adapters=encoder``, adapters in
-   its image encoder) segments the *unflipped* image once per class (or, with
+2. SAM (the teacher, with the learnable prompt generator, adapters in its mask decoder
+   (``decoder_adapters``, as in the authors' code) and, with ``adapters=encoder``, adapters in its
+   image encoder) segments the *unflipped* image once per class (or, with
    ``sam_decode=foreground`` on binary tasks, once, as logits ``[0, l]``): the prompt generator's tokens
    replace boxes and the fused student prediction (detached, unflipped) is the dense mask prompt.
    SAM's logits are flipped into the augmented frame. With ``adapters=none`` SAM's embedding is the
@@ -36,14 +37,16 @@ from samdistill.models.students.fusion import entropy_map
 
 
 class KnowSAMParts(nn.Module):
-    """Everything that trains (and is checkpointed): the student, SAM's prompt generator and adapters,
-    and the step counter that drives ramp-ups."""
+    """Everything that trains (and is checkpointed): the student, SAM's prompt generator, its encoder
+    adapters (``adapters``) and decoder adapters, and the step counter that drives ramp-ups."""
 
-    def __init__(self, student: nn.Module, prompt_generator: nn.Module | None, adapters: nn.ModuleList | None) -> None:
+    def __init__(self, student: nn.Module, prompt_generator: nn.Module | None, adapters: nn.ModuleList | None,
+                 decoder_adapters: nn.ModuleList | None = None) -> None:
         super().__init__()
         self.student = student
         self.prompt_generator = prompt_generator
         self.adapters = adapters
+        self.decoder_adapters = decoder_adapters
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
 
@@ -67,8 +70,9 @@ class KnowSAMMethod:
         if not self.use_sam:
             return []
         ps = list(self.parts.prompt_generator.parameters())
-        if self.parts.adapters is not None:
-            ps += list(self.parts.adapters.parameters())
+        for extra in (self.parts.adapters, self.parts.decoder_adapters):
+            if extra is not None:
+                ps += list(extra.parameters())
         return ps
 
     def parameters(self) -> list[nn.Parameter]:

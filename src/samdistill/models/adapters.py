@@ -6,6 +6,13 @@ zero, so an adapted encoder first computes exactly what the frozen one did. Toke
 (``...xC`` layout, any block holding an ``nn.Linear``) get a Linear bottleneck on the last axis;
 conv blocks (``BxCxHxW``) a 1x1-conv bottleneck. An encoder with no ``blocks`` list (the tiny test
 teacher) gets conv adapters after each inner conv.
+
+:func:`add_decoder_adapters` adapts SAM's mask decoder the way the KnowSAM authors' code does: in
+every two-way attention block one "space" adapter (with skip) after each of the three attentions and
+one "MLP" adapter (no skip, scale 0.5) in parallel to the MLP, and a space adapter after the final
+token-to-image attention and after the final norm. These work with a frozen, cached image encoder,
+so SAM can adapt to the task on a CPU. Unlike the reference code, every ``up`` starts at zero: the
+adapted decoder first computes exactly what the teacher's did.
 """
 
 from __future__ import annotations
@@ -29,6 +36,18 @@ class Adapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.up(self.act(self.down(x)))
+
+
+class ParallelAdapter(nn.Module):
+    """``y = module(x) + scale * up(act(down(x)))`` (the reference code's MLP adapter, no skip)."""
+
+    def __init__(self, module: nn.Module, adapter: Adapter, scale: float = 0.5) -> None:
+        super().__init__()
+        self.module, self.adapter, self.scale = module, adapter, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.adapter
+        return self.module(x) + self.scale * a.up(a.act(a.down(x)))
 
 
 class Adapted(nn.Module):
@@ -71,4 +90,26 @@ def add_adapters(encoder: nn.Module, ratio: float = 0.25) -> nn.ModuleList:
     if not len(adapters):
         raise ValueError(f"found no place for adapters in {type(encoder).__name__}")
     dev = next(encoder.parameters()).device
+    return adapters.to(dev)
+
+
+def add_decoder_adapters(mask_decoder: nn.Module, ratio: float = 0.25) -> nn.ModuleList:
+    """Insert adapters in SAM's mask decoder (segment-anything's ``TwoWayTransformer`` layout) in place;
+    returns them. Raises ``ValueError`` for a decoder without that layout."""
+    tr = getattr(mask_decoder, "transformer", None)
+    if tr is None or not hasattr(tr, "layers") or not hasattr(tr, "final_attn_token_to_image"):
+        raise ValueError(f"{type(mask_decoder).__name__} has no two-way transformer to adapt")
+    dim = tr.norm_final_attn.normalized_shape[0]
+    adapters = nn.ModuleList()
+    for block in tr.layers:
+        space, mlp = Adapter(dim, ratio), Adapter(dim, ratio)
+        for name in ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token"):
+            setattr(block, name, Adapted(getattr(block, name), space))
+        block.mlp = ParallelAdapter(block.mlp, mlp)
+        adapters.extend([space, mlp])
+    final = Adapter(dim, ratio)
+    tr.final_attn_token_to_image = Adapted(tr.final_attn_token_to_image, final)
+    tr.norm_final_attn = Adapted(tr.norm_final_attn, final)
+    adapters.append(final)
+    dev = next(mask_decoder.parameters()).device
     return adapters.to(dev)
