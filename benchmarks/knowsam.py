@@ -44,6 +44,7 @@ def variant_config(name: str, data: Path, variant: str, args):
          "input_size": args.input_size or None}
     if variant == "knowsam":
         per_epoch = (n_train - n_lab) // 4
+        k.update(kd_rampup=args.kd_rampup, decoder_adapters=not args.no_decoder_adapters)
     else:
         k.update(SUPERVISED_ONLY)
         if variant == "supervised":
@@ -132,6 +133,10 @@ def markdown(r: dict) -> str:
         lines.append(f"| {names[v]}{reused} | {x['n_labeled']} / {x['n_unlabeled']} | {x['steps']} ({x['epochs']}) | "
                      f"{x['train_seconds'] / 60:.1f} | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.1f} |")
     te = r["teacher"]
+    kc = rows["knowsam"]["config"]
+    sam_parts = "prompt generator" + (" + adapters in its mask decoder" if kc.get("decoder_adapters") else "")
+    ramp = (f"KD and entropy ramped in over the first {kc['kd_rampup']:.0%} of the run" if kc.get("kd_rampup")
+            else "KD and entropy constant (as published)")
     lines += [
         f"| LiteMedSAM teacher, tight box (reference) | - | - | - | {te['dice']:.4f} | {te['iou']:.4f} | {te['hd95']:.1f} |",
         "",
@@ -148,7 +153,7 @@ def markdown(r: dict) -> str:
         f"(the LiteMedSAM teacher needs a box; the student needs none).",
         "",
         "Compute: CPU only, frozen-encoder variant (`knowsam.adapters=none`: LiteMedSAM's image encoder is not "
-        f"adapted, its cached embeddings are used; prompt generator trained), SAM decoded as `{r['sam_decode']}`, "
+        f"adapted, its cached embeddings are used; SAM's {sam_parts} trained), {ramp}, SAM decoded as `{r['sam_decode']}`, "
         f"a short schedule (about the same number of optimiser steps per run, batch 8 = 4 labeled + 4 unlabeled "
         f"for KnowSAM), student optimiser {r['optim']}. The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) "
         "was not run here. Teacher figures: " + te["source"] + ".",
@@ -165,6 +170,9 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=128,
                     help="student input (px); 0: the teacher's (256). 128 = a quarter of the compute per step")
     ap.add_argument("--sam-decode", default="foreground", choices=["foreground", "per_class"])
+    ap.add_argument("--kd-rampup", type=float, default=0.0,
+                    help="knowsam.kd_rampup: ramp KD and entropy in over this fraction of the run (0: constant)")
+    ap.add_argument("--no-decoder-adapters", action="store_true", help="knowsam.decoder_adapters=false")
     ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()

@@ -111,6 +111,7 @@ class KnowSAMConfig(Strict):
     consistency: float = Field(1.0, ge=0)
     consistency_rampup: float = Field(0.4, ge=0)  # fraction of the run over which consistency ramps up
     entropy: float = Field(0.9, ge=0)
+    kd_rampup: float = Field(0.0, ge=0)  # fraction of the run over which KD and entropy ramp up; 0: constant (published)
     mix: float = Field(1.0, ge=0)
     mix_after: float = Field(0.2, ge=0, le=1)  # fraction of the run before uncertainty-guided mixing starts
     mix_grid: int = Field(4, ge=1)

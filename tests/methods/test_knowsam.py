@@ -140,6 +140,25 @@ def test_adapters_start_as_identity_and_only_they_and_prompts_get_gradients():
     assert not any(p.requires_grad for n, p in sam_named.items() if ".adapter." not in n)
 
 
+def test_kd_rampup_scales_kd_and_entropy_only():
+    t = load_model("test_sam")
+    parts = KnowSAMParts(load_model("test_knowsam_student", teacher=t), PromptGenerator(2, 2), None)
+    batch = {"image": torch.randn(2, 3, 64, 64), "mask": (torch.rand(2, 64, 64) > 0.5).float(),
+             "labeled": torch.tensor([True, False])}
+    rest = {}
+    for rampup in (0.0, 0.5):
+        cfg = KnowSAMConfig(kd_rampup=rampup, consistency=0.0, mix=0.0)
+        m = KnowSAMMethod(parts=parts, teacher=t, cfg=cfg, total_steps=10)
+        parts.step.zero_()
+        torch.manual_seed(0)
+        out = m.step(batch)
+        sup = out["sup"] + out["sup_fusion"] + out["sam_sup"]
+        rest[rampup] = (out["loss"] - sup).item(), (out["kd"] + 0.9 * out["entropy"]).item()
+    assert rest[0.0][0] == pytest.approx(rest[0.0][1], rel=1e-5)  # constant, as published
+    assert rest[0.5][0] == pytest.approx(math.exp(-5) * rest[0.5][1], rel=1e-4)  # step 0 of the ramp
+    assert rest[0.5][1] == pytest.approx(rest[0.0][1], rel=1e-5)
+
+
 def test_decoder_adapters_need_a_two_way_transformer():
     with pytest.raises(ValueError, match="two-way transformer"):
         add_decoder_adapters(torch.nn.Linear(4, 4))

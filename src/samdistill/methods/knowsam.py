@@ -15,7 +15,8 @@ One training step on a batch of labeled (L) and unlabeled (U) images (``labeled`
 3. Losses: supervised CE + Dice on L for u, v, f and SAM; SAM-induced KD
    ``T² KL(softmax(sam/T) || softmax(u/T))`` (and for v) on all pixels; co-training consistency
    (MSE of probabilities over all classes, each sub-network towards the other, ramped up);
-   entropy minimisation; after ``mix_after`` of the run, uncertainty-guided mixing: the most
+   entropy minimisation (KD and entropy constant as published, or ramped in over ``kd_rampup``);
+   after ``mix_after`` of the run, uncertainty-guided mixing: the most
    confident cells of each unlabeled image (SAM's pseudo-label) are pasted into its labeled partner
    and vice versa, and the mixed pairs are trained with CE + Dice.
 Students learn from SAM's detached output and SAM from the labels only, so one backward pass over
@@ -154,6 +155,9 @@ class KnowSAMMethod:
         loss = c.sup * (out["sup"] + out["sup_fusion"])
 
         sam_a = None
+        # KD and entropy pull towards SAM / towards confidence; optionally ramped in like consistency
+        # (SAM's learned prompts start random, so early KD targets are noise)
+        ramp_kd = sigmoid_rampup(progress / c.kd_rampup) if c.kd_rampup > 0 else 1.0
         if self.use_sam:
             sam = self.sam_logits(x_sam, emb, apply_flips(f, hf, vf))
             sam_a = apply_flips(sam, hf, vf)
@@ -161,14 +165,14 @@ class KnowSAMMethod:
             loss = loss + c.sup * out["sam_sup"]
             if c.kd > 0:
                 out["kd"] = 0.5 * (softmax_kd(u, sam_a, c.temperature) + softmax_kd(v, sam_a, c.temperature))
-                loss = loss + c.kd * out["kd"]
+                loss = loss + c.kd * ramp_kd * out["kd"]
         ramp = sigmoid_rampup(progress / c.consistency_rampup) if c.consistency_rampup > 0 else 1.0
         if c.consistency > 0:
             out["consistency"] = 0.5 * (consistency_mse(pu, pv) + consistency_mse(pv, pu))
             loss = loss + c.consistency * ramp * out["consistency"]
         if c.entropy > 0:
             out["entropy"] = 0.5 * (entropy_loss(pu) + entropy_loss(pv))
-            loss = loss + c.entropy * out["entropy"]
+            loss = loss + c.entropy * ramp_kd * out["entropy"]
         if c.mix > 0 and progress >= c.mix_after and lab.any() and unl.any():
             out["mix"] = self._mix_loss(xa, ya, lab, unl, pf, sam_a)
             loss = loss + c.mix * out["mix"]
