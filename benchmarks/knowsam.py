@@ -6,16 +6,20 @@ For each dataset, three runs of `samdistill distill --method knowsam` on the tra
     co-training/entropy/mixing terms), (b) `knowsam`: labeled subset + the rest unlabeled, the full
     method with the frozen-encoder variant (adapters=none, cached LiteMedSAM embeddings),
 (c) `all_labels`: every train image labeled, supervised only. The labeled subset of (a) and (b) is
-the same seeded pick. Runs get about the same number of optimiser steps (batch 8). Each student is
+the same seeded pick. Runs get about the same number of optimiser steps. KnowSAM's batch is 8 = 4
+labeled + 4 unlabeled; the supervised runs (a) and (c) use batches of `--baseline-batch` labeled images
+(default 4: the same labeled images per step as KnowSAM, the usual semi-supervised protocol, so (b)
+differs from (a) only by what it adds). Each student is
 evaluated with `samdistill eval` (prompt-free) on the full test split; the LiteMedSAM teacher with
 tight boxes is read from the teachers benchmark (same split) or evaluated if missing.
 Writes benchmarks/results/knowsam_<dataset>.{json,md}.
 
     python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --steps 600 --input-size 128
 
-`--variants knowsam` re-runs KnowSAM alone and takes (a) and (c) from the existing results file when
-their recorded configuration equals the one this script would run now (the md says which rows were
-reused and from when); otherwise it stops and asks for a full run.
+`--variants knowsam` re-runs KnowSAM alone and takes (a) and (c) from an earlier results file of the
+dataset whose recorded configuration equals the one this script would run now (the md says which rows
+were reused and from where); otherwise it stops and asks for the run. `--baseline-batch 8` writes
+`knowsam_<dataset>_baseline8.{json,md}`.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def variant_config(name: str, data: Path, variant: str, args):
     split = json.loads((data / "split.json").read_text())
     n_train = len(split["train"])
     n_lab = max(1, round(n_train * args.labeled))
-    bs = 8
-    k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": 4, "sam_decode": args.sam_decode,
+    bs = 8 if variant == "knowsam" else args.baseline_batch
+    k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": min(4, bs - 1), "sam_decode": args.sam_decode,
          "input_size": args.input_size or None}
     if variant == "knowsam":
         per_epoch = (n_train - n_lab) // 4
@@ -53,7 +57,8 @@ def variant_config(name: str, data: Path, variant: str, args):
         else:
             k["labeled"] = 1.0
             per_epoch = math.ceil(n_train / bs)
-    epochs = max(1, round(args.steps / per_epoch))
+    # KnowSAM rounds to the nearest epoch; the baselines never get fewer steps than asked (conservative)
+    epochs = max(1, round(args.steps / per_epoch) if variant == "knowsam" else math.ceil(args.steps / per_epoch))
     k["epochs"] = epochs
     return epochs, load_config("knowsam", {
         "data": {"path": str(data)}, "threads": args.threads, "knowsam": k,
@@ -63,21 +68,24 @@ def variant_config(name: str, data: Path, variant: str, args):
 
 
 def reused_variant(name: str, data: Path, variant: str, args) -> dict:
-    """(a) or (c) from the previous results file, if its config is the one we would run now."""
-    old = RESULTS / f"knowsam_{name}.json"
-    if not old.exists():
-        raise SystemExit(f"{old} is missing: run all variants (drop --variants) first")
-    prev = json.loads(old.read_text())
-    row = prev["runs"][variant]
+    """A row from an earlier results file of this dataset whose config is the one we would run now."""
     _, cfg = variant_config(name, data, variant, args)
     now = cfg.knowsam.model_dump(mode="json")
-    # keys added to the config since that run are compared at their defaults: they must not apply
-    # to this variant (e.g. SAM-side options when sam=false)
-    diff = {k for k in set(now) | set(row["config"]) if k in row["config"] and row["config"][k] != now.get(k)}
-    new_keys = sorted(set(now) - set(row["config"]))
-    if diff or (new_keys and now.get("sam")):
-        raise SystemExit(f"cannot reuse ({variant}) from {old.name}: config differs in {sorted(diff) or new_keys}")
-    return {**row, "reused_from": prev.get("written", f"an earlier {old.name}")}
+    tried = []
+    for old in sorted(RESULTS.glob(f"knowsam_{name}*.json")):
+        prev = json.loads(old.read_text())
+        row = prev.get("runs", {}).get(variant)
+        if row is None:
+            continue
+        # keys added to the config since that run must not apply to this variant (SAM options when sam=false)
+        diff = sorted(k for k in row["config"] if row["config"][k] != now.get(k))
+        new_keys = sorted(set(now) - set(row["config"]))
+        if not diff and not (new_keys and now.get("sam")):
+            return {**row, "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, "
+                                          f"{prev.get('machine', 'unknown machine')}"}
+        tried.append(f"{old.name}: differs in {diff or new_keys}")
+    raise SystemExit(f"no earlier ({variant}) run with this config ({'; '.join(tried) or 'no results file'}): "
+                     "run it (add it to --variants)")
 
 
 def run_variant(name: str, data: Path, variant: str, args) -> dict:
@@ -129,7 +137,7 @@ def markdown(r: dict) -> str:
     for v in ("supervised", "knowsam", "all_labels"):
         x = rows[v]
         t = x["test"]
-        reused = f" (reused from the run of {x['reused_from']})" if x.get("reused_from") else ""
+        reused = f" (reused from {x['reused_from']})" if x.get("reused_from") else ""
         lines.append(f"| {names[v]}{reused} | {x['n_labeled']} / {x['n_unlabeled']} | {x['steps']} ({x['epochs']}) | "
                      f"{x['train_seconds'] / 60:.1f} | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.1f} |")
     te = r["teacher"]
@@ -154,8 +162,8 @@ def markdown(r: dict) -> str:
         "",
         "Compute: CPU only, frozen-encoder variant (`knowsam.adapters=none`: LiteMedSAM's image encoder is not "
         f"adapted, its cached embeddings are used; SAM's {sam_parts} trained), {ramp}, SAM decoded as `{r['sam_decode']}`, "
-        f"a short schedule (about the same number of optimiser steps per run, batch 8 = 4 labeled + 4 unlabeled "
-        f"for KnowSAM), student optimiser {r['optim']}. The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) "
+        f"a short schedule (about the same number of optimiser steps per run; KnowSAM's batch 8 = 4 labeled + 4 "
+        f"unlabeled, (a) and (c) batches of {rows['supervised']['config']['batch_size']} labeled images), student optimiser {r['optim']}. The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) "
         "was not run here. Teacher figures: " + te["source"] + ".",
     ]
     return "\n".join(lines) + "\n"
@@ -170,6 +178,10 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=128,
                     help="student input (px); 0: the teacher's (256). 128 = a quarter of the compute per step")
     ap.add_argument("--sam-decode", default="foreground", choices=["foreground", "per_class"])
+    ap.add_argument("--baseline-batch", type=int, default=4,
+                    help="batch of the supervised runs (a) and (c); 4 = KnowSAM's labeled part of its batch")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train + evaluate the given --variants into their run dirs, write no report")
     ap.add_argument("--kd-rampup", type=float, default=0.0,
                     help="knowsam.kd_rampup: ramp KD and entropy in over this fraction of the run (0: constant)")
     ap.add_argument("--no-decoder-adapters", action="store_true", help="knowsam.decoder_adapters=false")
@@ -181,6 +193,10 @@ def main() -> None:
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
+        if args.train_only:
+            for v in args.variants:
+                run_variant(name, data, v, args)
+            continue
         runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
                 for v in ("supervised", "knowsam", "all_labels")}
         a, b, c = (runs[v]["test"]["dice"] for v in ("supervised", "knowsam", "all_labels"))
@@ -190,7 +206,8 @@ def main() -> None:
              "machine": machine_info().get("cpu", "unknown CPU"), "runs": runs, "teacher": teacher_reference(name, data, args),
              "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0,
              "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        write_results(f"knowsam_{name}", r, markdown(r))
+        stem = f"knowsam_{name}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
+        write_results(stem, r, markdown(r))
 
 
 if __name__ == "__main__":
