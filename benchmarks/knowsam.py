@@ -193,7 +193,7 @@ def main() -> None:
                     help="batch of the supervised runs (a) and (c); 4 = KnowSAM's labeled part of its batch")
     ap.add_argument("--seed", type=int, default=0, help="training seed (the labeled pick stays data.seed's)")
     ap.add_argument("--train-only", action="store_true",
-                    help="train + evaluate the given --variants into their run dirs, write no report")
+                    help="train + evaluate the given --variants, write their rows only (knowsam_<dataset>_rows*.json)")
     ap.add_argument("--kd-rampup", type=float, default=0.4,
                     help="knowsam.kd_rampup: ramp KD and entropy in over this fraction of the run (0: constant, "
                          "as published; 0.4 here: with constant terms the sub-networks collapsed to background "
@@ -207,9 +207,15 @@ def main() -> None:
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
-        if args.train_only:
-            for v in args.variants:
-                run_variant(name, data, v, args)
+        if args.train_only:  # rows only (e.g. extra seeds of the baselines): knowsam_<dataset>_rows[_seedN].json
+            rows = {v: run_variant(name, data, v, args) for v in args.variants}
+            stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "")
+            lines = [f"# KnowSAM benchmark rows on {name} (seed {args.seed}, no comparison)", "",
+                     "| run | steps (epochs) | batch | test Dice | IoU | HD95 px |", "|---|---|---|---|---|---|"]
+            lines += [f"| {v} | {x['steps']} ({x['epochs']}) | {x['config']['batch_size']} | {x['test']['dice']:.4f} | "
+                      f"{x['test']['iou']:.4f} | {x['test']['hd95']:.1f} |" for v, x in rows.items()]
+            write_results(stem, {"dataset": name, "seed": args.seed, "runs": rows,
+                                 "machine": machine_info().get("cpu", "unknown CPU")}, "\n".join(lines) + "\n")
             continue
         runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
                 for v in ("supervised", "knowsam", "all_labels")}
