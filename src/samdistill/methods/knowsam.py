@@ -51,9 +51,12 @@ class KnowSAMParts(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
 
-def sigmoid_rampup(progress: float) -> float:
-    """exp(-5 (1 - p)²) for p in [0, 1] (Laine & Aila's ramp-up); 1 after the end."""
-    p = min(max(progress, 0.0), 1.0)
+def sigmoid_rampup(progress: float, length: float = 1.0) -> float:
+    """exp(-5 (1 - p)²) with p = progress / length clipped to [0, 1] (Laine & Aila's ramp-up); 1 after
+    the end, and always 1 when ``length`` is 0 (no ramp)."""
+    if length <= 0:
+        return 1.0
+    p = min(max(progress / length, 0.0), 1.0)
     return float(math.exp(-5.0 * (1.0 - p) ** 2))
 
 
@@ -157,7 +160,7 @@ class KnowSAMMethod:
         sam_a = None
         # KD and entropy pull towards SAM / towards confidence; optionally ramped in like consistency
         # (SAM's learned prompts start random, so early KD targets are noise)
-        ramp_kd = sigmoid_rampup(progress / c.kd_rampup) if c.kd_rampup > 0 else 1.0
+        ramp_kd = sigmoid_rampup(progress, c.kd_rampup)
         if self.use_sam:
             sam = self.sam_logits(x_sam, emb, apply_flips(f, hf, vf))
             sam_a = apply_flips(sam, hf, vf)
@@ -166,7 +169,7 @@ class KnowSAMMethod:
             if c.kd > 0:
                 out["kd"] = 0.5 * (softmax_kd(u, sam_a, c.temperature) + softmax_kd(v, sam_a, c.temperature))
                 loss = loss + c.kd * ramp_kd * out["kd"]
-        ramp = sigmoid_rampup(progress / c.consistency_rampup) if c.consistency_rampup > 0 else 1.0
+        ramp = sigmoid_rampup(progress, c.consistency_rampup)
         if c.consistency > 0:
             out["consistency"] = 0.5 * (consistency_mse(pu, pv) + consistency_mse(pv, pu))
             loss = loss + c.consistency * ramp * out["consistency"]

@@ -22,10 +22,12 @@ from torch import nn
 
 
 class Adapter(nn.Module):
-    def __init__(self, dim: int, ratio: float = 0.25, channels_last: bool = True) -> None:
+    """``x + up(act(down(x)))``; with ``skip=False`` only the bottleneck ``up(act(down(x)))``."""
+
+    def __init__(self, dim: int, ratio: float = 0.25, channels_last: bool = True, skip: bool = True) -> None:
         super().__init__()
         hidden = max(4, int(dim * ratio))
-        self.channels_last = channels_last
+        self.channels_last, self.skip = channels_last, skip
         if channels_last:
             self.down, self.up = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
         else:
@@ -35,19 +37,19 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.act(self.down(x)))
+        d = self.up(self.act(self.down(x)))
+        return x + d if self.skip else d
 
 
 class ParallelAdapter(nn.Module):
-    """``y = module(x) + scale * up(act(down(x)))`` (the reference code's MLP adapter, no skip)."""
+    """``y = module(x) + scale * adapter(x)`` with a skip-less adapter (the reference code's MLP adapter)."""
 
     def __init__(self, module: nn.Module, adapter: Adapter, scale: float = 0.5) -> None:
         super().__init__()
         self.module, self.adapter, self.scale = module, adapter, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.adapter
-        return self.module(x) + self.scale * a.up(a.act(a.down(x)))
+        return self.module(x) + self.scale * self.adapter(x)
 
 
 class Adapted(nn.Module):
@@ -102,7 +104,7 @@ def add_decoder_adapters(mask_decoder: nn.Module, ratio: float = 0.25) -> nn.Mod
     dim = tr.norm_final_attn.normalized_shape[0]
     adapters = nn.ModuleList()
     for block in tr.layers:
-        space, mlp = Adapter(dim, ratio), Adapter(dim, ratio)
+        space, mlp = Adapter(dim, ratio), Adapter(dim, ratio, skip=False)
         for name in ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token"):
             setattr(block, name, Adapted(getattr(block, name), space))
         block.mlp = ParallelAdapter(block.mlp, mlp)
