@@ -73,3 +73,28 @@ def test_pretrained_never_downloads(tmp_path, tiny_model):
         load_model("test_resnet18", teacher=tiny_model, pretrained=True)
     with pytest.raises(CheckpointError, match="not found"):
         load_model("test_resnet18", teacher=tiny_model, pretrained=str(tmp_path / "none.safetensors"))
+
+
+def test_neck_layernorm_matches_the_per_pixel_channel_formula():
+    from samdistill.models.students.neck import LayerNorm2d
+
+    torch.manual_seed(0)
+    ln = LayerNorm2d(6)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 2.0)
+        ln.bias.uniform_(-1.0, 1.0)
+    x = (torch.randn(2, 6, 3, 5) * 3 + 1).requires_grad_()
+    y = ln(x)
+    # by hand, at each pixel: normalise the 6 channel values (biased variance, eps inside the root)
+    u = x.mean(1, keepdim=True)
+    v = ((x - u) ** 2).mean(1, keepdim=True)
+    ref = (x - u) / torch.sqrt(v + ln.eps) * ln.weight[:, None, None] + ln.bias[:, None, None]
+    assert y.shape == x.shape
+    assert torch.allclose(y, ref, atol=1e-5)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g, retain_graph=True)
+    (gref,) = torch.autograd.grad(ref, x, g)
+    assert torch.allclose(gx, gref, atol=1e-4)
+    # pixel (0, :, 1, 2) has zero mean and unit variance over channels before the affine part
+    z = (y[0, :, 1, 2] - ln.bias) / ln.weight
+    assert abs(z.mean().item()) < 1e-5 and abs(z.var(unbiased=False).item() - 1) < 1e-3
