@@ -9,6 +9,11 @@ benchmarks/results/kdsam_<dataset>.{json,md} (targets: Dice >= teacher - 0.03, >
 MACs, >= 5x lower encoder+decoder latency, training within 2 h on this machine; cache >= 10x).
 
     python benchmarks/kdsam.py --datasets kvasir_seg hc18 busi --threads 2
+
+`--speed-only` times only the stage-1 steps, with and without the cache, for each student family
+(random init) and writes benchmarks/results/kdsam_cache_speed.{json,md}:
+
+    python benchmarks/kdsam.py --speed-only --threads 2
 """
 
 from __future__ import annotations
@@ -30,37 +35,39 @@ from _common import RESULTS, shared_dataset, write_results  # noqa: E402
 EPOCHS = {"kvasir_seg": (8, 6), "hc18": (6, 5), "busi": (20, 15)}
 
 
-def cache_speedup(run_dir: Path, cfg, teacher, student_path: Path, n: int = 16) -> dict:
-    """Seconds per image of stage-1 steps: warm cache vs. running the teacher on each image."""
+def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
+    """Seconds per image of stage-1 steps: warm cache vs. running the teacher on each image.
+
+    Each path first runs one untimed batch (allocator and oneDNN set-up), then ``n`` timed images.
+    """
     from samdistill.config import Stage1Config
-    from samdistill.data.cache import CachedSet, EmbeddingCache, content_key
+    from samdistill.data.cache import CachedSet, EmbeddingCache
     from samdistill.data.datasets import open_dataset
     from samdistill.losses.perceptual import DecoderPerceptual
     from samdistill.methods.kdsam import KDSAMStage
-    from samdistill.models.zoo import load_model
     from samdistill.train.trainer import collate
 
     ds = open_dataset(cfg.data.path)
-    ids = ds.ids("train", n)
+    s1: Stage1Config = cfg.stage1
+    bs = s1.batch_size
+    ids = ds.ids("train", n + bs)
     cache = EmbeddingCache(cfg.cache.dir, teacher)
     keys = list(cache.build(ds, ids, progress=False).values())
-    student = load_model(student_path)
-    s1: Stage1Config = cfg.stage1
     method = KDSAMStage(stage=1, student=student, teacher=teacher, cfg=s1,
                         perceptual=DecoderPerceptual(teacher) if s1.perceptual > 0 else None)
     opt = torch.optim.AdamW(method.parameters(), lr=1e-5)
     method.train()
-    bs = s1.batch_size
 
     def run_steps(get_items) -> float:
-        t0 = time.perf_counter()
         for i in range(0, len(ids), bs):
+            if i == bs:  # the first batch warms up
+                t0 = time.perf_counter()
             batch = collate(get_items(ids[i : i + bs], keys[i : i + bs]))
             loss = method.step(batch)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return (time.perf_counter() - t0) / len(ids)
+        return (time.perf_counter() - t0) / (len(ids) - bs)
 
     cached = CachedSet(cache, keys, in_memory=True)
     _ = [cached[i] for i in range(len(keys))]  # warm: an epoch after the first reads from memory
@@ -77,7 +84,7 @@ def cache_speedup(run_dir: Path, cfg, teacher, student_path: Path, n: int = 16) 
         return items
 
     cold = run_steps(uncached_items)
-    return {"n_images": len(ids), "seconds_per_image_warm_cache": warm, "seconds_per_image_no_cache": cold,
+    return {"n_images": len(ids) - bs, "seconds_per_image_warm_cache": warm, "seconds_per_image_no_cache": cold,
             "speedup": cold / warm, "perceptual_weight": s1.perceptual}
 
 
@@ -124,7 +131,7 @@ def run_dataset(name: str, args) -> dict:
         ev[role] = evaluate_model(model, data, out_dir=run_dir / "eval" / role, split="test", threads=args.threads,
                                   progress=not args.quiet)
     lat = latency_pair(teacher, student, args.threads)
-    speed = cache_speedup(run_dir, cfg, teacher, run_dir / "student.pt")
+    speed = cache_speedup(cfg, teacher, student)
     t, s = ev["teacher"], ev["student"]
     ratios = {
         "encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
@@ -191,6 +198,55 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speed_table(args) -> dict:
+    """Stage-1 cache speed-up of each student family (random init: a step's time does not depend on weights)."""
+    from samdistill.config import load_config
+    from samdistill.eval.efficiency import machine_info, num_threads
+    from samdistill.models.zoo import load_model
+
+    name = args.datasets[0]
+    cfg = load_config("kdsam", {"data": {"path": str(shared_dataset(name))}, "threads": args.threads,
+                                "cache": {"dir": str(RESULTS / "runs" / ".cache")},
+                                "stage1": {"perceptual": args.perceptual}})
+    recipe = load_config("kdsam")
+    teacher = load_model("litemedsam")
+    runs = [(fam, fam, cfg) for fam in args.students]
+    if recipe.stage1.perceptual != cfg.stage1.perceptual:  # the default student as a user runs it, too
+        runs.append((f"{recipe.student.name}, recipe perceptual {recipe.stage1.perceptual}", recipe.student.name,
+                     cfg.model_copy(update={"stage1": recipe.stage1})))
+    rows = {}
+    with num_threads(args.threads):
+        for label, fam, c in runs:
+            torch.manual_seed(0)
+            student = load_model(fam, teacher=teacher)
+            rows[label] = cache_speedup(c, teacher, student)
+            print(f"{label}: {rows[label]['speedup']:.1f}x", flush=True)
+    return {"dataset": name, "default_student": recipe.student.name, "rows": rows,
+            "threads": args.threads, "batch_size": cfg.stage1.batch_size, "machine": machine_info()}
+
+
+def speed_markdown(r: dict) -> str:
+    lines = [
+        f"# KD SAM stage-1 steps: warm embedding cache vs. teacher run per image ({r['dataset']})\n",
+        f"Each row: {next(iter(r['rows'].values()))['n_images']} timed train images (after one untimed batch), batch "
+        f"{r['batch_size']}, stage-1 steps (student encoder forward + backward + AdamW; perceptual weight as in "
+        "the table: the benchmark trains with 0, the recipe's default is 0.1) fed from the in-memory warm cache, "
+        "then the same steps "
+        "with each image read, decoded and encoded by the LiteMedSAM teacher first. Random-init students (the time "
+        "of a step does not depend on the weights).\n",
+        "| student | perceptual weight | warm cache ms/image | no cache ms/image | speed-up | >= 10x |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fam, x in r["rows"].items():
+        tag = " (default)" if fam == r["default_student"] else ""
+        lines.append(f"| {fam}{tag} | {x['perceptual_weight']} | {x['seconds_per_image_warm_cache'] * 1e3:.0f} | "
+                     f"{x['seconds_per_image_no_cache'] * 1e3:.0f} | {x['speedup']:.1f}x | "
+                     f"{'met' if x['speedup'] >= 10 else 'NOT met'} |")
+    m = r["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} torch threads, CPU only, torch {m['torch']}."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
@@ -201,7 +257,17 @@ def main() -> None:
     ap.add_argument("--perceptual", type=float, default=0.0,
                     help="stage-1 perceptual weight (default 0 here: it triples stage-1 step cost on 2 cores)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only time stage-1 steps with and without the cache for each of --students (first dataset); "
+                         "writes kdsam_cache_speed.json/.md")
+    ap.add_argument("--students", nargs="+",
+                    default=["resnet50", "resnet18", "tinyvit_5m", "repvit_m0_9", "mobilenetv4_conv_small",
+                             "efficientvit_b0"])
     args = ap.parse_args()
+    if args.speed_only:
+        r = speed_table(args)
+        write_results("kdsam_cache_speed", r, speed_markdown(r))
+        return
     if args.stage1_epochs is not None and args.stage2_epochs is None:
         ap.error("give --stage2-epochs with --stage1-epochs")
     for name in args.datasets:
