@@ -5,8 +5,9 @@ then, in this same process, `samdistill eval` of teacher and student on the same
 box), batch-1 CPU latency of both timed back to back (3 warm-up, median of 20), MACs and parameters,
 and the ratios. It also times a stage-1 epoch's worth of steps with the warm cache against the
 same steps with the teacher run on each image (no cache). Writes
-benchmarks/results/kdsam_<dataset>.{json,md} (targets: Dice >= teacher - 0.03, >= 10x fewer encoder
-MACs, >= 5x lower encoder+decoder latency, training within 2 h on this machine; cache >= 10x).
+benchmarks/results/kdsam_<dataset>.{json,md} (`kdsam_<dataset>_<student>.*` for a --student other than
+the recipe's default; targets: Dice >= teacher - 0.03, >= 10x fewer encoder MACs, >= 5x lower
+encoder+decoder latency, training within 2 h on this machine; cache >= 10x).
 
     python benchmarks/kdsam.py --datasets kvasir_seg hc18 busi --threads 2
 
@@ -105,6 +106,13 @@ def latency_pair(teacher, student, threads: int) -> dict:
     return out
 
 
+def stem(dataset: str, student: str) -> str:
+    """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other."""
+    from samdistill.config import load_config
+
+    return f"kdsam_{dataset}" if student == load_config("kdsam").student.name else f"kdsam_{dataset}_{student}"
+
+
 def run_dataset(name: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
     from samdistill.config import load_config
@@ -112,7 +120,7 @@ def run_dataset(name: str, args) -> dict:
 
     s1, s2 = (args.stage1_epochs, args.stage2_epochs) if args.stage1_epochs is not None else EPOCHS[name]
     data = shared_dataset(name)
-    run_dir = RESULTS / "runs" / f"kdsam_{name}"
+    run_dir = RESULTS / "runs" / stem(name, args.student)
     overrides = {
         "data": {"path": str(data)}, "student": {"name": args.student}, "threads": args.threads,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")},
@@ -272,7 +280,7 @@ def main() -> None:
         ap.error("give --stage2-epochs with --stage1-epochs")
     for name in args.datasets:
         r = run_dataset(name, args)
-        write_results(f"kdsam_{name}", r, markdown(r))
+        write_results(stem(name, args.student), r, markdown(r))
 
 
 if __name__ == "__main__":
