@@ -72,7 +72,8 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
 
     cached = CachedSet(cache, keys, in_memory=True)
     _ = [cached[i] for i in range(len(keys))]  # warm: an epoch after the first reads from memory
-    warm = run_steps(lambda sids, ks: [cached[keys.index(k)] for k in ks])
+    pos = {k: i for i, k in enumerate(keys)}
+    warm = run_steps(lambda sids, ks: [cached[pos[k]] for k in ks])
 
     @torch.no_grad()
     def uncached_items(sids, ks):
@@ -106,11 +107,9 @@ def latency_pair(teacher, student, threads: int) -> dict:
     return out
 
 
-def stem(dataset: str, student: str) -> str:
+def stem(dataset: str, args) -> str:
     """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other."""
-    from samdistill.config import load_config
-
-    return f"kdsam_{dataset}" if student == load_config("kdsam").student.name else f"kdsam_{dataset}_{student}"
+    return f"kdsam_{dataset}" if args.student == args.default_student else f"kdsam_{dataset}_{args.student}"
 
 
 def run_dataset(name: str, args) -> dict:
@@ -120,7 +119,7 @@ def run_dataset(name: str, args) -> dict:
 
     s1, s2 = (args.stage1_epochs, args.stage2_epochs) if args.stage1_epochs is not None else EPOCHS[name]
     data = shared_dataset(name)
-    run_dir = RESULTS / "runs" / stem(name, args.student)
+    run_dir = RESULTS / "runs" / stem(name, args)
     overrides = {
         "data": {"path": str(data)}, "student": {"name": args.student}, "threads": args.threads,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")},
@@ -216,7 +215,7 @@ def speed_table(args) -> dict:
     cfg = load_config("kdsam", {"data": {"path": str(shared_dataset(name))}, "threads": args.threads,
                                 "cache": {"dir": str(RESULTS / "runs" / ".cache")},
                                 "stage1": {"perceptual": args.perceptual}})
-    recipe = load_config("kdsam")
+    recipe = load_config("kdsam")  # the recipe as a user runs it
     teacher = load_model("litemedsam")
     runs = [(fam, fam, cfg) for fam in args.students]
     if recipe.stage1.perceptual != cfg.stage1.perceptual:  # the default student as a user runs it, too
@@ -272,6 +271,9 @@ def main() -> None:
                     default=["resnet50", "resnet18", "tinyvit_5m", "repvit_m0_9", "mobilenetv4_conv_small",
                              "efficientvit_b0"])
     args = ap.parse_args()
+    from samdistill.config import load_config
+
+    args.default_student = load_config("kdsam").student.name  # the recipe is read once
     if args.speed_only:
         r = speed_table(args)
         write_results("kdsam_cache_speed", r, speed_markdown(r))
@@ -280,7 +282,7 @@ def main() -> None:
         ap.error("give --stage2-epochs with --stage1-epochs")
     for name in args.datasets:
         r = run_dataset(name, args)
-        write_results(stem(name, args.student), r, markdown(r))
+        write_results(stem(name, args), r, markdown(r))
 
 
 if __name__ == "__main__":
