@@ -18,6 +18,13 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+def data_note(data: Path) -> str:
+    """The first line of the dataset's SOURCE.md when it is a copy (benchmarks/shrink_dataset.py), else ''."""
+    src = data / "SOURCE.md"
+    line = src.read_text().splitlines()[0] if src.is_file() else ""
+    return line if line.startswith("Copy of") else ""
+
+
 def write_results(stem: str, payload: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))

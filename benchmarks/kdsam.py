@@ -15,6 +15,12 @@ encoder+decoder latency, training within 2 h on this machine; cache >= 10x).
 (random init) and writes benchmarks/results/kdsam_cache_speed.{json,md}:
 
     python benchmarks/kdsam.py --speed-only --threads 2
+
+`--device cuda` trains and evaluates on the GPU and writes `kdsam_<dataset>[_<student>]_gpu.*` with the
+training throughput (images/s of each stage, from the run's metrics.csv) and the cache speed-up there;
+CPU latency is not measured in that mode (the CPU results file has it):
+
+    SAMDISTILL_SHARED_DATA=/data python benchmarks/kdsam.py --device cuda --datasets kvasir_seg
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, data_note, shared_dataset, write_results  # noqa: E402
 
 # BUSI: 20 + 15 epochs of its 270 train images ~ the image passes of Kvasir-SEG's 8 + 6 over 700 (its 6 + 5
 # run peaked at the last stage-2 epochs: undertrained)
@@ -44,6 +50,7 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
     from samdistill.config import Stage1Config
     from samdistill.data.cache import CachedSet, EmbeddingCache
     from samdistill.data.datasets import open_dataset
+    from samdistill.eval.efficiency import sync
     from samdistill.losses.perceptual import DecoderPerceptual
     from samdistill.methods.kdsam import KDSAMStage
     from samdistill.train.trainer import collate
@@ -54,20 +61,23 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
     ids = ds.ids("train", n + bs)
     cache = EmbeddingCache(cfg.cache.dir, teacher)
     keys = list(cache.build(ds, ids, progress=False).values())
+    dev = cfg.device
     method = KDSAMStage(stage=1, student=student, teacher=teacher, cfg=s1,
-                        perceptual=DecoderPerceptual(teacher) if s1.perceptual > 0 else None)
+                        perceptual=DecoderPerceptual(teacher).to(dev) if s1.perceptual > 0 else None, device=dev)
     opt = torch.optim.AdamW(method.parameters(), lr=1e-5)
     method.train()
 
     def run_steps(get_items) -> float:
         for i in range(0, len(ids), bs):
             if i == bs:  # the first batch warms up
+                sync(dev)
                 t0 = time.perf_counter()
             batch = collate(get_items(ids[i : i + bs], keys[i : i + bs]))
             loss = method.step(batch)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync(dev)
         return (time.perf_counter() - t0) / (len(ids) - bs)
 
     cached = CachedSet(cache, keys, in_memory=True)
@@ -80,7 +90,7 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
         items = []
         for sid in sids:
             s = ds.load(sid)  # read + decode the image from disk
-            x = teacher.preprocess.image(s.image)
+            x = teacher.preprocess.image(s.image).to(dev)
             emb = teacher.encode(x[None])[0]
             items.append({"image": x, "embedding": emb, "mask": teacher.preprocess.mask_to_input(s.mask), "id": sid})
         return items
@@ -109,7 +119,25 @@ def latency_pair(teacher, student, threads: int) -> dict:
 
 def stem(dataset: str, args) -> str:
     """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other."""
-    return f"kdsam_{dataset}" if args.student == args.default_student else f"kdsam_{dataset}_{args.student}"
+    s = f"kdsam_{dataset}" if args.student == args.default_student else f"kdsam_{dataset}_{args.student}"
+    return s + ("_gpu" if args.device != "cpu" else "")
+
+
+def images_per_s(run_dir: Path) -> dict:
+    """Training throughput of each phase from the run's metrics.csv: images / training seconds over all its
+    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning)."""
+    import csv
+
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    out = {}
+    for phase in dict.fromkeys(r["phase"] for r in rows):
+        rs = [r for r in rows if r["phase"] == phase]
+        secs = [float(r["train_seconds"]) for r in rs]
+        imgs = [float(r["images_per_s"]) * s for r, s in zip(rs, secs)]
+        out[phase] = {"epochs": len(rs), "images": sum(imgs), "train_seconds": sum(secs),
+                      "images_per_s": sum(imgs) / sum(secs), "first_epoch_images_per_s": float(rs[0]["images_per_s"]),
+                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None}
+    return out
 
 
 def run_dataset(name: str, args) -> dict:
@@ -124,21 +152,32 @@ def run_dataset(name: str, args) -> dict:
         "data": {"path": str(data)}, "student": {"name": args.student}, "threads": args.threads,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")},
         "stage1": {"epochs": s1, "perceptual": args.perceptual}, "stage2": {"epochs": s2},
-        "progress": not args.quiet,
+        "progress": not args.quiet, "device": args.device,
     }
     cfg = load_config("kdsam", overrides)
     t0 = time.time()
     run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
     distill_s = time.time() - t0
 
-    teacher = load_model("litemedsam")
-    student = load_model(run_dir / "student.pt")
+    teacher = load_model("litemedsam", device=args.device)
+    student = load_model(run_dir / "student.pt", device=args.device)
     ev = {}
     for role, model in (("teacher", "litemedsam"), ("student", str(run_dir / "student.pt"))):
         ev[role] = evaluate_model(model, data, out_dir=run_dir / "eval" / role, split="test", threads=args.threads,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, device=args.device)
+    speed = cache_speedup(cfg, teacher, student, n=16 if args.device == "cpu" else 128)
+    if args.device != "cpu":  # GPU mode: training throughput; CPU latency is the CPU results file's business
+        t, s = ev["teacher"], ev["student"]
+        return {"dataset": name, "student": args.student, "device": args.device, "config": cfg.model_dump(mode="json"),
+                "data_note": data_note(data),
+                "distill": {k: run[k] for k in ("best", "steps", "cache", "train_seconds", "total_seconds",
+                                               "n_train_images", "n_val")},
+                "distill_wall_seconds": distill_s, "throughput": images_per_s(run_dir),
+                "eval": {"teacher": t, "student": s}, "cache_speed": speed,
+                "ratios": {"encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
+                           "params": t["params"]["total"] / s["params"]["total"]},
+                "threads": args.threads, "machine": t["machine"]}
     lat = latency_pair(teacher, student, args.threads)
-    speed = cache_speedup(cfg, teacher, student)
     t, s = ev["teacher"], ev["student"]
     ratios = {
         "encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
@@ -162,7 +201,47 @@ def run_dataset(name: str, args) -> dict:
             "machine": t["machine"]}
 
 
+def gpu_markdown(r: dict) -> str:
+    t, s = r["eval"]["teacher"], r["eval"]["student"]
+    c, d, sp = r["config"], r["distill"], r["cache_speed"]
+    m = r["machine"]
+    lines = [
+        f"# KD SAM on {r['dataset']} on a GPU: LiteMedSAM -> {r['student']}\n",
+        f"Device: {m.get('cuda')} ({r['device']}, bf16 autocast), host CPU {m['cpu']} ({m['cores']} cores), torch "
+        f"{m['torch']}. Data: {r['data_note'] or 'the shared dataset'}\n",
+        "| phase | epochs | images | train s | images/s (all epochs) | first epoch | later epochs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for phase, x in r["throughput"].items():
+        later = f"{x['later_epochs_images_per_s']:.0f}" if x["later_epochs_images_per_s"] else "-"
+        lines.append(f"| {phase} | {x['epochs']} | {x['images']:.0f} | {x['train_seconds']:.1f} | "
+                     f"{x['images_per_s']:.0f} | {x['first_epoch_images_per_s']:.0f} | {later} |")
+    lines += [
+        "",
+        f"Batch {c['stage1']['batch_size']} (stage 1) / {c['stage2']['batch_size']} (stage 2), as on the CPU; images/s "
+        "counts training steps only (validation excluded; each step reads the in-memory cache).",
+        f"Cache: {d['cache']['misses']} embeddings computed in {d['cache']['seconds']:.1f} s "
+        f"({d['cache']['hits']} already cached). Distill wall time {r['distill_wall_seconds']:.1f} s (cache + training "
+        f"+ validation), training {d['train_seconds']:.1f} s; best val Dice {d['best']['dice']:.4f} "
+        f"({d['best']['phase']} epoch {d['best']['epoch']}).",
+        f"Stage-1 steps with warm cache {sp['seconds_per_image_warm_cache'] * 1e3:.2f} ms/image vs. teacher run per "
+        f"image {sp['seconds_per_image_no_cache'] * 1e3:.2f} ms/image -> {sp['speedup']:.1f}x (n={sp['n_images']}).\n",
+        "| model | test Dice | IoU | HD95 px | params M | enc GMACs |",
+        "|---|---|---|---|---|---|",
+        f"| teacher litemedsam | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.2f} | {t['params']['total'] / 1e6:.2f} | "
+        f"{t['encoder_gmacs']:.2f} |",
+        f"| student {r['student']} | {s['dice']:.4f} | {s['iou']:.4f} | {s['hd95']:.2f} | "
+        f"{s['params']['total'] / 1e6:.2f} | {s['encoder_gmacs']:.2f} |",
+        "",
+        f"Test split n={s['n']}, tight box. Dice gap {s['dice'] - t['dice']:+.4f}; encoder MACs "
+        f"{r['ratios']['encoder_macs']:.1f}x fewer.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(r: dict) -> str:
+    if r.get("device", "cpu") != "cpu":
+        return gpu_markdown(r)
     t, s = r["eval"]["teacher"], r["eval"]["student"]
     lt, ls = r["latency_back_to_back"]["teacher"], r["latency_back_to_back"]["student"]
     ra, sp, tg = r["ratios"], r["cache_speed"], r["targets"]
@@ -263,6 +342,7 @@ def main() -> None:
     ap.add_argument("--stage2-epochs", type=int, default=None)
     ap.add_argument("--perceptual", type=float, default=0.0,
                     help="stage-1 perceptual weight (default 0 here: it triples stage-1 step cost on 2 cores)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: GPU training throughput, *_gpu results)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--speed-only", action="store_true",
                     help="only time stage-1 steps with and without the cache for each of --students (first dataset); "

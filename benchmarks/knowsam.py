@@ -21,6 +21,12 @@ Writes benchmarks/results/knowsam_<dataset>.{json,md}.
 dataset whose recorded configuration equals the one this script would run now (the md says which rows
 were reused and from where); otherwise it stops and asks for the run. `--baseline-batch 8` writes
 `knowsam_<dataset>_baseline8.{json,md}`.
+
+On a GPU, the full method as published (adapters in SAM's image encoder, the teacher encoder runs every
+step; students at 256 px; KD constant; SAM decoded per class) writes `knowsam_<dataset>_gpu.{json,md}`:
+
+    python benchmarks/knowsam.py --device cuda --adapters encoder --input-size 0 --kd-rampup 0 \
+        --sam-decode per_class --steps 2000
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, data_note, shared_dataset, write_results  # noqa: E402
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 
@@ -46,7 +52,7 @@ def variant_config(name: str, data: Path, variant: str, args):
     n_lab = max(1, round(n_train * args.labeled))
     bs = 8 if variant == "knowsam" else args.baseline_batch
     k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": min(4, bs - 1), "sam_decode": args.sam_decode,
-         "input_size": args.input_size or None}
+         "input_size": args.input_size or None, "adapters": args.adapters}
     if variant == "knowsam":
         per_epoch = (n_train - n_lab) // 4
         k.update(kd_rampup=args.kd_rampup, decoder_adapters=not args.no_decoder_adapters)
@@ -64,7 +70,7 @@ def variant_config(name: str, data: Path, variant: str, args):
     return epochs, load_config("knowsam", {
         "data": {"path": str(data)}, "threads": args.threads, "knowsam": k, "seed": args.seed,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")}, "progress": not args.quiet,
-        "val_every": max(1, epochs // 5), "overlays": 2,
+        "val_every": max(1, epochs // 5), "overlays": 2, "device": args.device,
     })
 
 
@@ -96,24 +102,38 @@ def reused_variant(name: str, data: Path, variant: str, args) -> dict:
 def run_variant(name: str, data: Path, variant: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
 
-    run_dir = RESULTS / "runs" / f"knowsam_{name}" / (variant + (f"_seed{args.seed}" if args.seed else ""))
+    run_dir = RESULTS / "runs" / f"knowsam_{name}{suffix(args)}" / (variant + (f"_seed{args.seed}" if args.seed else ""))
     epochs, cfg = variant_config(name, data, variant, args)
     t0 = time.time()
     run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
     wall = time.time() - t0
     ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
-                        threads=args.threads, progress=not args.quiet)
+                        threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     return {"variant": variant, "epochs": epochs, "steps": run["steps"],
             "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
-            "wall_seconds": wall, "best_val": run["best"], "n_labeled": run["n_labeled"],
+            "wall_seconds": wall, "best_val": run["best"], "throughput": images_per_s(run_dir), "n_labeled": run["n_labeled"],
             "n_unlabeled": run["n_unlabeled"], "config": cfg.knowsam.model_dump(mode="json"),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
                                         "latency_ms")}}
 
 
+def suffix(args) -> str:
+    """``_gpu`` for runs on a GPU: their own run dirs and results files."""
+    return "_gpu" if args.device != "cpu" else ""
+
+
+def images_per_s(run_dir: Path) -> float:
+    """Training images per second over all epochs of the run (validation excluded), from metrics.csv."""
+    import csv
+
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    secs = sum(float(r["train_seconds"]) for r in rows)
+    return sum(float(r["images_per_s"]) * float(r["train_seconds"]) for r in rows) / secs if secs else 0.0
+
+
 def teacher_reference(name: str, data: Path, args) -> dict:
-    ref = RESULTS / "runs" / f"teacher_litemedsam_{name}" / "summary.json"
+    ref = RESULTS / "runs" / f"teacher_litemedsam_{name}{suffix(args)}" / "summary.json"
     if ref.exists():
         s = json.loads(ref.read_text())
         source = str(ref.relative_to(RESULTS.parent))
@@ -121,7 +141,7 @@ def teacher_reference(name: str, data: Path, args) -> dict:
         from samdistill.api import evaluate_model
 
         s = evaluate_model("litemedsam", data, out_dir=ref.parent, split="test", threads=args.threads,
-                           progress=not args.quiet)
+                           progress=not args.quiet, device=args.device)
         source = "evaluated in this run"
     return {"dice": s["dice"], "iou": s["iou"], "hd95": s["hd95"], "n": s["n"], "source": source,
             "prompt": s["prompt"]["description"]}
@@ -132,7 +152,9 @@ def markdown(r: dict) -> str:
     lines = [
         f"# KnowSAM on {r['dataset']} ({r['labeled'] * 100:g} % labels)",
         "",
-        f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. Wall time of this invocation "
+        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. " if not r.get("gpu") else
+         f"Device: {r['gpu']} (bf16 autocast), host CPU {r['machine']}. ")
+        + (f"Data: {r['data_note']} " if r.get("data_note") else "") + "Wall time of this invocation "
         f"{r['wall_seconds'] / 60:.1f} min (reused rows: see their source).",
         f"Test split: {rows['knowsam']['test']['n']} images, prompt-free students (no prompt), metrics at original "
         "resolution (MONAI; empty vs empty = Dice 1).",
@@ -140,7 +162,9 @@ def markdown(r: dict) -> str:
         "| run | labeled / unlabeled train images | steps (epochs) | train min | test Dice | IoU | HD95 px |",
         "|---|---|---|---|---|---|---|",
     ]
-    names = {"supervised": "(a) labeled subset alone", "knowsam": "(b) KnowSAM (frozen encoder, cached)",
+    full = rows["knowsam"]["config"].get("adapters") == "encoder"
+    names = {"supervised": "(a) labeled subset alone",
+             "knowsam": "(b) KnowSAM (adapters in SAM's encoder)" if full else "(b) KnowSAM (frozen encoder, cached)",
              "all_labels": "(c) all labels (upper bound)"}
     for v in ("supervised", "knowsam", "all_labels"):
         x = rows[v]
@@ -171,11 +195,20 @@ def markdown(r: dict) -> str:
         "input (SAM keeps its own 256 px frame) "
         f"(the LiteMedSAM teacher needs a box; the student needs none).",
         "",
-        "Compute: CPU only, frozen-encoder variant (`knowsam.adapters=none`: LiteMedSAM's image encoder is not "
-        f"adapted, its cached embeddings are used; SAM's {sam_parts} trained), {ramp}, SAM decoded as `{r['sam_decode']}`, "
+        ("Compute: GPU, the full method (`knowsam.adapters=encoder`: adapters in LiteMedSAM's image encoder train, "
+         f"the encoder runs every step; SAM's {sam_parts} train too)" if full else
+         "Compute: CPU only, frozen-encoder variant (`knowsam.adapters=none`: LiteMedSAM's image encoder is not "
+         f"adapted, its cached embeddings are used; SAM's {sam_parts} trained)")
+        + f", {ramp}, SAM decoded as `{r['sam_decode']}`, "
         f"a short schedule (about the same number of optimiser steps per run; KnowSAM's batch 8 = 4 labeled + 4 "
-        f"unlabeled, (a) and (c) batches of {rows['supervised']['config']['batch_size']} labeled images), student optimiser {r['optim']}. The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) "
-        "was not run here. Teacher figures: " + te["source"] + ".",
+        f"unlabeled, (a) and (c) batches of {rows['supervised']['config']['batch_size']} labeled images), student "
+        f"optimiser {r['optim']}. "
+        + ("Training throughput (images/s, validation excluded): " + ", ".join(
+            f"{v} {rows[v]['throughput']:.0f}" for v in ("supervised", "knowsam", "all_labels")
+            if rows[v].get("throughput")) + ". " if any(rows[v].get("throughput") for v in rows) else "")
+        + ("The published schedule (tens of thousands of iterations) was not run. " if full else
+           "The published schedule (tens of thousands of iterations, adapters in the encoder, GPU) was not run here. ")
+        + "Teacher figures: " + te["source"] + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -199,6 +232,9 @@ def main() -> None:
                          "as published; 0.4 here: with constant terms the sub-networks collapsed to background "
                          "in the first epoch of a 600-step run, seen on the validation split)")
     ap.add_argument("--no-decoder-adapters", action="store_true", help="knowsam.decoder_adapters=false")
+    ap.add_argument("--adapters", default="none", choices=["none", "encoder"],
+                    help="knowsam.adapters: none = frozen encoder + cached embeddings (CPU); encoder = the full method")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: knowsam_<dataset>_gpu.* results)")
     ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -209,7 +245,7 @@ def main() -> None:
         t0 = time.time()
         if args.train_only:  # rows only (e.g. extra seeds of the baselines): knowsam_<dataset>_rows[_seedN].json
             rows = {v: run_variant(name, data, v, args) for v in args.variants}
-            stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "")
+            stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "") + suffix(args)
             lines = [f"# KnowSAM benchmark rows on {name} (seed {args.seed}, no comparison)", "",
                      "| run | steps (epochs) | batch | test Dice | IoU | HD95 px |", "|---|---|---|---|---|---|"]
             lines += [f"| {v} | {x['steps']} ({x['epochs']}) | {x['config']['batch_size']} | {x['test']['dice']:.4f} | "
@@ -223,11 +259,12 @@ def main() -> None:
         r = {"dataset": name, "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode,
              "input_size": args.input_size or None, "steps": args.steps,
              "optim": "SGD 0.01 momentum 0.9, linear decay (as published)",
-             "machine": machine_info().get("cpu", "unknown CPU"), "runs": runs, "teacher": teacher_reference(name, data, args),
+             "machine": machine_info().get("cpu", "unknown CPU"), "gpu": machine_info().get("cuda") if args.device != "cpu" else None,
+             "data_note": data_note(data), "runs": runs, "teacher": teacher_reference(name, data, args),
              "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0,
              "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         stem = (f"knowsam_{name}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
-                + (f"_seed{args.seed}" if args.seed else ""))
+                + (f"_seed{args.seed}" if args.seed else "") + suffix(args))
         write_results(stem, r, markdown(r))
 
 
