@@ -25,6 +25,23 @@ def data_note(data: Path) -> str:
     return line if line.startswith("Copy of") else ""
 
 
+def throughput(run_dir: Path) -> dict:
+    """Training throughput of each phase from the run's metrics.csv: images / training seconds over all its
+    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning)."""
+    import csv
+
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    out = {}
+    for phase in dict.fromkeys(r["phase"] for r in rows):
+        rs = [r for r in rows if r["phase"] == phase]
+        secs = [float(r["train_seconds"]) for r in rs]
+        imgs = [float(r["images_per_s"]) * s for r, s in zip(rs, secs)]
+        out[phase] = {"epochs": len(rs), "images": sum(imgs), "train_seconds": sum(secs),
+                      "images_per_s": sum(imgs) / sum(secs), "first_epoch_images_per_s": float(rs[0]["images_per_s"]),
+                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None}
+    return out
+
+
 def write_results(stem: str, payload: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))

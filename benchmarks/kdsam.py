@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_note, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, data_note, shared_dataset, throughput, write_results  # noqa: E402
 
 # BUSI: 20 + 15 epochs of its 270 train images ~ the image passes of Kvasir-SEG's 8 + 6 over 700 (its 6 + 5
 # run peaked at the last stage-2 epochs: undertrained)
@@ -123,23 +123,6 @@ def stem(dataset: str, args) -> str:
     return s + ("_gpu" if args.device != "cpu" else "")
 
 
-def images_per_s(run_dir: Path) -> dict:
-    """Training throughput of each phase from the run's metrics.csv: images / training seconds over all its
-    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning)."""
-    import csv
-
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    out = {}
-    for phase in dict.fromkeys(r["phase"] for r in rows):
-        rs = [r for r in rows if r["phase"] == phase]
-        secs = [float(r["train_seconds"]) for r in rs]
-        imgs = [float(r["images_per_s"]) * s for r, s in zip(rs, secs)]
-        out[phase] = {"epochs": len(rs), "images": sum(imgs), "train_seconds": sum(secs),
-                      "images_per_s": sum(imgs) / sum(secs), "first_epoch_images_per_s": float(rs[0]["images_per_s"]),
-                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None}
-    return out
-
-
 def run_dataset(name: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
     from samdistill.config import load_config
@@ -172,7 +155,7 @@ def run_dataset(name: str, args) -> dict:
                 "data_note": data_note(data),
                 "distill": {k: run[k] for k in ("best", "steps", "cache", "train_seconds", "total_seconds",
                                                "n_train_images", "n_val")},
-                "distill_wall_seconds": distill_s, "throughput": images_per_s(run_dir),
+                "distill_wall_seconds": distill_s, "throughput": throughput(run_dir),
                 "eval": {"teacher": t, "student": s}, "cache_speed": speed,
                 "ratios": {"encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
                            "params": t["params"]["total"] / s["params"]["total"]},

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_note, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, data_note, shared_dataset, throughput, write_results  # noqa: E402
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 
@@ -112,7 +112,8 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     return {"variant": variant, "epochs": epochs, "steps": run["steps"],
             "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
-            "wall_seconds": wall, "best_val": run["best"], "throughput": images_per_s(run_dir), "n_labeled": run["n_labeled"],
+            "wall_seconds": wall, "best_val": run["best"],
+            "throughput": throughput(run_dir)["knowsam"]["images_per_s"], "n_labeled": run["n_labeled"],
             "n_unlabeled": run["n_unlabeled"], "config": cfg.knowsam.model_dump(mode="json"),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
                                         "latency_ms")}}
@@ -121,15 +122,6 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
 def suffix(args) -> str:
     """``_gpu`` for runs on a GPU: their own run dirs and results files."""
     return "_gpu" if args.device != "cpu" else ""
-
-
-def images_per_s(run_dir: Path) -> float:
-    """Training images per second over all epochs of the run (validation excluded), from metrics.csv."""
-    import csv
-
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    secs = sum(float(r["train_seconds"]) for r in rows)
-    return sum(float(r["images_per_s"]) * float(r["train_seconds"]) for r in rows) / secs if secs else 0.0
 
 
 def teacher_reference(name: str, data: Path, args) -> dict:
