@@ -8,6 +8,7 @@ from typing import Any
 
 from samdistill.config import DistillConfig, load_config
 from samdistill.data.datasets import list_datasets, open_dataset
+from samdistill.devices import check_device
 from samdistill.eval.evaluate import PromptProtocol, evaluate
 from samdistill.models.zoo import list_models, load_model, save_model
 
@@ -35,6 +36,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Load ``model``, open ``data``, evaluate (box/point prompts, or none for prompt-free students); returns
     the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]."""
+    check_device(device)
     ds = open_dataset(data, layout=layout, on_error=on_error, mask_threshold=mask_threshold, seed=seed)
     m = load_model(model, checkpoint=checkpoint, device=device)
     name = Path(str(model)).stem if Path(str(model)).is_file() else str(model)

@@ -138,7 +138,7 @@ def eval_cmd(
     box_jitter: float = typer.Option(0.0, min=0.0, help="Move each box side out by uniform 0..S px (seeded)."),
     seed: int = typer.Option(0, help="Seed for prompt jitter and for the split when there is no split.json."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (stated in the summary)."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps (checked before any work starts)."),
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise: stop at a bad file; skip: count it."),
     mask_threshold: Optional[int] = typer.Option(None, min=1, max=255, help="Declare masks noisy; foreground >= T."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -172,7 +172,7 @@ def distill(
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     stage: Optional[int] = typer.Option(None, min=1, max=2, help="Run only stage 1 or stage 2 (default: both)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N | mps (default: the recipe's, cpu)."),
 ) -> None:
     """Distill a teacher into a small student.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from samdistill.errors import UserError
 
@@ -182,6 +182,16 @@ class DistillConfig(Strict):
     checkpoint_every: Optional[int] = Field(None, ge=1)  # also checkpoint every N steps (besides epoch ends)
     overlays: int = Field(4, ge=0)
     progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        from samdistill.devices import valid_device_name
+
+        try:
+            return valid_device_name(v)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

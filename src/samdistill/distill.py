@@ -21,6 +21,7 @@ from samdistill import __version__
 from samdistill.config import DistillConfig, dump_config
 from samdistill.data.cache import CachedSet, EmbeddingCache
 from samdistill.data.datasets import open_dataset
+from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.eval.efficiency import machine_info, num_threads
 from samdistill.eval.overlays import save_side_by_side
@@ -79,6 +80,7 @@ def distill(
     into a prompt-free UNet + VNet student.
     """
     out = Path(out_dir)
+    check_device(cfg.device)
     ctx = dist_utils.init_from_env(cfg.device)
     if out.exists() and (out / "checkpoints" / "last.pt").exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

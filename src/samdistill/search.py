@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from samdistill.config import DistillConfig, dump_config
 from samdistill.data.cache import CachedSet
+from samdistill.devices import check_device
 from samdistill.distill import build_cache, seed_everything
 from samdistill.errors import UserError
 from samdistill.eval.efficiency import count_macs, frozen, machine_info, num_threads
@@ -80,6 +81,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
 
     s = cfg.nas.search
     out = Path(out_dir)
+    check_device(cfg.device)
     ctx = dist_utils.init_from_env(cfg.device)
     progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
