@@ -120,6 +120,8 @@ def latency_pair(teacher, student, threads: int) -> dict:
 def stem(dataset: str, args) -> str:
     """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other."""
     s = f"kdsam_{dataset}" if args.student == args.default_student else f"kdsam_{dataset}_{args.student}"
+    if args.neck_width:
+        s += f"_neck{args.neck_width}"
     return s + ("_gpu" if args.device != "cpu" else "")
 
 
@@ -132,7 +134,8 @@ def run_dataset(name: str, args) -> dict:
     data = shared_dataset(name)
     run_dir = RESULTS / "runs" / stem(name, args)
     overrides = {
-        "data": {"path": str(data)}, "student": {"name": args.student}, "threads": args.threads,
+        "data": {"path": str(data)}, "student": {"name": args.student, "neck_width": args.neck_width},
+        "threads": args.threads,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")},
         "stage1": {"epochs": s1, "perceptual": args.perceptual}, "stage2": {"epochs": s2},
         "progress": not args.quiet, "device": args.device,
@@ -287,11 +290,12 @@ def speed_table(args) -> dict:
     with num_threads(args.threads):
         for label, fam, c in runs:
             torch.manual_seed(0)
-            student = load_model(fam, teacher=teacher)
+            student = load_model(fam, teacher=teacher, neck_width=args.neck_width)
             rows[label] = cache_speedup(c, teacher, student)
             print(f"{label}: {rows[label]['speedup']:.1f}x", flush=True)
     return {"dataset": name, "default_student": recipe.student.name, "rows": rows,
-            "threads": args.threads, "batch_size": cfg.stage1.batch_size, "machine": machine_info()}
+            "threads": args.threads, "batch_size": cfg.stage1.batch_size, "neck_width": args.neck_width,
+            "machine": machine_info()}
 
 
 def speed_markdown(r: dict) -> str:
@@ -302,7 +306,8 @@ def speed_markdown(r: dict) -> str:
         "the table: the benchmark trains with 0, the recipe's default is 0.1) fed from the in-memory warm cache, "
         "then the same steps "
         "with each image read, decoded and encoded by the LiteMedSAM teacher first. Random-init students (the time "
-        "of a step does not depend on the weights).\n",
+        "of a step does not depend on the weights). Neck width: "
+        + (f"{r['neck_width']} for every student" if r.get("neck_width") else "each family's default") + ".\n",
         "| student | perceptual weight | warm cache ms/image | no cache ms/image | speed-up | >= 10x |",
         "|---|---|---|---|---|---|",
     ]
@@ -325,6 +330,8 @@ def main() -> None:
     ap.add_argument("--stage2-epochs", type=int, default=None)
     ap.add_argument("--perceptual", type=float, default=0.0,
                     help="stage-1 perceptual weight (default 0 here: it triples stage-1 step cost on 2 cores)")
+    ap.add_argument("--neck-width", type=int, default=None,
+                    help="student.neck_width (default: the family's; a non-default width writes *_neck<W> files)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: GPU training throughput, *_gpu results)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--speed-only", action="store_true",
@@ -339,7 +346,7 @@ def main() -> None:
     args.default_student = load_config("kdsam").student.name  # the recipe is read once
     if args.speed_only:
         r = speed_table(args)
-        write_results("kdsam_cache_speed", r, speed_markdown(r))
+        write_results("kdsam_cache_speed" + (f"_neck{args.neck_width}" if args.neck_width else ""), r, speed_markdown(r))
         return
     if args.stage1_epochs is not None and args.stage2_epochs is None:
         ap.error("give --stage2-epochs with --stage1-epochs")
