@@ -25,12 +25,18 @@ def data_note(data: Path) -> str:
     return line if line.startswith("Copy of") else ""
 
 
+def device_tag(device: str) -> str:
+    """``_gpu`` for runs on a GPU (their own run dirs and results files), ``''`` on the CPU."""
+    return "_gpu" if device != "cpu" else ""
+
+
 def throughput(run_dir: Path) -> dict:
     """Training throughput of each phase from the run's metrics.csv: images / training seconds over all its
     epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning)."""
     import csv
 
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     out = {}
     for phase in dict.fromkeys(r["phase"] for r in rows):
         rs = [r for r in rows if r["phase"] == phase]

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_note, shared_dataset, throughput, write_results  # noqa: E402
+from _common import RESULTS, data_note, device_tag, shared_dataset, throughput, write_results  # noqa: E402
 
 # BUSI: 20 + 15 epochs of its 270 train images ~ the image passes of Kvasir-SEG's 8 + 6 over 700 (its 6 + 5
 # run peaked at the last stage-2 epochs: undertrained)
@@ -118,11 +118,12 @@ def latency_pair(teacher, student, threads: int) -> dict:
 
 
 def stem(dataset: str, args) -> str:
-    """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other."""
+    """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other, then
+    ``_neck<W>`` for a non-default neck width and ``_gpu`` for a GPU run."""
     s = f"kdsam_{dataset}" if args.student == args.default_student else f"kdsam_{dataset}_{args.student}"
     if args.neck_width:
         s += f"_neck{args.neck_width}"
-    return s + ("_gpu" if args.device != "cpu" else "")
+    return s + device_tag(args.device)
 
 
 def run_dataset(name: str, args) -> dict:

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_note, shared_dataset, throughput, write_results  # noqa: E402
+from _common import RESULTS, data_note, device_tag, shared_dataset, throughput, write_results  # noqa: E402
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 
@@ -75,16 +75,20 @@ def variant_config(name: str, data: Path, variant: str, args):
 
 
 def reused_variant(name: str, data: Path, variant: str, args) -> dict:
-    """A row from an earlier results file of this dataset whose config is the one we would run now."""
+    """A row from an earlier results file of this dataset, on the same kind of device and the same data (a copy
+    made by shrink_dataset.py is other data), whose config is the one we would run now."""
     if args.seed:
         raise SystemExit(f"rows are reused only for seed 0; run ({variant}) too (add it to --variants)")
     _, cfg = variant_config(name, data, variant, args)
     now = cfg.knowsam.model_dump(mode="json")
     tried = []
+    tag, note = device_tag(args.device), data_note(data)
     for old in sorted(RESULTS.glob(f"knowsam_{name}*.json")):
+        if old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem:  # other device / training seed
+            continue
         prev = json.loads(old.read_text())
         row = prev.get("runs", {}).get(variant)
-        if row is None:
+        if row is None or prev.get("data_note", "") != note:
             continue
         # keys added to the config since that run must not apply to this variant (SAM options when sam=false)
         diff = sorted(k for k in row["config"] if row["config"][k] != now.get(k))
@@ -102,7 +106,8 @@ def reused_variant(name: str, data: Path, variant: str, args) -> dict:
 def run_variant(name: str, data: Path, variant: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
 
-    run_dir = RESULTS / "runs" / f"knowsam_{name}{suffix(args)}" / (variant + (f"_seed{args.seed}" if args.seed else ""))
+    run_dir = (RESULTS / "runs" / f"knowsam_{name}{device_tag(args.device)}"
+               / (variant + (f"_seed{args.seed}" if args.seed else "")))
     epochs, cfg = variant_config(name, data, variant, args)
     t0 = time.time()
     run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
@@ -119,13 +124,8 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
                                         "latency_ms")}}
 
 
-def suffix(args) -> str:
-    """``_gpu`` for runs on a GPU: their own run dirs and results files."""
-    return "_gpu" if args.device != "cpu" else ""
-
-
 def teacher_reference(name: str, data: Path, args) -> dict:
-    ref = RESULTS / "runs" / f"teacher_litemedsam_{name}{suffix(args)}" / "summary.json"
+    ref = RESULTS / "runs" / f"teacher_litemedsam_{name}{device_tag(args.device)}" / "summary.json"
     if ref.exists():
         s = json.loads(ref.read_text())
         source = str(ref.relative_to(RESULTS.parent))
@@ -232,18 +232,19 @@ def main() -> None:
     args = ap.parse_args()
     from samdistill.eval.efficiency import machine_info
 
+    machine = machine_info()
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
         if args.train_only:  # rows only (e.g. extra seeds of the baselines): knowsam_<dataset>_rows[_seedN].json
             rows = {v: run_variant(name, data, v, args) for v in args.variants}
-            stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "") + suffix(args)
+            stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "") + device_tag(args.device)
             lines = [f"# KnowSAM benchmark rows on {name} (seed {args.seed}, no comparison)", "",
                      "| run | steps (epochs) | batch | test Dice | IoU | HD95 px |", "|---|---|---|---|---|---|"]
             lines += [f"| {v} | {x['steps']} ({x['epochs']}) | {x['config']['batch_size']} | {x['test']['dice']:.4f} | "
                       f"{x['test']['iou']:.4f} | {x['test']['hd95']:.1f} |" for v, x in rows.items()]
             write_results(stem, {"dataset": name, "seed": args.seed, "runs": rows,
-                                 "machine": machine_info().get("cpu", "unknown CPU")}, "\n".join(lines) + "\n")
+                                 "machine": machine.get("cpu", "unknown CPU")}, "\n".join(lines) + "\n")
             continue
         runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
                 for v in ("supervised", "knowsam", "all_labels")}
@@ -251,12 +252,12 @@ def main() -> None:
         r = {"dataset": name, "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode,
              "input_size": args.input_size or None, "steps": args.steps,
              "optim": "SGD 0.01 momentum 0.9, linear decay (as published)",
-             "machine": machine_info().get("cpu", "unknown CPU"), "gpu": machine_info().get("cuda") if args.device != "cpu" else None,
+             "machine": machine.get("cpu", "unknown CPU"), "gpu": machine.get("cuda") if args.device != "cpu" else None,
              "data_note": data_note(data), "runs": runs, "teacher": teacher_reference(name, data, args),
              "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0,
              "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         stem = (f"knowsam_{name}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
-                + (f"_seed{args.seed}" if args.seed else "") + suffix(args))
+                + (f"_seed{args.seed}" if args.seed else "") + device_tag(args.device))
         write_results(stem, r, markdown(r))
 
 

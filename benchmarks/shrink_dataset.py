@@ -26,7 +26,7 @@ def shrink(src: Path, dst: Path, max_side: int, quality: int, limit: int | None 
     ids = {i for v in split.values() for i in v}
     images = {p.stem: p for p in (src / "images").iterdir() if p.stem in ids}
     masks = {p.stem: p for p in (src / "masks").iterdir() if p.stem in ids}
-    missing = sorted(ids - set(images) - set(masks))
+    missing = sorted(ids - (set(images) & set(masks)))
     if missing:
         raise SystemExit(f"{len(missing)} split ids have no image/mask in {src}, e.g. {missing[0]}")
     (dst / "images").mkdir(parents=True, exist_ok=True)
