@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samdistill.models.nas.ops import OPS, op_macs
-from samdistill.models.students.neck import LayerNorm2d
+from samdistill.models.layernorm import LayerNorm2d
 
 
 @dataclass
