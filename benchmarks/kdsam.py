@@ -325,7 +325,7 @@ def speed_markdown(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
-    ap.add_argument("--student", default="resnet18")
+    ap.add_argument("--student", default=None, help="student family (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stage1-epochs", type=int, default=None)
     ap.add_argument("--stage2-epochs", type=int, default=None)
@@ -345,6 +345,7 @@ def main() -> None:
     from samdistill.config import load_config
 
     args.default_student = load_config("kdsam").student.name  # the recipe is read once
+    args.student = args.student or args.default_student
     if args.speed_only:
         r = speed_table(args)
         write_results("kdsam_cache_speed" + (f"_neck{args.neck_width}" if args.neck_width else ""), r, speed_markdown(r))
