@@ -121,9 +121,12 @@ def stem(dataset: str, args) -> str:
     """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other, then
     ``_neck<W>`` for a non-default neck width and ``_gpu`` for a GPU run."""
     s = f"kdsam_{dataset}" if args.student == args.default_student else f"kdsam_{dataset}_{args.student}"
-    if args.neck_width:
-        s += f"_neck{args.neck_width}"
-    return s + device_tag(args.device)
+    return s + neck_tag(args) + device_tag(args.device)
+
+
+def neck_tag(args) -> str:
+    """``_neck<W>`` for a non-default neck width (its own run dirs and results files), else ``''``."""
+    return f"_neck{args.neck_width}" if args.neck_width else ""
 
 
 def run_dataset(name: str, args) -> dict:
@@ -153,19 +156,17 @@ def run_dataset(name: str, args) -> dict:
         ev[role] = evaluate_model(model, data, out_dir=run_dir / "eval" / role, split="test", threads=args.threads,
                                   progress=not args.quiet, device=args.device)
     speed = cache_speedup(cfg, teacher, student, n=16 if args.device == "cpu" else 128)
-    if args.device != "cpu":  # GPU mode: training throughput; CPU latency is the CPU results file's business
-        t, s = ev["teacher"], ev["student"]
-        return {"dataset": name, "student": args.student, "device": args.device, "config": cfg.model_dump(mode="json"),
-                "data_note": data_note(data),
-                "distill": {k: run[k] for k in ("best", "steps", "cache", "train_seconds", "total_seconds",
-                                               "n_train_images", "n_val")},
-                "distill_wall_seconds": distill_s, "throughput": throughput(run_dir),
-                "eval": {"teacher": t, "student": s}, "cache_speed": speed,
-                "ratios": {"encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
-                           "params": t["params"]["total"] / s["params"]["total"]},
-                "threads": args.threads, "machine": t["machine"]}
-    lat = latency_pair(teacher, student, args.threads)
     t, s = ev["teacher"], ev["student"]
+    result = {"dataset": name, "student": args.student, "config": cfg.model_dump(mode="json"),
+              "distill": {k: run[k] for k in ("best", "steps", "cache", "train_seconds", "total_seconds",
+                                             "n_train_images", "n_val")},
+              "distill_wall_seconds": distill_s, "eval": {"teacher": t, "student": s}, "cache_speed": speed,
+              "threads": args.threads, "machine": t["machine"]}
+    if args.device != "cpu":  # GPU mode: training throughput; CPU latency is the CPU results file's business
+        return {**result, "device": args.device, "data_note": data_note(data), "throughput": throughput(run_dir),
+                "ratios": {"encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
+                           "params": t["params"]["total"] / s["params"]["total"]}}
+    lat = latency_pair(teacher, student, args.threads)
     ratios = {
         "encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
         "total_macs": (t["encoder_gmacs"] + t["decoder_gmacs"]) / (s["encoder_gmacs"] + s["decoder_gmacs"]),
@@ -180,12 +181,7 @@ def run_dataset(name: str, args) -> dict:
         "trained_within_2h": distill_s <= 7200,
         "cache_10x": speed["speedup"] >= 10,
     }
-    return {"dataset": name, "student": args.student, "config": cfg.model_dump(mode="json"),
-            "distill": {k: run[k] for k in ("best", "steps", "cache", "train_seconds", "total_seconds",
-                                           "n_train_images", "n_val")},
-            "distill_wall_seconds": distill_s, "eval": {"teacher": t, "student": s}, "latency_back_to_back": lat,
-            "ratios": ratios, "cache_speed": speed, "targets": targets, "threads": args.threads,
-            "machine": t["machine"]}
+    return {**result, "latency_back_to_back": lat, "ratios": ratios, "targets": targets}
 
 
 def gpu_markdown(r: dict) -> str:
@@ -348,7 +344,7 @@ def main() -> None:
     args.student = args.student or args.default_student
     if args.speed_only:
         r = speed_table(args)
-        write_results("kdsam_cache_speed" + (f"_neck{args.neck_width}" if args.neck_width else ""), r, speed_markdown(r))
+        write_results("kdsam_cache_speed" + neck_tag(args), r, speed_markdown(r))
         return
     if args.stage1_epochs is not None and args.stage2_epochs is None:
         ap.error("give --stage2-epochs with --stage1-epochs")

@@ -13,8 +13,6 @@ from torch import nn
 
 from samdistill.models.layernorm import LayerNorm2d
 
-__all__ = ["FusionNeck", "LayerNorm2d"]
-
 
 class FusionNeck(nn.Module):
     """``[B x C_i x H_i x W_i] -> B x out_chans x grid x grid``."""
