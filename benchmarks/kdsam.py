@@ -141,7 +141,8 @@ def run_dataset(name: str, args) -> dict:
         "data": {"path": str(data)}, "student": {"name": args.student, "neck_width": args.neck_width},
         "threads": args.threads,
         "cache": {"dir": str(RESULTS / "runs" / ".cache")},
-        "stage1": {"epochs": s1, "perceptual": args.perceptual}, "stage2": {"epochs": s2},
+        "stage1": {"epochs": s1, "perceptual": args.perceptual},
+        "stage2": {"epochs": s2, **({"box_jitter": args.box_jitter} if args.box_jitter is not None else {})},
         "progress": not args.quiet, "device": args.device,
     }
     cfg = load_config("kdsam", overrides)
@@ -329,6 +330,8 @@ def main() -> None:
                     help="stage-1 perceptual weight (default 0 here: it triples stage-1 step cost on 2 cores)")
     ap.add_argument("--neck-width", type=int, default=None,
                     help="student.neck_width (default: the family's; a non-default width writes *_neck<W> files)")
+    ap.add_argument("--box-jitter", type=float, default=None,
+                    help="stage2.box_jitter in px at the model's input (default: the recipe's)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: GPU training throughput, *_gpu results)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--speed-only", action="store_true",
