@@ -179,7 +179,7 @@ def distill(
     kdsam: promptable student (encoder stage, then decoder stage). knowsam: prompt-free UNet + VNet student
     trained semi-supervised with a few labels and SAM's predictions on the rest.
 
-    Example: samdistill distill --method kdsam --teacher litemedsam --student resnet18 --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=8
+    Example: samdistill distill --method kdsam --teacher litemedsam --student mobilenetv4_conv_small --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=20
 
     Example: samdistill distill --method knowsam --labeled 0.1 --data ../shared/data/kvasir_seg --out runs/ks knowsam.epochs=5
     """

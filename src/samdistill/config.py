@@ -33,7 +33,7 @@ class DataConfig(Strict):
 
 
 class StudentConfig(Strict):
-    name: str = "resnet18"
+    name: str = "mobilenetv4_conv_small"
     decoder: Literal["teacher", "slim"] = "teacher"
     neck_width: Optional[int] = Field(None, ge=4)
     pretrained: Optional[str] = None  # local timm weights file
@@ -75,7 +75,7 @@ class Stage2Config(Strict):
     batch_size: int = Field(8, ge=1)
     optim: OptimConfig = OptimConfig(lr=3e-4)
     train_encoder: bool = True
-    box_jitter: float = Field(10.0, ge=0)  # px in the input frame, uniform 0..s per side
+    box_jitter: float = Field(5.0, ge=0)  # px in the input frame, uniform 0..s per side (LiteMedSAM trained with 0..5 at 256)
     dice: float = Field(1.0, ge=0)
     bce: float = Field(1.0, ge=0)
     kd: float = Field(0.5, ge=0)
