@@ -3,6 +3,8 @@
 #
 #   benchmarks/gpu.sh smoke   # 48 images per split: every GPU code path once + the step rates
 #   benchmarks/gpu.sh full    # KD SAM on Kvasir-SEG, KnowSAM (full method) on Kvasir-SEG and BUSI, in parallel
+#   benchmarks/gpu.sh knowsam # KnowSAM (full method) on Kvasir-SEG alone: (a) + (c) and (b) trained in parallel,
+#                             # then one call that resumes the finished runs, evaluates them and writes the comparison
 #
 # Needs: samdistill importable (installed, or PYTHONPATH=src), a CUDA GPU, and the datasets under
 # $SAMDISTILL_SHARED_DATA (e.g. copies made by benchmarks/shrink_dataset.py). Results land in
@@ -17,7 +19,8 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-}
 # the full method (adapters in SAM's encoder, students at 256 px, SAM decoded per class); KD ramped in over 40 %
 # of the run as in the CPU benchmark (KS_KD_RAMPUP=0: constant, as published)
-ks_flags=(--device cuda --adapters encoder --input-size 0 --kd-rampup "${KS_KD_RAMPUP:-0.4}" --sam-decode per_class --quiet)
+ks_flags=(--device cuda --adapters encoder --input-size 0 --kd-rampup "${KS_KD_RAMPUP:-0.4}" --sam-decode per_class --quiet
+          --seed "${KS_SEED:-0}")  # KS_SEED: training seed (results named *_seed<N>_gpu)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
 start=$(date +%s)
@@ -31,6 +34,18 @@ if [ "$mode" = smoke ]; then
     python3 benchmarks/kdsam.py --device cuda --datasets kvasir_seg --stage1-epochs 2 --stage2-epochs 2 --quiet
     stamp "knowsam smoke"
     python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets kvasir_seg --steps 20
+elif [ "$mode" = knowsam ]; then  # the three runs of one comparison at once; DS (default kvasir_seg)
+    ds=${DS:-kvasir_seg}
+    steps=${KS_STEPS:-1000}
+    stamp "knowsam $ds, $steps steps: (a) + (c) and (b) in parallel"
+    python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" --train-only \
+        --variants supervised all_labels > "knowsam_${ds}_ac_gpu.log" 2>&1 &
+    python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" --train-only \
+        --variants knowsam > "knowsam_${ds}_b_gpu.log" 2>&1 &
+    wait
+    stamp "knowsam $ds: resume the finished runs, evaluate, compare"
+    python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" > "knowsam_${ds}_gpu.log" 2>&1
+    for f in knowsam_"$ds"*_gpu.log; do echo "--- $f"; grep -v Warn "$f" | tail -n 4; done
 else  # everything at once (small-batch training leaves the GPU mostly idle); each job stops at the budget
     budget=${BUDGET:-520}
     left() { echo $(( budget - ($(date +%s) - start) )); }

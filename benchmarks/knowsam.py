@@ -110,14 +110,15 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
                / (variant + (f"_seed{args.seed}" if args.seed else "")))
     epochs, cfg = variant_config(name, data, variant, args)
     t0 = time.time()
-    run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
+    resumed = (run_dir / "checkpoints" / "last.pt").exists()  # e.g. trained by an earlier --train-only call
+    run = distill(cfg, run_dir, resume=resumed)
     wall = time.time() - t0
     ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
                         threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     return {"variant": variant, "epochs": epochs, "steps": run["steps"],
             "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
-            "wall_seconds": wall, "best_val": run["best"],
+            "wall_seconds": wall, "resumed": resumed, "best_val": run["best"],
             "throughput": throughput(run_dir)["knowsam"]["images_per_s"], "n_labeled": run["n_labeled"],
             "n_unlabeled": run["n_unlabeled"], "config": cfg.knowsam.model_dump(mode="json"),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
@@ -147,7 +148,10 @@ def markdown(r: dict) -> str:
         (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. " if not r.get("gpu") else
          f"Device: {r['gpu']} (bf16 autocast), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "") + "Wall time of this invocation "
-        f"{r['wall_seconds'] / 60:.1f} min (reused rows: see their source).",
+        f"{r['wall_seconds'] / 60:.1f} min (reused rows: see their source"
+        + ("; runs marked * were trained by an earlier call, e.g. `benchmarks/gpu.sh knowsam` trains (a) + (c) and "
+           "(b) in parallel with --train-only, and were resumed and evaluated here; train min is their training"
+           if any(x.get("resumed") for x in rows.values()) else "") + ").",
         f"Test split: {rows['knowsam']['test']['n']} images, prompt-free students (no prompt), metrics at original "
         "resolution (MONAI; empty vs empty = Dice 1).",
         "",
@@ -161,7 +165,7 @@ def markdown(r: dict) -> str:
     for v in ("supervised", "knowsam", "all_labels"):
         x = rows[v]
         t = x["test"]
-        reused = f" (reused from {x['reused_from']})" if x.get("reused_from") else ""
+        reused = (f" (reused from {x['reused_from']})" if x.get("reused_from") else "") + ("*" if x.get("resumed") else "")
         lines.append(f"| {names[v]}{reused} | {x['n_labeled']} / {x['n_unlabeled']} | {x['steps']} ({x['epochs']}) | "
                      f"{x['train_seconds'] / 60:.1f} | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.1f} |")
     te = r["teacher"]
@@ -237,14 +241,19 @@ def main() -> None:
         data = shared_dataset(name)
         t0 = time.time()
         if args.train_only:  # rows only (e.g. extra seeds of the baselines): knowsam_<dataset>_rows[_seedN].json
-            rows = {v: run_variant(name, data, v, args) for v in args.variants}
             stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "") + device_tag(args.device)
+            rows = {v: run_variant(name, data, v, args) for v in args.variants}
+            # rows of other variants already in the file stay (e.g. two processes training variants in parallel)
+            old = RESULTS / f"{stem}.json"
+            kept = json.loads(old.read_text()).get("runs", {}) if old.exists() else {}
+            rows = {**{v: x for v, x in kept.items() if v not in rows}, **rows}
             lines = [f"# KnowSAM benchmark rows on {name} (seed {args.seed}, no comparison)", "",
                      "| run | steps (epochs) | batch | test Dice | IoU | HD95 px |", "|---|---|---|---|---|---|"]
             lines += [f"| {v} | {x['steps']} ({x['epochs']}) | {x['config']['batch_size']} | {x['test']['dice']:.4f} | "
                       f"{x['test']['iou']:.4f} | {x['test']['hd95']:.1f} |" for v, x in rows.items()]
-            write_results(stem, {"dataset": name, "seed": args.seed, "runs": rows,
-                                 "machine": machine.get("cpu", "unknown CPU")}, "\n".join(lines) + "\n")
+            write_results(stem, {"dataset": name, "seed": args.seed, "runs": rows, "data_note": data_note(data),
+                                 "machine": machine.get("cpu", "unknown CPU"),
+                                 "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, "\n".join(lines) + "\n")
             continue
         runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
                 for v in ("supervised", "knowsam", "all_labels")}
