@@ -10,6 +10,7 @@
 # $SAMDISTILL_SHARED_DATA (e.g. copies made by benchmarks/shrink_dataset.py). Results land in
 # benchmarks/results/*_gpu.{json,md}; with OUT set, they (and the run logs) are copied there too.
 # KS_STEPS_KVASIR / KS_STEPS_BUSI: KnowSAM optimiser steps per run (default 600, as the CPU benchmark);
+# knowsam mode: DS (dataset, default kvasir_seg), KS_STEPS (default 1000), KS_SEED (default 0; any mode);
 # BUDGET: seconds after which the full run's jobs are stopped (default 520);
 # KD_EPOCHS="S1 S2": KD SAM epochs (default: the CPU benchmark's); KD_EXTRA="STUDENT S1 S2": one more KD SAM
 # run with another student and schedule (e.g. a cheaper student trained longer).
