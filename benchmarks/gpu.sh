@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu.sh smoke   # 48 images per split: every GPU code path once + the step rates
 #   benchmarks/gpu.sh full    # KD SAM on Kvasir-SEG, KnowSAM (full method) on Kvasir-SEG and BUSI, in parallel
-#   benchmarks/gpu.sh knowsam # KnowSAM (full method) on Kvasir-SEG alone: (a) + (c) and (b) trained in parallel,
+#   benchmarks/gpu.sh knowsam # KnowSAM (full method) on one dataset ($DS): (a) + (c) and (b) trained in parallel,
 #                             # then one call that resumes the finished runs, evaluates them and writes the comparison
 #
 # Needs: samdistill importable (installed, or PYTHONPATH=src), a CUDA GPU, and the datasets under
