@@ -4,7 +4,8 @@
 #   benchmarks/gpu.sh smoke   # 48 images per split: every GPU code path once + the step rates
 #   benchmarks/gpu.sh full    # KD SAM on Kvasir-SEG, KnowSAM (full method) on Kvasir-SEG and BUSI, in parallel
 #   benchmarks/gpu.sh knowsam # KnowSAM (full method) on one dataset ($DS): (a) + (c) and (b) trained in parallel,
-#                             # then one call that resumes the finished runs, evaluates them and writes the comparison
+#                             # then one call that takes up the finished runs (their summaries and test evals)
+#                             # and writes the comparison
 #
 # Needs: samdistill importable (installed, or PYTHONPATH=src), a CUDA GPU, and the datasets under
 # $SAMDISTILL_SHARED_DATA (e.g. copies made by benchmarks/shrink_dataset.py). Results land in
@@ -44,7 +45,7 @@ elif [ "$mode" = knowsam ]; then  # the three runs of one comparison at once; DS
     python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" --train-only \
         --variants knowsam > "knowsam_${ds}_b_gpu.log" 2>&1 &
     wait
-    stamp "knowsam $ds: resume the finished runs, evaluate, compare"
+    stamp "knowsam $ds: compare the finished runs"
     python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" > "knowsam_${ds}_gpu.log" 2>&1
     for f in knowsam_"$ds"*_gpu.log; do echo "--- $f"; grep -v Warn "$f" | tail -n 4; done
 else  # everything at once (small-batch training leaves the GPU mostly idle); each job stops at the budget

@@ -39,9 +39,9 @@ from _common import RESULTS, data_note, device_tag, shared_dataset, throughput, 
 
 # Stage 1 of mobilenetv4_conv_small (the default) needs optimiser steps: on Kvasir-SEG's 700 train images 8 epochs
 # (704 steps) never decoded, the recipe's 20 (1760) did, so Kvasir-SEG runs the recipe's epochs. The smaller sets
-# get about as many stage-1 steps: HC18 (280 images) 30 + 8 (1050 steps); BUSI (270) 50 + 20 (1700 steps; best val
-# Dice came in stage-2 epoch 4, so stage 2 could be shorter). resnet18 (the earlier default) used kvasir_seg (8, 6), hc18 (6, 5), busi (20, 15): give
-# --stage1-epochs/--stage2-epochs.
+# get about as many stage-1 steps: HC18 (280 images) 30 + 8 (1050 steps); BUSI (270) 50 + 20 (1700 steps; best
+# val Dice came in stage-2 epoch 4, so stage 2 could be shorter). resnet18 (the earlier default) used kvasir_seg
+# (8, 6), hc18 (6, 5), busi (20, 15): give --stage1-epochs/--stage2-epochs.
 EPOCHS = {"hc18": (30, 8), "busi": (50, 20)}
 
 

@@ -103,6 +103,20 @@ def reused_variant(name: str, data: Path, variant: str, args) -> dict:
                      "run it (add it to --variants)")
 
 
+def finished_run(run_dir: Path, cfg) -> dict | None:
+    """The summary of a run trained to the end in ``run_dir`` with this config (e.g. by an earlier --train-only
+    call), else None. Reading it saves the teacher load, cache check, overlays and student write of a resume."""
+    import yaml
+
+    summary, saved = run_dir / "summary.json", run_dir / "config.yaml"
+    if not (summary.exists() and saved.exists()):
+        return None
+    free = ("progress", "threads")  # settings that do not change what is trained
+    old, now = yaml.safe_load(saved.read_text()), cfg.model_dump(mode="json")
+    same = {k: v for k, v in old.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
+    return json.loads(summary.read_text()) if same else None
+
+
 def run_variant(name: str, data: Path, variant: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
 
@@ -110,11 +124,16 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
                / (variant + (f"_seed{args.seed}" if args.seed else "")))
     epochs, cfg = variant_config(name, data, variant, args)
     t0 = time.time()
-    resumed = (run_dir / "checkpoints" / "last.pt").exists()  # e.g. trained by an earlier --train-only call
-    run = distill(cfg, run_dir, resume=resumed)
-    wall = time.time() - t0
-    ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
-                        threads=args.threads, progress=not args.quiet, device=args.device)
+    run = finished_run(run_dir, cfg)
+    evaluated = run_dir / "eval" / "summary.json"
+    if run is not None and evaluated.exists():  # trained and evaluated before: read both (wall: that run's own)
+        resumed, wall, ev = True, run["total_seconds"], json.loads(evaluated.read_text())
+    else:
+        resumed = (run_dir / "checkpoints" / "last.pt").exists()  # e.g. an interrupted run
+        run = distill(cfg, run_dir, resume=resumed)
+        wall = time.time() - t0
+        ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
+                            threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     return {"variant": variant, "epochs": epochs, "steps": run["steps"],
             "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
@@ -150,7 +169,7 @@ def markdown(r: dict) -> str:
         + (f"Data: {r['data_note']} " if r.get("data_note") else "") + "Wall time of this invocation "
         f"{r['wall_seconds'] / 60:.1f} min (reused rows: see their source"
         + ("; runs marked * were trained by an earlier call, e.g. `benchmarks/gpu.sh knowsam` trains (a) + (c) and "
-           "(b) in parallel with --train-only, and were resumed and evaluated here; train min is their training"
+           "(b) in parallel with --train-only, and were taken up from their run dirs here; train min is their training"
            if any(x.get("resumed") for x in rows.values()) else "") + ").",
         f"Test split: {rows['knowsam']['test']['n']} images, prompt-free students (no prompt), metrics at original "
         "resolution (MONAI; empty vs empty = Dice 1).",
