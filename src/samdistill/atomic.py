@@ -1,10 +1,13 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic outputs: a reader sees the old file (or folder) or the new one, never half of one."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -25,3 +28,56 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     finally:
         os.close(dfd)
     return p
+
+
+def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """``UserError`` unless ``out`` can be a folder we write: not an existing file, and the nearest
+    existing folder above it (or itself) writable. Returns ``out`` as a ``Path``."""
+    from samdistill.errors import UserError
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is an existing file; give a folder")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"{flag} {p}: {probe} is a file, so no folder can be made under it")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {p}: {probe} is not writable (read-only mount or no permission)")
+    return p
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike, *, force: bool = False, flag: str = "--out",
+               owned_by: str | None = None) -> Iterator[Path]:
+    """Build an output folder whole or not at all.
+
+    Yields a temporary sibling of ``out``; when the block succeeds it is renamed into place, when it
+    raises (or is interrupted) it is removed and ``out`` is left as it was. An existing non-empty
+    ``out`` is refused unless ``force`` (then it is replaced as a whole, after the new one is complete).
+    ``owned_by`` names the command in the refusal message.
+    """
+    from samdistill.errors import UserError
+
+    p = check_out_dir(out, flag)
+    if p.is_dir() and any(p.iterdir()) and not force:
+        who = f" (written by {owned_by} or something else)" if owned_by else ""
+        raise UserError(f"{flag} {p} is not empty{who}; choose a new folder or pass --force to replace it")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".partial", dir=p.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if p.exists():  # replace as a whole: move the old folder aside first, drop it once the new one is in
+        old = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".old", dir=p.parent))
+        os.rmdir(old)
+        os.replace(p, old)
+        os.replace(tmp, p)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, p)
