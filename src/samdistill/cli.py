@@ -264,26 +264,42 @@ def export(
 def predict(
     model: str = typer.Argument(..., help="Model name, samdistill checkpoint, or a folder from `samdistill export`."),
     input: Path = typer.Option(..., "--input", "-i", help="An image, a folder of images, a NIfTI volume, or a DICOM series folder."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="CSV image,x0,y0,x1,y1 or JSON {image: {boxes, points}}."),
+    prompts: Optional[Path] = typer.Option(
+        None, "--prompts", "-p",
+        help="CSV image,x0,y0,x1,y1 (one box per row; UTF-8, a BOM and Windows line endings are fine) or JSON "
+        '{"a.png": {"boxes": [[10, 20, 80, 90]], "points": [[40, 50]], "labels": [1]}} (x0, y0, x1, y1; x, y; 1 object, 0 background). Keys are file names or stems; '
+        "every input needs one (see --on-error); keys that match no input only warn."),
     box: Optional[str] = typer.Option(None, help="Volumes: x0,y0,x1,y1 on the slice given by --slice."),
     slice_index: Optional[int] = typer.Option(None, "--slice", help="Volumes: index of the slice the box is on."),
     axis: int = typer.Option(2, min=0, max=2, help="Volumes: slicing axis."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (masks/, overlays/, areas.csv)."),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) output folder: masks/, overlays/, areas.csv (+ skipped.csv with --on-error skip)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
     threads: Optional[int] = typer.Option(None, min=1, help="Threads (torch or onnxruntime)."),
+    on_error: OnErrorChoice = typer.Option(
+        OnErrorChoice.raise_, help="Images: raise: stop at an unreadable image or an image without a prompt, "
+        "writing nothing; skip: segment the rest and list them in skipped.csv. A bad prompt value is always an error."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out as a whole, once the new output is complete."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Segment images with box/point prompts; each image is encoded once, its prompts decoded together.
     A NIfTI volume or a DICOM series folder is segmented slice by slice from one box, propagated from each
     slice's mask (DICOM: x = column, y = row of the slice, as a viewer shows it; --axis 2 = slices).
 
+    Everything is checked before the model runs (prompt values, each box inside its image from the image
+    header, one prompt per image, no two inputs with the same stem); --out is written whole or not at all.
+
+    Limits, from the header before decoding: images up to 67 MP (8192x8192; SAMDISTILL_MAX_PIXELS=N), volumes
+    up to 268 M voxels (512x512x1024; SAMDISTILL_MAX_VOXELS=N). A DICOM tag that is missing falls back
+    (e.g. no PixelSpacing: 1 mm), each fallback printed as a note and kept in volumes.csv.
+
     Example: samdistill predict runs/x/onnx --input scans/ --prompts boxes.csv --out runs/x/pred
+
+    Example (go on past bad files): samdistill predict runs/x/onnx --input scans/ --prompts boxes.csv --out runs/x/pred --on-error skip
 
     Example (prompt-free KnowSAM student): samdistill predict runs/ks/student.pt --input scans/ --out runs/ks/pred
     Example: samdistill predict runs/x/student.pt --input ct.nii.gz --box 120,90,200,160 --slice 40 --out runs/x/vol
     """
     from samdistill.data.images import IMAGE_EXTS
-    from samdistill.deploy.predictor import Predictor, predict_folder, read_prompt_file
-    from samdistill.eval.efficiency import num_threads
 
     if not input.exists():
         raise UserError(f"input not found: {input}")
@@ -291,7 +307,10 @@ def predict(
 
     if input.name.endswith((".nii", ".nii.gz")) or (input.is_dir() and not any(
             p.suffix.lower() in IMAGE_EXTS for p in input.iterdir()) and is_dicom_series(input)):
+        from samdistill.atomic import staged_dir
+        from samdistill.deploy.predictor import Predictor, check_prompt
         from samdistill.deploy.volumes import predict_volume
+        from samdistill.eval.efficiency import num_threads
 
         if box is None or slice_index is None:
             raise UserError("a volume needs --box x0,y0,x1,y1 and --slice N")
@@ -300,25 +319,27 @@ def predict(
             assert len(b) == 4
         except (ValueError, AssertionError):
             raise UserError(f"--box must be four numbers x0,y0,x1,y1, got {box!r}") from None
-        with num_threads(threads):
-            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
-            row = predict_volume(pred, input, b, slice_index, out, axis=axis)
+        b = check_prompt({"boxes": [b]}, "--box")["boxes"][0].tolist()  # finite, x1 >= x0, y1 >= y0
+        with staged_dir(out, force=force, owned_by="samdistill predict") as tmp:
+            with num_threads(threads):
+                pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
+                row = predict_volume(pred, input, b, slice_index, tmp, axis=axis, progress=progress)
+        mask = out / Path(row["mask"]).name  # predict_volume wrote it in the staged folder, now moved to out
         typer.echo(f"{row['volume']}: {row['voxels']} voxels = {row['volume_mm3']:.1f} mm3 over {row['slices']} "
-                   f"slices; wrote {row['mask']} and {out / 'volumes.csv'}")
+                   f"slices; wrote {mask} and {out / 'volumes.csv'}")
         return
-    files = sorted(p for p in input.iterdir() if p.suffix.lower() in IMAGE_EXTS) if input.is_dir() else [input]
-    if not files:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {input}")
-    with num_threads(threads):
-        pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
-        if pred.prompt_free and prompts is not None:
-            raise UserError(f"{pred.name} is a prompt-free model; drop --prompts")
-        if not pred.prompt_free and prompts is None:
-            raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
-        table = read_prompt_file(prompts) if prompts is not None else {}
-        rows = predict_folder(pred, files, table, out)
-    typer.echo(f"{len(rows)} images segmented with {pred.name} ({pred.backend}); wrote {out / 'masks'}, "
-               f"{out / 'overlays'} and {out / 'areas.csv'}")
+    from samdistill.deploy.predictor import predict_images
+
+    r = predict_images(model, input, prompts, out, checkpoint=checkpoint, threads=threads, on_error=on_error.value,
+                       force=force, progress=progress)
+    if r["unused_prompts"]:
+        n = len(r["unused_prompts"])
+        typer.echo(f"warning: {prompts} has prompts for {n} file(s) not among the inputs: "
+                   f"{', '.join(r['unused_prompts'][:10])}{' ...' if n > 10 else ''}", err=True)
+    skipped = (f", {len(r['skipped'])} skipped (listed in {out / 'skipped.csv'})" if on_error == OnErrorChoice.skip
+               else "")
+    typer.echo(f"{len(r['images'])} images segmented with {r['model']} ({r['backend']}){skipped}; wrote "
+               f"{out / 'masks'}, {out / 'overlays'} and {out / 'areas.csv'}")
 
 
 @app.command()

@@ -13,6 +13,7 @@ Prompts are in original image pixels; a box or point outside the image is an err
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,58 +168,331 @@ def check_inside(xy: np.ndarray, hw: tuple[int, int], what: str) -> None:
     """``UserError`` when any ``(x, y)`` in ``xy`` (``...x2``, original pixels) lies outside an ``h x w`` image."""
     h, w = hw
     xy = np.asarray(xy, dtype=np.float64)
+    if not np.isfinite(xy).all():  # NaN compares False with everything, so it would pass the bounds below
+        raise UserError(f"{what} not a finite number: {xy.reshape(-1, 2).tolist()}")
     if (xy[..., 0] < 0).any() or (xy[..., 1] < 0).any() or (xy[..., 0] > w - 1).any() or (xy[..., 1] > h - 1).any():
         raise UserError(f"{what} outside the {w}x{h} image: {xy.reshape(-1, 2).tolist()}")
 
 
-def read_prompt_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """CSV ``image,x0,y0,x1,y1`` (one box per row) or JSON ``{image: {"boxes": [...], "points": [...]}}``."""
-    import csv
+#: The keys of one image's prompts in a JSON prompt file.
+PROMPT_KEYS = ("boxes", "points", "labels")
+_ENTRY_SHAPE = '{"boxes": [[x0, y0, x1, y1], ...], "points": [[x, y], ...], "labels": [1, 0, ...]}'
+_JSON_SHAPE = '{"image.png": ' + _ENTRY_SHAPE + "}"
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"prompt file not found: {p}")
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"prompt file {p} is not valid JSON: {exc}") from None
-        return {str(k): v for k, v in data.items()}
-    out: dict[str, dict[str, Any]] = {}
-    with open(p, newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"image", "x0", "y0", "x1", "y1"}
-        if not need <= set(reader.fieldnames or []):
-            raise UserError(f"prompt CSV {p} needs the columns image,x0,y0,x1,y1 (got {reader.fieldnames})")
-        for i, row in enumerate(reader, start=2):
-            try:
-                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
-            except ValueError:
-                raise UserError(f"{p} line {i}: box values must be numbers: {row}") from None
-            out.setdefault(row["image"], {"boxes": []})["boxes"].append(box)
+
+def _short(value: Any, n: int = 80) -> str:
+    s = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _numbers(value: Any, what: str, where: str) -> np.ndarray:
+    """Nested lists of finite numbers -> float64 array. Strings and booleans are refused, not coerced
+    (``np.asarray(["2"], float)`` would silently read a string)."""
+
+    def walk(v: Any) -> None:
+        if isinstance(v, np.ndarray):
+            if v.dtype.kind not in "iuf":
+                raise UserError(f"{where}: {what} must be numbers, got an array of {v.dtype}")
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+        elif isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise UserError(f"{where}: {what} must be numbers, got {_short(v)} in {_short(value)}")
+
+    walk(value)
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except ValueError:  # ragged lists
+        raise UserError(f"{where}: the rows of {what} differ in length: {_short(value)}") from None
+    if not np.isfinite(arr).all():
+        raise UserError(f"{where}: {what} holds a value that is not a finite number (NaN or inf): {_short(value)}")
+    return arr
+
+
+def check_prompt(entry: Any, where: str) -> dict[str, np.ndarray]:
+    """One image's prompts ``{"boxes": Nx4, "points": Px2 or NxPx2, "labels": like points}`` checked
+    (shape, finite numbers, x1 >= x0 and y1 >= y0, labels 0/1 matching the points) and returned as arrays.
+
+    A ``Px2`` list of points is P prompts of one point each (as ``Predictor.predict``); with boxes, one
+    point (or one list of points) per box refines that box. ``where`` starts each error message.
+    """
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected an object like {_ENTRY_SHAPE}, got {_short(entry)}")
+    unknown = sorted(set(map(str, entry)) - set(PROMPT_KEYS))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; the keys are {', '.join(PROMPT_KEYS)}")
+    out: dict[str, np.ndarray] = {}
+    if entry.get("boxes") is not None:
+        b = _numbers(entry["boxes"], "boxes", where)
+        if b.ndim != 2 or b.shape[1] != 4 or len(b) == 0:
+            raise UserError(f"{where}: boxes must be a non-empty list of [x0, y0, x1, y1], got {_short(entry['boxes'])}")
+        if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+            raise UserError(f"{where}: a box must be x0, y0, x1, y1 with x1 >= x0 and y1 >= y0: {_short(b)}")
+        out["boxes"] = b
+    if entry.get("points") is not None:
+        p = _numbers(entry["points"], "points", where)
+        if p.ndim not in (2, 3) or p.shape[-1] != 2 or p.size == 0:
+            raise UserError(f"{where}: points must be a non-empty list of [x, y] pairs (or one list of pairs per "
+                            f"prompt), got {_short(entry['points'])}")
+        if entry.get("labels") is None:
+            lab = np.ones(p.shape[:-1], np.int64)
+        else:
+            lab_f = _numbers(entry["labels"], "labels", where)
+            if lab_f.shape != p.shape[:-1]:
+                raise UserError(f"{where}: labels must give one 0/1 per point (shape {list(p.shape[:-1])}), "
+                                f"got {_short(entry['labels'])}")
+            if not np.isin(lab_f, (0, 1)).all():
+                raise UserError(f"{where}: labels are 1 (object) or 0 (background), got {_short(entry['labels'])}")
+            lab = lab_f.astype(np.int64)
+        if "boxes" in out and len(p) != len(out["boxes"]):
+            raise UserError(f"{where}: with boxes and points together give one point (or one list of points) per "
+                            f"box: {len(out['boxes'])} boxes, {len(p)} points")
+        out["points"], out["labels"] = p, lab
+    elif entry.get("labels") is not None:
+        raise UserError(f"{where}: labels without points")
+    if not out:
+        raise UserError(f"{where}: gives no boxes or points")
     return out
 
 
-def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, dict], out_dir: str | Path,
-                   progress: bool = True) -> list[dict[str, Any]]:
-    """Masks (PNG, prompts OR-ed), overlays and ``areas.csv`` for each input image with prompts."""
+def read_prompt_file(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """CSV ``image,x0,y0,x1,y1`` (one box per row; Windows line endings and an Excel UTF-8 BOM are fine)
+    or JSON ``{image: {"boxes": [...], "points": [...], "labels": [...]}}``; keys are file names or stems.
+
+    Every value is checked here (see :func:`check_prompt`), before any image is read: a bad row or entry is
+    a ``UserError`` naming the CSV line or the JSON key. Whether a box lies inside its image is checked
+    by :func:`plan_predictions`, from the image headers.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"prompt file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")  # -sig: Excel's "CSV UTF-8" starts with a byte order mark
+    except UnicodeDecodeError as exc:
+        raise UserError(f"prompt file {p} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                        "UTF-8 (Excel: 'CSV UTF-8')") from None
+    if p.suffix.lower() == ".json":
+        return _read_prompt_json(p, text)
+    return _read_prompt_csv(p, text)
+
+
+def _read_prompt_json(p: Path, text: str) -> dict[str, dict[str, np.ndarray]]:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in seen:
+                raise UserError(f"prompt file {p}: key {k!r} appears twice")
+            seen[k] = v
+        return seen
+
+    try:
+        data = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"prompt file {p} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"prompt file {p} must be a JSON object {_JSON_SHAPE}, got a {type(data).__name__}")
+    if not data:
+        raise UserError(f"prompt file {p} holds no prompts")
+    return {str(k): check_prompt(v, f"{p} [{k!r}]") for k, v in data.items()}
+
+
+def _read_prompt_csv(p: Path, text: str) -> dict[str, dict[str, np.ndarray]]:
+    import csv
+    import io
+
+    need = ("image", "x0", "y0", "x1", "y1")
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": the csv module reads \r\n itself
+    header: list[str] | None = None
+    boxes: dict[str, list[np.ndarray]] = {}
+    try:
+        for row in reader:
+            cells = [c.strip() for c in row]
+            if not any(cells):  # blank line, or Excel's ",,,," row
+                continue
+            if header is None:
+                header = cells
+                if not set(need) <= set(header):
+                    raise UserError(f"prompt CSV {p} needs the columns {','.join(need)} (got {','.join(header)})")
+                col = {k: header.index(k) for k in need}
+                continue
+            where = f"{p} line {reader.line_num}"
+            if len(cells) < len(header):
+                raise UserError(f"{where}: {len(cells)} values, the header has {len(header)} ({','.join(header)})")
+            if len(cells) > len(header) and any(cells[len(header):]):
+                raise UserError(f"{where}: {len(cells)} values, the header has {len(header)} ({','.join(header)})")
+            name = cells[col["image"]]
+            if not name:
+                raise UserError(f"{where}: the image column is empty")
+            try:
+                box = [float(cells[col[k]]) for k in need[1:]]
+            except ValueError:
+                raise UserError(f"{where}: box values must be numbers: {','.join(row)}") from None
+            boxes.setdefault(name, []).append(check_prompt({"boxes": [box]}, where)["boxes"][0])
+    except csv.Error as exc:
+        raise UserError(f"prompt CSV {p} line {reader.line_num}: {exc}") from None
+    if header is None or not boxes:
+        raise UserError(f"prompt CSV {p} holds no prompts (header {','.join(need)}, then one box per row)")
+    return {k: {"boxes": np.stack(v)} for k, v in boxes.items()}
+
+
+def list_images(input: str | Path) -> list[Path]:
+    """The images of a folder (sorted; suffixes ``IMAGE_EXTS``), or ``[input]`` for one file."""
+    from samdistill.data.images import IMAGE_EXTS
+
+    p = Path(input)
+    if not p.exists():
+        raise UserError(f"input not found: {p}")
+    if not p.is_dir():
+        return [p]
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    if not files:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {p}")
+    return files
+
+
+def check_output_names(inputs: list[Path]) -> None:
+    """``UserError`` listing the inputs that would write the same ``masks/<stem>.png`` (``a.png``, ``a.jpg``).
+
+    Stems are compared case-folded: ``A.png`` and ``a.jpg`` collide on macOS/Windows file systems."""
+    groups: dict[str, list[Path]] = {}
+    for f in inputs:
+        groups.setdefault(Path(f).stem.casefold(), []).append(Path(f))
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(f.name for f in g) for g in clashes)
+        raise UserError(f"inputs with the same name would write the same masks/<name>.png: {listed}; rename them "
+                        "or predict them into separate --out folders")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(h, w)`` of an image from its header, without decoding the pixels; ``DataError`` when unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    from samdistill.data.images import MAX_PIXELS
+    from samdistill.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image not found: {p}", str(p))
+    if p.stat().st_size == 0:
+        raise DataError(f"image is an empty file: {p}", str(p))
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {p}: {exc}", str(p)) from None
+    if w * h > MAX_PIXELS:
+        raise DataError(f"image {p} is too large ({w}x{h})", str(p))
+    return int(h), int(w)
+
+
+_SKIP_HINT = "; pass --on-error skip to skip such images and segment the rest"  # on_error="skip" in Python
+
+
+@dataclass
+class PredictionPlan:
+    """What :func:`plan_predictions` found: the images to segment with their checked prompts, the ones
+    skipped (file name, reason), and prompt keys that match no input."""
+
+    inputs: list[Path] = field(default_factory=list)
+    jobs: list[tuple[Path, dict[str, np.ndarray]]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    unused_prompts: list[str] = field(default_factory=list)
+
+
+def _listing(names: list[str], n: int = 10) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _input_order(plan: PredictionPlan, name: str) -> int:
+    names = [f.name for f in plan.inputs]
+    return names.index(name) if name in names else len(names)
+
+
+def plan_predictions(inputs: list[Path], prompts: dict[str, dict] | None, *, prompt_free: bool,
+                     on_error: str = "raise", source: str = "the prompt file") -> PredictionPlan:
+    """Everything checked before any model runs: output names, one prompt per input (keys are file names
+    or stems), prompt values, each image's header and each box/point inside it.
+
+    A missing prompt or an unreadable image is a ``UserError`` (``on_error="raise"``) or a counted skip
+    (``"skip"``); a bad prompt value is always an error. Prompt keys that match no input are returned in
+    ``unused_prompts`` (the CLI warns), since one prompt file may cover more images than one call segments.
+    """
+    from samdistill.errors import DataError
+
+    if on_error not in ("raise", "skip"):
+        raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    inputs = [Path(f) for f in inputs]
+    check_output_names(inputs)
+    table = {str(k): check_prompt(v, f"{source} [{k!r}]") for k, v in (prompts or {}).items()}
+    if prompt_free and table:
+        raise UserError("a prompt-free model takes no prompts; drop them (--prompts)")
+    plan = PredictionPlan(inputs=inputs)
+    used: set[str] = set()
+    matched: list[tuple[Path, dict[str, np.ndarray]]] = []
+    missing: list[Path] = []
+    for f in inputs:
+        if prompt_free:
+            matched.append((f, {}))
+            continue
+        keys = [k for k in dict.fromkeys((f.name, f.stem)) if k in table]
+        if len(keys) > 1:
+            raise UserError(f"{source} has prompts for {f.name} under both {keys[0]!r} and {keys[1]!r}; keep one")
+        if not keys:
+            missing.append(f)
+            continue
+        used.add(keys[0])
+        matched.append((f, table[keys[0]]))
+    plan.unused_prompts = [k for k in table if k not in used]
+    if missing:
+        if on_error == "raise":
+            raise UserError(f"no prompt in {source} for {len(missing)} of {len(inputs)} images: "
+                            f"{_listing([f.name for f in missing])} (keys are file names or stems){_SKIP_HINT}")
+        plan.skipped += [(f.name, f"no prompt in {source}") for f in missing]
+    for f, pr in matched:
+        try:
+            hw = image_size(f)
+        except DataError as exc:
+            if on_error == "raise":
+                raise DataError(f"{exc}{_SKIP_HINT}", exc.path) from None
+            plan.skipped.append((f.name, str(exc)))
+            continue
+        if "boxes" in pr:
+            check_inside(pr["boxes"].reshape(-1, 2, 2), hw, f"{source}: a box for {f.name} lies")
+        if "points" in pr:
+            check_inside(pr["points"], hw, f"{source}: a point for {f.name} lies")
+        plan.jobs.append((f, pr))
+    plan.skipped.sort(key=lambda s: _input_order(plan, s[0]))
+    if not plan.jobs:
+        raise UserError(f"no image could be segmented: all {len(inputs)} skipped ({_listing([s[0] for s in plan.skipped])})")
+    return plan
+
+
+def _predict_into(predictor: Predictor, plan: PredictionPlan, out: Path, *, on_error: str,
+                  progress: bool) -> dict[str, Any]:
+    """Segment ``plan.jobs`` into the (empty, staged) folder ``out``; images that fail to decode are
+    skipped or raise as ``on_error`` says."""
     import csv
 
     from PIL import Image
     from tqdm import tqdm
 
     from samdistill.data.images import read_image
+    from samdistill.errors import DataError
     from samdistill.eval.overlays import overlay
 
-    out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for path in tqdm(inputs, desc=f"predict ({predictor.backend})", unit="img", disable=not progress):
-        pr = {} if predictor.prompt_free else prompts.get(path.name) or prompts.get(path.stem)
-        if pr is None:
-            raise UserError(f"no prompt for {path.name} in the prompt file (keys are file names or stems)")
-        image = read_image(path)
+    rows: list[dict[str, Any]] = []
+    skipped = list(plan.skipped)
+    for path, pr in tqdm(plan.jobs, desc=f"predict ({predictor.backend})", unit="img", disable=not progress):
+        try:
+            image = read_image(path)  # the header read fine; the pixels may still be truncated
+        except DataError as exc:
+            if on_error == "raise":
+                raise DataError(f"{exc}{_SKIP_HINT}", exc.path) from None
+            skipped.append((path.name, str(exc)))
+            continue
         predictor.set_image(image)
         masks, iou = predictor.predict(boxes=pr.get("boxes"), points=pr.get("points"), labels=pr.get("labels"))
         union = masks.any(0)
@@ -226,8 +500,60 @@ def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, 
         Image.fromarray(overlay(image, [union])).save(out / "overlays" / f"{path.stem}.png")
         rows.append({"image": path.name, "prompts": len(masks), "area_px": int(union.sum()),
                      "mean_iou_pred": float(np.mean(iou))})
+    if not rows:
+        raise UserError(f"no image could be segmented: all {len(skipped)} skipped ({_listing([s[0] for s in skipped])})")
     with open(out / "areas.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["image", "prompts", "area_px", "mean_iou_pred"])
         w.writeheader()
         w.writerows(rows)
-    return rows
+    if on_error == "skip":  # always written under skip, so a script can read it without checking it exists
+        skipped.sort(key=lambda s: _input_order(plan, s[0]))
+        with open(out / "skipped.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "reason"])
+            w.writerows(skipped)
+    return {"images": rows, "skipped": skipped, "unused_prompts": list(plan.unused_prompts),
+            "model": predictor.name, "backend": predictor.backend}
+
+
+def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, dict] | None, out_dir: str | Path,
+                   progress: bool = True, *, on_error: str = "raise", force: bool = False) -> dict[str, Any]:
+    """Masks (PNG, a file's prompts OR-ed), overlays and ``areas.csv`` for each input image; with
+    ``on_error="skip"`` also ``skipped.csv`` (file, reason).
+
+    Everything is checked first (:func:`plan_predictions`); the folder is built in a temporary sibling and
+    moved into place whole (``staged_dir``): a failure leaves ``out_dir`` as it was, and a non-empty
+    ``out_dir`` is refused unless ``force``. Returns ``{"images": rows, "skipped": [(file, reason)],
+    "unused_prompts": [...], "model", "backend", "out"}``.
+    """
+    from samdistill.atomic import staged_dir
+
+    plan = plan_predictions(inputs, prompts, prompt_free=predictor.prompt_free, on_error=on_error)
+    with staged_dir(out_dir, force=force, owned_by="samdistill predict") as tmp:
+        result = _predict_into(predictor, plan, tmp, on_error=on_error, progress=progress)
+    return {**result, "out": str(out_dir)}
+
+
+def predict_images(model: str | Path, input: str | Path, prompts: str | Path | None, out_dir: str | Path, *,
+                   checkpoint: str | Path | None = None, threads: int | None = None, on_error: str = "raise",
+                   force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """``samdistill predict`` on an image or a folder of images: list the inputs, read and check the prompt
+    file, check every image header and prompt, and only then load the model and segment, into a staged
+    ``out_dir`` (see :func:`predict_folder`). Without ``prompts`` the model must be prompt-free."""
+    from samdistill.atomic import staged_dir
+    from samdistill.eval.efficiency import num_threads
+
+    files = list_images(input)
+    check_output_names(files)  # before the prompt file is even read
+    table = read_prompt_file(prompts) if prompts is not None else None
+    source = str(prompts) if prompts is not None else "the prompt file"
+    plan = plan_predictions(files, table, prompt_free=table is None, on_error=on_error, source=source)
+    with staged_dir(out_dir, force=force, owned_by="samdistill predict") as tmp:
+        with num_threads(threads):
+            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
+            if pred.prompt_free and table is not None:
+                raise UserError(f"{pred.name} is a prompt-free model; drop --prompts")
+            if not pred.prompt_free and table is None:
+                raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
+            result = _predict_into(pred, plan, tmp, on_error=on_error, progress=progress)
+    return {**result, "out": str(out_dir)}
