@@ -232,3 +232,4 @@ def test_a_volume_goes_through_a_staged_folder(tmp_path, capsys):
     assert _predict(*base, "--box", "14,10,34,30", "--force") == 0
     assert f"wrote {out / 'v_mask.nii.gz'}" in capsys.readouterr().out
     assert sorted(f.name for f in out.iterdir()) == ["v_mask.nii.gz", "volumes.csv"]
+    assert [r["mask"] for r in csv.DictReader(open(out / "volumes.csv"))] == [str(out / "v_mask.nii.gz")]
