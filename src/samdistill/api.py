@@ -101,13 +101,16 @@ def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None =
 
 def export_model(
     model: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
-    opset: int = 17,
+    opset: int = 17, force: bool = False,
 ) -> dict[str, Any]:
     """Export a model to ONNX and verify it against PyTorch (see :mod:`samdistill.deploy.onnx`):
-    promptable models as encoder + decoder graphs, prompt-free students as one graph."""
-    from samdistill.deploy.onnx import export_promptable, export_promptfree
+    promptable models as encoder + decoder graphs, prompt-free students as one graph, with a
+    ``manifest.json`` naming them. ``out_dir`` is written whole or not at all; a non-empty one is refused
+    unless ``force``, which replaces it as a whole. Returns the verification report."""
+    from samdistill.deploy.onnx import check_export_target, export_promptable, export_promptfree
 
+    # before loading: --force must not delete the model being exported (or its weights)
+    check_export_target(Path(out_dir), keep=[p for p in (model, checkpoint) if p is not None], force=force)
     m = load_model(model, checkpoint=checkpoint)
-    if getattr(m, "kind", None) == "promptfree":
-        return export_promptfree(m, out_dir, opset=opset)
-    return export_promptable(m, out_dir, opset=opset)
+    export = export_promptfree if getattr(m, "kind", None) == "promptfree" else export_promptable
+    return export(m, out_dir, opset=opset, force=force, source=str(model))

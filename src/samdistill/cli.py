@@ -240,24 +240,28 @@ def cache(
 @app.command()
 def export(
     model: str = typer.Argument(..., help="Model name or samdistill checkpoint (e.g. runs/x/student.pt)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for encoder.onnx, decoder.onnx and their specs."),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) folder for the graphs, their specs and manifest.json."),
     checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out as a whole (only once the new export is complete and verified)."),
 ) -> None:
     """Export to ONNX, verified with onnxruntime: promptable models as encoder + prompt/decoder graphs,
-    prompt-free (KnowSAM) students as one graph (model.onnx).
+    prompt-free (KnowSAM) students as one graph (model.onnx). The folder is written whole or not at all,
+    with a manifest.json (files, sha256, kind, source) that predict/bench/demo check before loading.
 
     Example: samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx
+
+    Example (re-export over an earlier export): samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx --force
     """
     from samdistill.api import export_model
+    from samdistill.deploy.onnx import read_export
 
-    r = export_model(model, out, checkpoint=checkpoint, opset=opset)
+    r = export_model(model, out, checkpoint=checkpoint, opset=opset, force=force)
     for c in r["checks"]:
         extra = f", Dice agreement {c['dice_agreement']:.4f}" if "dice_agreement" in c else ""
         typer.echo(f"  {c['graph']:<8} {c.get('case', ''):<8} shape {c['shape']}: max |onnx - torch| "
                    f"{c['max_abs_diff']:.2e}{extra}")
-    graphs = "model.onnx" if (out / "model.onnx").exists() else f"{out / 'encoder.onnx'}, {out / 'decoder.onnx'}"
-    typer.echo(f"wrote {graphs}, preprocess.json, verification.json in {out}")
+    typer.echo(f"wrote {', '.join(read_export(out, check=False).files)} in {out}")  # as the manifest names them
 
 
 def _replace_csv_column(path: Path, column: str, old: str, new: str) -> None:

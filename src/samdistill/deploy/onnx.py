@@ -11,21 +11,35 @@ ONNX convention: 1 foreground point, 0 background point, 2 / 3 box top-left / bo
 -1 padding. Coordinates are in the input frame (``preprocess.json`` says how to get there).
 
 Reparameterisable blocks (RepViT and friends) are fused first with timm's ``reparameterize_model``.
+
+An export owns its folder: it is built in a temporary sibling and moved into place only once every graph
+is written and verified (a failure leaves the folder as it was); a non-empty folder is refused unless
+``force``, which replaces it as a whole. ``manifest.json`` names every file written (role, sha256, bytes),
+the kind, opset, source model and versions; :func:`read_export` is how every loader recognises the
+folder, and it refuses one whose files no longer match their hashes.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from samdistill.errors import UserError
+
+FORMAT = "samdistill-onnx/1"
+MANIFEST = "manifest.json"
+# roles of the graph files for each kind, in the order they are listed
+GRAPH_ROLES = {"promptable": ("encoder", "decoder"), "promptfree": ("model",)}
 
 
 class EncoderGraph(nn.Module):
@@ -80,10 +94,16 @@ class PromptFreeGraph(nn.Module):
         return logits, fg
 
 
-def export_promptfree(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0) -> dict[str, Any]:
-    """Write ``model.onnx``, ``preprocess.json`` and ``verification.json`` for a prompt-free student."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def export_promptfree(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0, force: bool = False,
+                      source: str | None = None) -> dict[str, Any]:
+    """Write ``model.onnx``, ``preprocess.json``, ``verification.json`` and ``manifest.json`` for a
+    prompt-free student into ``out_dir`` (whole or not at all; non-empty refused unless ``force``).
+    ``source``: the model as the user named it, recorded in the manifest. Returns the verification report."""
+    return _export("promptfree", _write_promptfree, model, out_dir, opset=opset, seed=seed, force=force,
+                   source=source)
+
+
+def _write_promptfree(model, out: Path, *, opset: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     model = copy.deepcopy(model).eval().cpu()
     graph = PromptFreeGraph(model).eval()
     s = model.input_size
@@ -110,9 +130,7 @@ def export_promptfree(model, out_dir: str | Path, *, opset: int = 17, seed: int 
     spec = {"family": model.family, "kind": "promptfree", "preprocess": model.preprocess.to_dict(),
             "num_classes": model.num_classes,
             "frames": "input: resize longest side to input_size, normalise, pad bottom/right; outputs in that frame"}
-    (out / "preprocess.json").write_text(json.dumps(spec, indent=2))
-    (out / "verification.json").write_text(json.dumps(report, indent=2))
-    return report
+    return report, spec
 
 
 def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,10 +155,16 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
 
 
-def export_promptable(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0) -> dict[str, Any]:
-    """Write ``encoder.onnx``, ``decoder.onnx``, ``preprocess.json`` and ``verification.json``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def export_promptable(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0, force: bool = False,
+                      source: str | None = None) -> dict[str, Any]:
+    """Write ``encoder.onnx``, ``decoder.onnx``, ``preprocess.json``, ``verification.json`` and
+    ``manifest.json`` into ``out_dir`` (whole or not at all; non-empty refused unless ``force``).
+    ``source``: the model as the user named it, recorded in the manifest. Returns the verification report."""
+    return _export("promptable", _write_promptable, model, out_dir, opset=opset, seed=seed, force=force,
+                   source=source)
+
+
+def _write_promptable(model, out: Path, *, opset: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     model = copy.deepcopy(model).eval().cpu()
     backbone = getattr(model.image_encoder, "backbone", None)
     if backbone is not None:  # a timm student: fuse RepVGG-style branches and conv+BN pairs
@@ -170,9 +194,7 @@ def export_promptable(model, out_dir: str | Path, *, opset: int = 17, seed: int 
             "low_res_size": 4 * g, "labels": {"1": "foreground point", "0": "background point",
                                                "2": "box top-left", "3": "box bottom-right", "-1": "padding"},
             "frames": "coords in the input frame: resize longest side to input_size (or stretch), pad bottom/right"}
-    (out / "preprocess.json").write_text(json.dumps(spec, indent=2))
-    (out / "verification.json").write_text(json.dumps(report, indent=2))
-    return report
+    return report, spec
 
 
 @torch.no_grad()
@@ -209,3 +231,179 @@ def verify_promptable(model, out: Path, *, seed: int = 0) -> dict[str, Any]:
                        "max_abs_diff": float(np.abs(ref - got).max()), "dice_agreement": _dice(ref > 0, got > 0)})
     return {"checks": checks, "max_abs_diff": max(c["max_abs_diff"] for c in checks),
             "min_dice_agreement": min(c.get("dice_agreement", 1.0) for c in checks)}
+
+
+# ---------------------------------------------------------------------------------------- the folder
+_ROLE_OF = {"encoder.onnx": "encoder", "decoder.onnx": "decoder", "model.onnx": "model",
+            "preprocess.json": "preprocess", "verification.json": "verification"}
+_ROLE_ORDER = ("encoder", "decoder", "model", "preprocess", "verification")
+
+
+def _export(kind: str, write: Callable[..., tuple[dict[str, Any], dict[str, Any]]], model, out_dir: str | Path, *,
+            opset: int, seed: int, force: bool, source: str | None) -> dict[str, Any]:
+    """Write one export into a staged sibling of ``out_dir``; it replaces ``out_dir`` only when the graphs,
+    their verification, the specs and the manifest are all written."""
+    from samdistill.atomic import staged_dir
+
+    out = Path(out_dir)
+    check_export_target(out, keep=[source] if source else [], force=force)
+    with staged_dir(out, force=force, owned_by="samdistill export") as tmp:
+        report, spec = write(model, tmp, opset=opset, seed=seed)
+        (tmp / "preprocess.json").write_text(json.dumps(spec, indent=2))
+        (tmp / "verification.json").write_text(json.dumps(report, indent=2))
+        manifest = _manifest(tmp, kind, family=getattr(model, "family", None), opset=opset, source=source,
+                             report=report)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return report
+
+
+def check_export_target(out: Path, *, keep: list[str | os.PathLike], force: bool) -> None:
+    """``UserError`` when writing ``out`` would remove what the export needs or the user stands in:
+    the current folder (or one above it), or, with ``force``, a folder holding one of ``keep`` (the
+    model being exported, its checkpoint)."""
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    if cwd == target or target in cwd.parents:
+        raise UserError(f"--out {out} is the current folder or one above it; give a folder of its own, "
+                        f"e.g. --out {out / 'onnx'}")
+    if not force:
+        return  # a non-empty --out is refused by staged_dir anyway
+    for k in keep:
+        kp = Path(k)
+        if kp.exists() and (kp.resolve() == target or target in kp.resolve().parents):
+            raise UserError(f"--out {out} holds {k}, which is being exported; --force would delete it. "
+                            f"Choose another folder, e.g. --out {out / 'onnx'}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _portable_source(source: str | None) -> str | None:
+    """The source as the user gave it; an absolute path is made relative to the current folder when it lies
+    under it, else cut to its file name, so a manifest does not carry this machine's folders."""
+    if source is None:
+        return None
+    p = Path(source)
+    if not p.is_absolute():
+        return str(source)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name
+
+
+def _manifest(folder: Path, kind: str, *, family: str | None, opset: int, source: str | None,
+              report: dict[str, Any]) -> dict[str, Any]:
+    import torch as _torch
+
+    from samdistill import __version__
+
+    # every file in the folder, so external weight files of a >2 GB graph are hashed too
+    names = sorted((p.name for p in folder.iterdir() if p.is_file()),
+                   key=lambda n: (_ROLE_ORDER.index(_ROLE_OF[n]) if n in _ROLE_OF else len(_ROLE_ORDER), n))
+    files = [{"name": n, "role": _ROLE_OF.get(n, "external_data"), "sha256": _sha256(folder / n),
+              "bytes": (folder / n).stat().st_size} for n in names]
+    return {"format": FORMAT, "kind": kind, "family": family, "source": _portable_source(source), "opset": opset,
+            "files": files, "preprocess": "preprocess.json",
+            "verification": {"file": "verification.json", "max_abs_diff": report["max_abs_diff"],
+                             "min_dice_agreement": report["min_dice_agreement"]},
+            "samdistill_version": __version__, "torch_version": _torch.__version__}
+
+
+@dataclass(frozen=True)
+class ExportFolder:
+    """A folder written by ``samdistill export``, as :func:`read_export` found it."""
+
+    folder: Path
+    kind: str                       # "promptable" | "promptfree"
+    graphs: dict[str, Path]         # role ("encoder", "decoder" or "model") -> graph file
+    preprocess: dict[str, Any]      # preprocess.json
+    files: list[str] = field(default_factory=list)  # what the export wrote, manifest.json last
+    manifest: dict[str, Any] | None = None          # None: an older export without one
+
+
+def _reexport(folder: Path, source: str | None = None) -> str:
+    return f"re-export: samdistill export {source or 'MODEL'} --out {folder} --force"
+
+
+def read_export(folder: str | Path, *, check: bool = True) -> ExportFolder:
+    """Recognise an export folder by its ``manifest.json`` (``check``: every file it names present with its
+    sha256). A folder without one (an older samdistill) is read only when unambiguous: ``model.onnx``
+    alone, or ``encoder.onnx`` + ``decoder.onnx`` alone. Anything else is a one-line ``UserError``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder written by `samdistill export`")
+    if (folder / MANIFEST).exists():
+        return _read_manifest(folder, check)
+    have = sorted(n for n in ("model.onnx", "encoder.onnx", "decoder.onnx") if (folder / n).is_file())
+    if not have:
+        raise UserError(f"{folder} holds no encoder.onnx/decoder.onnx (or model.onnx); export with `samdistill export`")
+    if have == ["model.onnx"]:
+        kind, graphs = "promptfree", {"model": folder / "model.onnx"}
+    elif have == ["decoder.onnx", "encoder.onnx"]:
+        kind, graphs = "promptable", {"encoder": folder / "encoder.onnx", "decoder": folder / "decoder.onnx"}
+    else:
+        raise UserError(f"{folder} holds {', '.join(have)} and no {MANIFEST} (written by an older samdistill, "
+                        f"perhaps over another export), so which model it is is unclear; {_reexport(folder)}")
+    if not (folder / "preprocess.json").is_file():
+        raise UserError(f"{folder} has {', '.join(have)} but no preprocess.json; {_reexport(folder)}")
+    spec = _read_json(folder / "preprocess.json", folder, None)
+    files = [n for n in (*[g.name for g in graphs.values()], "preprocess.json", "verification.json")
+             if (folder / n).is_file()]
+    return ExportFolder(folder=folder, kind=kind, graphs=graphs, preprocess=spec, files=files)
+
+
+def _read_json(path: Path, folder: Path, source: str | None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); {_reexport(folder, source)}") from None
+
+
+def _read_manifest(folder: Path, check: bool) -> ExportFolder:
+    m = _read_json(folder / MANIFEST, folder, None)
+    fmt = m.get("format") if isinstance(m, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith("samdistill-onnx/"):
+        raise UserError(f"{folder / MANIFEST} is not a samdistill export manifest (no format "
+                        f"'{FORMAT}'); {_reexport(folder)}")
+    if fmt != FORMAT:
+        raise UserError(f"{folder / MANIFEST} is format {fmt}, which this samdistill does not read (it reads "
+                        f"{FORMAT}); upgrade samdistill or {_reexport(folder)}")
+    source = m.get("source") if isinstance(m.get("source"), str) else None
+    kind, files = m.get("kind"), m.get("files")
+    bad = None
+    if kind not in GRAPH_ROLES:
+        bad = f"kind {kind!r} is not promptable or promptfree"
+    elif not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("sha256"), str)
+            for f in files):
+        bad = "'files' is not a list of {name, role, sha256}"
+    elif any(Path(f["name"]).name != f["name"] or f["name"] in ("", ".", "..") for f in files):
+        bad = "a file name points outside the folder"  # never open what a manifest names elsewhere
+    if bad is None:
+        roles = [f.get("role") for f in files]
+        missing = [r for r in (*GRAPH_ROLES[kind], "preprocess") if roles.count(r) != 1]
+        if missing:
+            bad = f"it names no single {'/'.join(missing)} file for a {kind} export"
+    if bad:
+        raise UserError(f"{folder / MANIFEST} is damaged: {bad}; {_reexport(folder, source)}")
+    if check:
+        for f in files:
+            p = folder / f["name"]
+            if not p.is_file():
+                raise UserError(f"{p} is missing (named in {MANIFEST}); {_reexport(folder, source)}")
+            if ("bytes" in f and p.stat().st_size != f["bytes"]) or _sha256(p) != f["sha256"]:
+                raise UserError(f"{p} has changed since it was exported (sha256 differs from {MANIFEST}); "
+                                f"{_reexport(folder, source)}")
+    by_role = {f.get("role"): folder / f["name"] for f in files}
+    pre = by_role["preprocess"]
+    if not pre.is_file():
+        raise UserError(f"{pre} is missing (named in {MANIFEST}); {_reexport(folder, source)}")
+    return ExportFolder(folder=folder, kind=kind, graphs={r: by_role[r] for r in GRAPH_ROLES[kind]},
+                        preprocess=_read_json(pre, folder, source), files=[f["name"] for f in files] + [MANIFEST],
+                        manifest=m)

@@ -36,9 +36,7 @@ class Predictor:
     @classmethod
     def load(cls, model: str | Path, *, checkpoint: str | None = None, threads: int | None = None) -> "Predictor":
         p = Path(str(model))
-        if p.is_dir():
-            if not (p / "encoder.onnx").exists() and not (p / "model.onnx").exists():
-                raise UserError(f"{p} holds no encoder.onnx/decoder.onnx (or model.onnx); export with `samdistill export`")
+        if p.is_dir():  # an export folder: from_onnx reads its manifest (and refuses one that is not)
             return cls.from_onnx(p, threads=threads)
         from samdistill.models.zoo import load_model
 
@@ -80,19 +78,31 @@ class Predictor:
             import onnxruntime as ort
         except ImportError:
             raise UserError("the ONNX backend needs onnxruntime: pip install 'samdistill[deploy]'") from None
+        from samdistill.deploy.onnx import read_export
+
         folder = Path(folder)
-        spec = json.loads((folder / "preprocess.json").read_text())
+        # the manifest says which graphs make the model (and their hashes): never a stale file beside them
+        export = read_export(folder)
+        spec = export.preprocess
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        if (folder / "model.onnx").exists():  # a prompt-free student
-            sess = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+        def session(path: Path):
+            try:
+                return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # a damaged graph in a folder without a manifest to catch it first
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"{path} cannot be loaded by onnxruntime ({first}); re-export it with "
+                                f"`samdistill export MODEL --out {folder} --force`") from None
+
+        if export.kind == "promptfree":
+            sess = session(export.graphs["model"])
             return cls(preprocess=Preprocess.from_dict(spec["preprocess"]),
                        encode=lambda x: sess.run(["foreground"], {"images": x})[0], decode=None,
                        name=folder.name, backend="onnx", prompt_free=True)
-        enc = ort.InferenceSession(str(folder / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
-        dec = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+        enc, dec = session(export.graphs["encoder"]), session(export.graphs["decoder"])
 
         def encode(x: np.ndarray) -> np.ndarray:
             return enc.run(None, {"images": x})[0]

@@ -30,13 +30,14 @@ def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
     p = Path(spec)
     info: dict[str, Any] = {"model": spec}
     if p.is_dir():
-        pred = Predictor.load(p)
+        pred = Predictor.load(p)  # checks the folder's manifest and hashes
         import onnx
 
+        from samdistill.deploy.onnx import read_export
+
         n = 0
-        graphs = ("model.onnx",) if (p / "model.onnx").exists() else ("encoder.onnx", "decoder.onnx")
-        for f in graphs:
-            n += sum(int(np.prod(t.dims)) for t in onnx.load(str(p / f), load_external_data=False).graph.initializer)
+        for f in read_export(p, check=False).graphs.values():  # the graphs the manifest names, not a stale file
+            n += sum(int(np.prod(t.dims)) for t in onnx.load(str(f), load_external_data=False).graph.initializer)
         info.update(backend="onnx", params_total=n, encoder_gmacs=None, decoder_gmacs=None)
         return pred, info
     from samdistill.models.zoo import load_model
