@@ -36,6 +36,21 @@ def test_user_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, f
     assert err.startswith("error:") and fragment in err and "\n" not in err and "Traceback" not in err
 
 
+def test_list_hides_test_models_unless_all(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.split("datasets:")[0].splitlines()[1:] if not line.strip().startswith("(")]
+    assert "litemedsam" in names and "mobilenetv4_conv_small" in names
+    assert not [n for n in names if n.startswith("test_")]
+    from samdistill.models.zoo import populate
+
+    n_test = sum(e.name.startswith("test_") for e in populate())
+    assert n_test >= 8 and f"({n_test} test_* models for tests hidden: samdistill list --all)" in out
+    assert main(["list", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "  test_sam " in out and "  test_resnet18 " in out and "hidden" not in out
+
+
 def test_bad_option_value_is_a_usage_error(capsys):
     assert main(["eval", "--data", "synthetic", "--out", "x", "--limit", "0"]) == 2
 

@@ -2,16 +2,32 @@ from pathlib import Path
 
 import pytest
 
-from samdistill.config import DistillConfig, dump_config, load_config, parse_overrides
+from samdistill.config import DistillConfig, dump_config, load_config, parse_overrides, shipped_recipes
 from samdistill.errors import UserError
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+# The recipes in the source tree; each must also be found by name, through the installed package.
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "src" / "samdistill" / "recipes").glob("*.yaml"))
+
+
+def test_the_shipped_recipes_are_package_data():
+    assert sorted(shipped_recipes()) == sorted(p.stem for p in RECIPES)
+    assert {"kdsam", "knowsam", "nas"} <= set(shipped_recipes())
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_every_shipped_recipe_loads(recipe):
-    cfg = load_config(recipe)
+def test_every_shipped_recipe_loads(recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # by name, from anywhere: not a path relative to the checkout
+    cfg = load_config(recipe.stem)
     assert isinstance(cfg, DistillConfig) and cfg.method == recipe.stem
+    assert load_config(recipe) == cfg  # a recipe given as a path still works
+
+
+def test_a_recipe_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kdsam").write_text("seed: 11\n")
+    assert load_config("kdsam").seed == 11
+    with pytest.raises(UserError, match="recipe not found: ../kdsam .*shipped recipe: kdsam, knowsam, nas"):
+        load_config("../kdsam")  # a name never walks out of the recipes folder
 
 
 def test_overrides_are_dotted_and_typed():

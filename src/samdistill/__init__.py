@@ -8,7 +8,7 @@ Public API::
     samdistill.evaluate_model("litemedsam", "../shared/data/kvasir_seg", out_dir="runs/eval", limit=40)
 """
 
-__version__ = "0.1.0"
+from samdistill._version import __version__
 
 from samdistill.deploy.predictor import Predictor  # noqa: E402
 from samdistill.api import (  # noqa: E402

@@ -45,20 +45,30 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(
+    show_all: bool = typer.Option(False, "--all", help="Also show the tiny test_* models (random weights, for tests)."),
+) -> None:
     """List registered models (teachers, students) and datasets.
 
     Example: samdistill list
+
+    Example (with the tiny test_* models): samdistill list --all
     """
     from samdistill.data.datasets import DATASETS
     from samdistill.models.zoo import populate
 
     models = populate()
+    # test_* models are random-weight miniatures for the test suite; a user choosing a model should not see them.
+    hidden = set() if show_all else {e.name for e in models if e.name.startswith("test_")}
     typer.echo("models:")
     for e in models:
+        if e.name in hidden:
+            continue
         size = e.meta.get("input_size")
         size = f"{size:>5}px" if isinstance(size, int) else "teacher's frame"
         typer.echo(f"  {e.name:<28} {e.meta.get('kind', ''):<8} {size:<16} weights: {e.meta.get('weights', '')}")
+    if hidden:
+        typer.echo(f"  ({len(hidden)} test_* models for tests hidden: samdistill list --all)")
     typer.echo("datasets:")
     for e in DATASETS:
         typer.echo(f"  {e.name:<14} {e.meta.get('summary', '')}")
@@ -162,7 +172,7 @@ def eval_cmd(
 def distill(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stage1.epochs=3."),
     method: str = typer.Option("kdsam", help="Distillation method: kdsam (promptable student) | knowsam (prompt-free, semi-supervised)."),
-    recipe: Optional[str] = typer.Option(None, help="Recipe YAML (default: recipes/<method>.yaml)."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe: a YAML file, or a shipped recipe's name (kdsam, knowsam, nas; default: the --method's)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher model name (default from the recipe: litemedsam)."),
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
     student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`)."),

@@ -7,13 +7,17 @@ The resolved config is saved as ``config.yaml`` in the run directory.
 from __future__ import annotations
 
 import difflib
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from samdistill.errors import UserError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 class Strict(BaseModel):
@@ -243,17 +247,29 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def shipped_recipes() -> dict[str, Traversable]:
+    """The recipes packaged with samdistill (``samdistill/recipes/*.yaml``), by name.
+
+    Read through :mod:`importlib.resources`, not a path relative to the source tree, so an installed
+    wheel finds them as well as a checkout does.
+    """
+    root = resources.files("samdistill") / "recipes"
+    if not root.is_dir():
+        return {}
+    return {f.name[: -len(".yaml")]: f for f in root.iterdir() if f.name.endswith(".yaml") and f.is_file()}
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> DistillConfig:
-    """Recipe YAML (or defaults) + overrides -> validated :class:`DistillConfig`."""
+    """Recipe YAML (a file path, or the name of a shipped recipe) + overrides -> validated :class:`DistillConfig`."""
     tree: dict[str, Any] = {}
     if recipe is not None:
-        p = Path(recipe)
-        if not p.is_file():
-            shipped = Path(__file__).resolve().parents[2] / "recipes" / f"{recipe}.yaml"
-            if shipped.is_file():
-                p = shipped
-            else:
-                raise UserError(f"recipe not found: {recipe}")
+        p: Path | Traversable = Path(recipe)
+        if not p.is_file():  # a path wins over a shipped name, as before
+            shipped = shipped_recipes()
+            if str(recipe) not in shipped:
+                raise UserError(f"recipe not found: {recipe} (give a recipe YAML file, or the name of a shipped recipe: "
+                                f"{', '.join(sorted(shipped)) or 'none are installed'})")
+            p = shipped[str(recipe)]
         try:
             tree = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:

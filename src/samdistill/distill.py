@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from samdistill import __version__
+from samdistill._version import __version__
 from samdistill.config import DistillConfig, dump_config
 from samdistill.data.cache import CachedSet, EmbeddingCache
 from samdistill.data.datasets import open_dataset

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samdistill import __version__
+from samdistill._version import __version__
 from samdistill.data.datasets import SegDataset
 from samdistill.data.prompts import (
     box_ellipse_mask,
