@@ -57,3 +57,50 @@ def test_resolved_config_round_trips(tmp_path):
     assert load_config(tmp_path / "config.yaml") == cfg
     with pytest.raises(UserError, match="recipe not found"):
         load_config("nope")
+
+
+def test_data_labels_is_a_list_of_foreground_values():
+    assert load_config("kdsam", ["data.labels=[1,2]"]).data.labels == [1, 2]
+    assert load_config("kdsam").data.labels is None
+    for bad in ("data.labels=[0,1]", "data.labels=[]", "data.labels=two"):
+        with pytest.raises(UserError, match="'data.labels'"):
+            load_config("kdsam", [bad])
+
+
+def test_distill_labels_option_sets_data_labels(tmp_path, monkeypatch):
+    import samdistill.api
+    from samdistill.cli import main
+
+    seen = []
+
+    def fake_distill(cfg, out, resume=False):
+        seen.append(cfg)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(samdistill.api, "distill", fake_distill)
+    assert main(["distill", "--data", "synthetic:n=5", "--out", str(tmp_path / "r"), "--labels", "1,2"]) == 2
+    assert main(["distill", "--data", "synthetic:n=5", "--out", str(tmp_path / "r"), "data.labels=[2]"]) == 2
+    assert [c.data.labels for c in seen] == [[1, 2], [2]]
+    assert main(["distill", "--data", "synthetic:n=5", "--out", str(tmp_path / "r"), "--labels", "x"]) == 2
+    assert len(seen) == 2  # a bad --labels stops before the run
+
+
+def test_data_labels_reach_the_dataset_distill_opens(tmp_path, tiny_model):
+    import numpy as np
+    from PIL import Image
+
+    from samdistill.data.synthetic import phantom
+    from samdistill.distill import build_cache
+
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    m = np.zeros((64, 64), np.uint8)
+    m[5:15, 5:15], m[30:50, 30:50] = 1, 2
+    for i in range(4):
+        Image.fromarray(np.ascontiguousarray(phantom(0, i, 96)[0][:64, :64])).save(tmp_path / "d" / "images" / f"c{i}.png")
+        Image.fromarray(m).save(tmp_path / "d" / "masks" / f"c{i}.png")
+    cfg = load_config("kdsam", {"teacher": "test_sam", "data": {"path": str(tmp_path / "d"), "labels": [2]},
+                                "cache": {"dir": str(tmp_path / "cache")}, "progress": False})
+    (tmp_path / "run").mkdir()
+    ds, *_ = build_cache(cfg, tiny_model, tmp_path / "run", progress=False)
+    assert ds.labels == (2,) and int(ds.load("c0").mask.sum()) == 400

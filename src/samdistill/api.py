@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from samdistill.atomic import check_out_dir
 from samdistill.config import DistillConfig, load_config
 from samdistill.data.datasets import list_datasets, open_dataset
 from samdistill.devices import check_device
@@ -31,13 +32,16 @@ def evaluate_model(
     device: str = "cpu",
     on_error: str = "raise",
     mask_threshold: int | None = None,
+    labels: list[int] | None = None,
     progress: bool = True,
     coco_map: bool = False,
 ) -> dict[str, Any]:
     """Load ``model``, open ``data``, evaluate (box/point prompts, or none for prompt-free students); returns
-    the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]."""
+    the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]. ``labels``: masks are label maps, foreground =
+    these values. ``out_dir`` that is a file, lies under one or is not writable: ``UserError`` before any work."""
+    check_out_dir(out_dir)
     check_device(device)
-    ds = open_dataset(data, layout=layout, on_error=on_error, mask_threshold=mask_threshold, seed=seed)
+    ds = open_dataset(data, layout=layout, on_error=on_error, mask_threshold=mask_threshold, labels=labels, seed=seed)
     m = load_model(model, checkpoint=checkpoint, device=device)
     name = Path(str(model)).stem if Path(str(model)).is_file() else str(model)
     return evaluate(
@@ -65,14 +69,17 @@ def build_cache(
     cache_dir: str | os.PathLike = "runs/.samdistill-cache",
     threads: int | None = None,
     on_error: str = "raise",
+    labels: list[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fill the teacher-embedding cache for one split; returns hit/miss/corrupt counts."""
+    """Fill the teacher-embedding cache for one split; returns hit/miss/corrupt counts. ``labels``: masks are
+    label maps (see :func:`open_dataset`)."""
     from samdistill.data.cache import EmbeddingCache
     from samdistill.eval.efficiency import num_threads
 
+    check_out_dir(cache_dir, "--cache-dir")
     with num_threads(threads):
-        ds = open_dataset(data, on_error=on_error)
+        ds = open_dataset(data, on_error=on_error, labels=labels)
         t = load_model(teacher, checkpoint=checkpoint)
         cache = EmbeddingCache(cache_dir, t)
         cache.build(ds, ds.ids(split, limit), flips=flips, progress=progress)
@@ -82,7 +89,7 @@ def build_cache(
 def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Distill LiteMedSAM into a small student on ``n`` phantoms; evaluate both on the test split."""
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     data = f"synthetic:n={n},size=256,seed=0"
     cfg = load_config("kdsam", {
         "data": {"path": data}, "student": {"name": "efficientvit_b0"}, "threads": threads, "progress": progress,

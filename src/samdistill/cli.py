@@ -151,19 +151,25 @@ def eval_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | mps (checked before any work starts)."),
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise: stop at a bad file; skip: count it."),
     mask_threshold: Optional[int] = typer.Option(None, min=1, max=255, help="Declare masks noisy; foreground >= T."),
+    labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
+                                         "e.g. 1,2 or 2 (0 and any other value are background; not with --mask-threshold)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     coco_map: bool = typer.Option(False, "--map", help="Also COCO mask mAP@[.5:.95] (pycocotools)."),
 ) -> None:
     """Evaluate a model (promptable: simulated prompts; prompt-free: none); Dice, IoU, NSD, HD95, MACs, latency.
 
     Example: samdistill eval --model litemedsam --data ../shared/data/kvasir_seg --split test --limit 40 --out runs/eval
+
+    Example (label-map masks {0, 1, 2}, class 2 is the foreground): samdistill eval --data scans/ --labels 2 --out runs/eval2
     """
     from samdistill.api import evaluate_model
+    from samdistill.data.datasets import parse_labels
 
     summary = evaluate_model(
         model, data, out_dir=out, split=split, limit=limit, checkpoint=checkpoint, layout=layout,
         prompt=prompt.value, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
-        on_error=on_error.value, mask_threshold=mask_threshold, progress=progress, coco_map=coco_map,
+        on_error=on_error.value, mask_threshold=mask_threshold, labels=parse_labels(labels) if labels else None,
+        progress=progress, coco_map=coco_map,
     )
     _print_summary(summary, out)
 
@@ -179,6 +185,8 @@ def distill(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
     labeled: Optional[float] = typer.Option(None, help="knowsam: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
+    labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
+                                         "e.g. 1,2 (sets data.labels; 0 and other values are background)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     stage: Optional[int] = typer.Option(None, min=1, max=2, help="Run only stage 1 or stage 2 (default: both)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
@@ -195,13 +203,14 @@ def distill(
     """
     from samdistill.api import distill as run_distill
     from samdistill.config import load_config, merge, parse_overrides, set_dotted
+    from samdistill.data.datasets import parse_labels
 
     cli: dict = {}
     for key, val in (("teacher", teacher), ("teacher_checkpoint", str(teacher_checkpoint) if teacher_checkpoint else None),
                      ("data.path", data), ("knowsam.student" if method == "knowsam" else "student.name", student),
                      ("threads", threads), ("device", device),
                      ("method", method), ("stages", [stage] if stage is not None else None),
-                     ("knowsam.labeled", labeled)):
+                     ("knowsam.labeled", labeled), ("data.labels", parse_labels(labels) if labels else None)):
         if val is not None:
             set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
@@ -234,15 +243,19 @@ def cache(
     cache_dir: Path = typer.Option(Path("runs/.samdistill-cache"), help="Cache folder (shared by runs)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise | skip bad files."),
+    labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
+                                         "e.g. 1,2 or 2 (0 and any other value are background)."),
 ) -> None:
     """Compute and store teacher embeddings once (fp16, resumable; `distill` reuses them).
 
     Example: samdistill cache --data ../shared/data/kvasir_seg --split train --cache-dir runs/.samdistill-cache
     """
     from samdistill.api import build_cache
+    from samdistill.data.datasets import parse_labels
 
     stats = build_cache(data, teacher=teacher, checkpoint=teacher_checkpoint, split=split, limit=limit, flips=flips,
-                        cache_dir=cache_dir, threads=threads, on_error=on_error.value)
+                        cache_dir=cache_dir, threads=threads, on_error=on_error.value,
+                        labels=parse_labels(labels) if labels else None)
     typer.echo(f"cache {stats['dir']}: {stats['hits']} already there, {stats['misses']} computed, "
                f"{stats['corrupt']} corrupt entries replaced, {stats['skipped']} bad files skipped, {stats['seconds']:.0f} s")
 
@@ -379,14 +392,18 @@ def bench(
     split: str = typer.Option("test", help="train | val | test | all."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images of the split."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch / onnxruntime threads (stated in the table)."),
+    labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
+                                         "e.g. 1,2 or 2 (0 and any other value are background)."),
 ) -> None:
     """Accuracy, MACs, latency and throughput of several models side by side, timed in one process.
 
     Example: samdistill bench litemedsam runs/x/student.pt runs/x/onnx --data ../shared/data/kvasir_seg --out runs/bench
     """
+    from samdistill.data.datasets import parse_labels
     from samdistill.eval.bench import run_bench
 
-    run_bench(list(models), data, out_dir=out, split=split, limit=limit, threads=threads)
+    run_bench(list(models), data, out_dir=out, split=split, limit=limit, threads=threads,
+              labels=parse_labels(labels) if labels else None)
     typer.echo((out / "bench.md").read_text())
 
 

@@ -33,7 +33,15 @@ class DataConfig(Strict):
     limit_val: Optional[int] = Field(None, ge=1)
     on_error: Literal["raise", "skip"] = "raise"
     mask_threshold: Optional[int] = Field(None, ge=1, le=255)
+    labels: Optional[list[int]] = None  # label-map masks: foreground = pixels with these values; 0 and others background
     seed: int = 0
+
+    @field_validator("labels")
+    @classmethod
+    def _foreground_labels(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError("labels are the mask values that are foreground (1 or more), e.g. [1, 2]; 0 is background")
+        return v
 
 
 class StudentConfig(Strict):

@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
 
 def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
     ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
-                      mask_threshold=cfg.data.mask_threshold, seed=cfg.data.seed)
+                      mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
     train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
     val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
     if not train_ids:

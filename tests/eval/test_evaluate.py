@@ -51,3 +51,104 @@ def test_jitter_and_component_protocols_change_prompts():
     assert not np.array_equal(jit, tight) and np.all(np.abs(jit - tight) <= 4)
     pts = PromptProtocol(kind="point").make(m, "a")
     assert pts["points"].shape == (1, 1, 2) and pts["labels"].tolist() == [[1]]
+
+
+# ------------------------------------------------------------------ label-map masks (--labels)
+def _label_map_folder(root, n=3):
+    """Folder layout, 64x64: class 1 a 10x10 square (rows/cols 5..14), class 2 a 20x20 square (30..49)."""
+    from PIL import Image
+
+    from samdistill.data.synthetic import phantom
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    m = np.zeros((64, 64), np.uint8)
+    m[5:15, 5:15] = 1
+    m[30:50, 30:50] = 2
+    for i in range(n):
+        img, _ = phantom(0, i, 96)  # at least 72 px a side
+        Image.fromarray(np.ascontiguousarray(img[:64, :64])).save(root / "images" / f"c{i}.png")
+        Image.fromarray(m).save(root / "masks" / f"c{i}.png")
+    (root / "split.json").write_text(json.dumps({"train": [], "val": [], "test": [f"c{i}" for i in range(n)]}))
+    return root
+
+
+def test_eval_of_label_map_masks_names_the_labels_then_scores_the_chosen_foreground(tmp_path, capsys):
+    from samdistill.cli import main
+
+    data = _label_map_folder(tmp_path / "lm")
+    base = ["eval", "--model", "test_sam", "--data", str(data), "--no-progress", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a multi-class label map (labels 1, 2)" in err and "--labels 1,2" in err and "\n" not in err
+
+    assert main([*base, "--out", str(tmp_path / "two"), "--labels", "2"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "two" / "per_image.csv")))
+    assert len(rows) == 3 and {int(r["gt_area"]) for r in rows} == {400}
+    # the filled tight box around the 20x20 square of class 2 is that square
+    assert [float(r["dice_box_filled"]) for r in rows] == pytest.approx([1.0] * 3)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["labels"] == [2]
+
+    assert main([*base, "--out", str(tmp_path / "both"), "--labels", "1,2"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "both" / "per_image.csv")))
+    assert {int(r["gt_area"]) for r in rows} == {500}
+    # box from (5, 5) to (49, 49): 45 x 45 = 2025 px holding the 500 foreground px
+    assert float(rows[0]["dice_box_filled"]) == pytest.approx(2 * 500 / (2025 + 500))
+
+
+# ------------------------------------------------------------------ --out that cannot be a folder
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("verb", ["eval", "bench", "cache", "quickstart"])
+def test_out_that_is_a_file_or_under_a_file_exits_2_with_one_line(tmp_path, capsys, verb):
+    from samdistill.cli import main
+
+    f = tmp_path / "taken.txt"
+    f.write_text("keep me")
+    argv = {
+        "eval": ["eval", "--model", "test_sam", "--data", "synthetic:n=5,size=64", "--no-progress", "--out"],
+        "bench": ["bench", "test_sam", "--data", "synthetic:n=5,size=64", "--out"],
+        "cache": ["cache", "--teacher", "test_sam", "--data", "synthetic:n=5,size=64", "--cache-dir"],
+        "quickstart": ["quickstart", "--out"],
+    }[verb]
+    flag = argv[-1]
+    assert main([*argv, str(f)]) == 2
+    assert f"{flag} {f} is an existing file" in _one_line_error(capsys)
+    assert main([*argv, str(f / "sub")]) == 2
+    assert f"{f} is a file" in _one_line_error(capsys)
+    assert f.read_text() == "keep me"
+
+
+def test_out_under_a_read_only_folder_exits_2_and_the_api_raises(tmp_path, capsys, monkeypatch):
+    import os
+
+    from samdistill.api import evaluate_model
+    from samdistill.cli import main
+    from samdistill.errors import UserError
+
+    # Root writes through permission bits, so a read-only mount is stood in for by os.access.
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == os.fspath(ro) else real(p, mode))
+    assert main(["eval", "--model", "test_sam", "--data", "synthetic:n=5,size=64", "--no-progress",
+                 "--out", str(ro / "ev")]) == 2
+    assert f"{ro} is not writable" in _one_line_error(capsys)
+    assert main(["bench", "test_sam", "--data", "synthetic:n=5,size=64", "--out", str(ro / "b")]) == 2
+    assert "not writable" in _one_line_error(capsys)
+    with pytest.raises(UserError, match="not writable"):
+        evaluate_model("test_sam", "synthetic:n=5,size=64", out_dir=ro / "ev", progress=False)
+    assert list(ro.iterdir()) == []
+
+
+def test_evaluate_itself_checks_out_dir(tmp_path, tiny_model):
+    from samdistill.errors import UserError
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(UserError, match="existing file"):
+        evaluate(tiny_model, open_dataset("synthetic:n=5,size=64"), out_dir=f, model_name="t", progress=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -103,6 +104,7 @@ class SegDataset:
         *,
         on_error: OnError = "raise",
         mask_threshold: int | None = None,
+        labels: list[int] | tuple[int, ...] | None = None,
         split: dict[str, list[str]] | None = None,
         split_source: str = "",
         seed: int = 0,
@@ -112,6 +114,7 @@ class SegDataset:
             raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.name, self.root, self.on_error = name, root, on_error
         self.mask_threshold = mask_threshold
+        self.labels = check_labels(labels, mask_threshold)
         self.records = scan.records
         self.by_id = {r.id: r for r in self.records}
         self.ignored = scan.ignored
@@ -121,7 +124,8 @@ class SegDataset:
             self._problem(DataError(f"{reason}: {path}", path))
         if split is None:
             split, split_source = seeded_split([r.id for r in self.records], seed), f"seeded 70/10/20 (seed {seed})"
-        self.split, self.split_source = self._check_split(split), split_source
+        self.split_source = split_source
+        self.split = self._check_split(split)
 
     # ---------------------------------------------------------------- bad input
     def _problem(self, err: DataError) -> None:
@@ -130,15 +134,35 @@ class SegDataset:
         self.skipped.append((err.path or "?", str(err)))
 
     def _check_split(self, split: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Parts disjoint and without repeats (always an error: a test image seen in training, or
+        counted twice, inflates the scores silently); ids the dataset lacks: error, or with
+        ``on_error="skip"`` left out and counted in ``skipped`` (one entry per id)."""
+        src = (f"split file {self.split_source}" if self.split_source.endswith(".json")
+               else f"split of {self.name} ({self.split_source or 'given'})")
         unknown = set(split) - set(SPLITS)
         if unknown:
-            raise UserError(f"split of {self.name} has unknown parts {sorted(unknown)}; expected {list(SPLITS)}")
+            raise UserError(f"{src} has unknown parts {sorted(unknown)}; expected {list(SPLITS)}")
+        parts = {part: [str(i) for i in split.get(part, [])] for part in SPLITS}
+        wrong = []
+        for part, ids in parts.items():
+            repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+            if repeated:
+                wrong.append(f"{part!r} lists {_some_ids(repeated)} more than once")
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = sorted(set(parts[a]) & set(parts[b]))
+            if shared:
+                wrong.append(f"{a!r} and {b!r} share {_some_ids(shared)}")
+        if wrong:
+            raise DataError(f"{src}: {'; '.join(wrong)}; each id must be in one list, once (fix the split file)",
+                            src)
         out = {}
-        for part in SPLITS:
-            ids = list(split.get(part, []))
+        for part, ids in parts.items():
             missing = [i for i in ids if i not in self.by_id]
-            for i in missing:
-                self._problem(DataError(f"split {part!r} lists {i!r} but the dataset has no such image/mask pair", i))
+            if missing and self.on_error == "raise":
+                raise DataError(f"{src}: {part!r} lists {_some_ids(missing)} with no image/mask pair in the "
+                                "dataset; fix the split file, or pass --on-error skip to leave them out (counted)", src)
+            self.skipped += [(i, f"{src}: {part!r} lists {i!r} but the dataset has no such image/mask pair")
+                             for i in missing]
             out[part] = [i for i in ids if i in self.by_id]
         return out
 
@@ -166,7 +190,7 @@ class SegDataset:
         thr = self.mask_threshold if self.mask_threshold is not None else 128
         mask = None
         for mp in rec.masks:
-            m = read_mask(mp, kind, thr)
+            m = read_mask(mp, kind, thr, labels=self.labels)
             if m.shape != image.shape[:2]:
                 raise DataError(
                     f"mask {mp} is {m.shape[1]}x{m.shape[0]} but its image {rec.image} is "
@@ -191,7 +215,41 @@ class SegDataset:
             "n_images": len(self.records),
             "split_source": self.split_source,
             "split_sizes": {k: len(v) for k, v in self.split.items()},
+            **({"labels": list(self.labels)} if self.labels else {}),
         }
+
+
+def _some_ids(ids: list[str], show: int = 5) -> str:
+    """``3 ids (a, b, c)``; at most ``show`` of them named."""
+    more = ", ..." if len(ids) > show else ""
+    return f"{len(ids)} id{'s' if len(ids) != 1 else ''} ({', '.join(ids[:show])}{more})"
+
+
+def parse_labels(text: str, flag: str = "--labels") -> list[int]:
+    """``"1,2"`` -> ``[1, 2]`` (the ``--labels`` option); a one-line error otherwise."""
+    try:
+        labels = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        labels = []
+    if not labels:
+        raise UserError(f"{flag} must be mask values separated by commas, e.g. {flag} 1,2 (got {text!r})")
+    return labels
+
+
+def check_labels(labels: list[int] | tuple[int, ...] | None, mask_threshold: int | None = None) -> tuple[int, ...] | None:
+    """Validate the foreground labels of label-map masks (sorted, unique) or None when not given."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes)) or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                   for v in labels):
+        raise UserError(f"labels must be a list of integers such as [1, 2], got {labels!r}")
+    if not labels:
+        raise UserError("labels is empty: give the mask values that are foreground, e.g. --labels 1,2")
+    if min(labels) < 1:
+        raise UserError(f"labels {list(labels)}: 0 is background; give the foreground values (1 or more)")
+    if mask_threshold is not None:
+        raise UserError("give --labels (label-map masks) or --mask-threshold (noisy binary masks), not both")
+    return tuple(sorted({int(v) for v in labels}))
 
 
 def seeded_split(ids: list[str], seed: int = 0, fractions: tuple[float, float] = (0.7, 0.1)) -> dict[str, list[str]]:
@@ -263,7 +321,7 @@ def _open_many(specs: list, **kw) -> SegDataset:
             split[k] += [f"{name}/{i}" for i in p.split[k]]
     scan = L.Scan(records=records, ignored=[x for p in parts for x in p.ignored])
     ds = SegDataset("+".join(names), None, scan, on_error=kw.get("on_error", "raise"),
-                    mask_threshold=kw.get("mask_threshold"), split=split if has_split else None,
+                    mask_threshold=kw.get("mask_threshold"), labels=kw.get("labels"), split=split if has_split else None,
                     split_source="merged split.json of each folder" if has_split else "", seed=kw.get("seed", 0))
     ds.skipped = [x for p in parts for x in p.skipped]
     return ds
@@ -275,15 +333,19 @@ def open_dataset(
     layout: str | None = None,
     on_error: OnError = "raise",
     mask_threshold: int | None = None,
+    labels: list[int] | tuple[int, ...] | None = None,
     seed: int = 0,
     split_file: str | os.PathLike | None = None,
 ) -> SegDataset:
-    """Open a dataset by path, manifest file, list of folders, or registered name (module docstring)."""
+    """Open a dataset by path, manifest file, list of folders, or registered name (module docstring).
+
+    ``labels``: masks are label maps; foreground = a value in ``labels``, other values background."""
     if isinstance(spec, (list, tuple)):
         if len(spec) == 1:
             spec = spec[0]
         else:
-            return _open_many(list(spec), layout=layout, on_error=on_error, mask_threshold=mask_threshold, seed=seed)
+            return _open_many(list(spec), layout=layout, on_error=on_error, mask_threshold=mask_threshold,
+                              labels=labels, seed=seed)
     spec = str(spec)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return synthetic_dataset(**_parse_synthetic(spec))
@@ -302,7 +364,7 @@ def open_dataset(
         if not scan.records and not scan.problems:
             raise UserError(f"manifest {path} lists no image/mask pairs")
         return SegDataset(path.stem, path.parent, scan, on_error=on_error, mask_threshold=mask_threshold,
-                          split=scan.split, split_source=f"split column of {path}" if scan.split else "", seed=seed)
+                          labels=labels, split=scan.split, split_source=f"split column of {path}" if scan.split else "", seed=seed)
     if not path.is_dir():
         raise UserError(f"--data must be a folder or a manifest (.csv/.jsonl), got a file: {path}")
     if layout is None:
@@ -329,7 +391,8 @@ def open_dataset(
         split, source = None, ""
     name = path.resolve().name if layout == "folder" else layout
     return SegDataset(
-        name, path, scan, on_error=on_error, mask_threshold=mask_threshold, split=split, split_source=source, seed=seed
+        name, path, scan, on_error=on_error, mask_threshold=mask_threshold, labels=labels, split=split,
+        split_source=source, seed=seed,
     )
 
 

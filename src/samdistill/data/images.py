@@ -95,10 +95,21 @@ def _as_rgb8(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_mask(path: str | Path, kind: MaskKind = "binary", threshold: int = 128) -> np.ndarray:
-    """A mask file -> ``HxW bool`` (see the module docstring for ``kind``)."""
+def read_mask(path: str | Path, kind: MaskKind = "binary", threshold: int = 128,
+              labels: list[int] | tuple[int, ...] | None = None) -> np.ndarray:
+    """A mask file -> ``HxW bool`` (see the module docstring for ``kind``).
+
+    ``labels``: the mask is a label map and the foreground is every pixel whose value is one of
+    ``labels`` (palette PNGs: the palette index); 0 and any other value are background, so
+    ``labels=[2]`` on a {0, 1, 2} map keeps class 2 only. It replaces ``threshold`` (an outline is
+    still filled). Without ``labels`` a label map (few small integers beyond {0, 1}) is an error that
+    names its labels, instead of the binary-mask advice.
+    """
     p = Path(path)
     im = _open(p, "mask")
+    if labels is not None:
+        return _label_foreground(im, p, kind, labels)
+    index = np.asarray(im) if im.mode == "P" else None  # a palette label map's values are its indices
     if im.mode in ("P", "PA"):
         im = im.convert("L")
     arr = np.asarray(im)
@@ -108,11 +119,20 @@ def read_mask(path: str | Path, kind: MaskKind = "binary", threshold: int = 128)
             raise DataError(f"mask {p} is a colour image with differing channels; expected a binary mask", str(p))
         arr = chans.max(axis=2) if kind == "binary" else np.asarray(im.convert("L"))
     if kind == "noisy":
-        return _to_uint8(arr) >= threshold if arr.dtype != np.uint8 else arr >= threshold
+        fg = _to_uint8(arr) >= threshold if arr.dtype != np.uint8 else arr >= threshold
+        # A lossless label map declared noisy (following the old advice) would come back empty: say what it is.
+        if not fg.any() and p.suffix.lower() not in LOSSY_EXTS:
+            found = _label_map_values(np.unique(index if index is not None else arr))
+            if found:
+                raise DataError(_label_map_message(p, found, f"--mask-threshold {threshold} leaves it empty; "), str(p))
+        return fg
     if kind == "outline":
         return fill_outline(arr >= threshold if arr.dtype == np.uint8 else arr > 0)
     values = np.unique(arr)
     if not set(values.tolist()) <= {0, 1, 255}:
+        found = _label_map_values(values) or (_label_map_values(np.unique(index)) if index is not None else None)
+        if found:
+            raise DataError(_label_map_message(p, found), str(p))
         shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
         raise DataError(
             f"mask {p} is not binary (values {shown}); expected {{0,1}} or {{0,255}}. "
@@ -120,6 +140,46 @@ def read_mask(path: str | Path, kind: MaskKind = "binary", threshold: int = 128)
             str(p),
         )
     return arr > 0
+
+
+#: A mask whose values are few small integers beyond {0, 1} is taken for a label map (class ids), not noise.
+LABEL_MAP_MAX = 32
+
+
+def _label_map_values(values: np.ndarray) -> list[int] | None:
+    """The non-zero labels of a label map (sorted unique ``values``), or None if it does not look like one."""
+    if values.size == 0 or not np.all(np.mod(values, 1) == 0):
+        return None
+    v = [int(x) for x in values.tolist()]
+    if v[0] < 0 or v[-1] >= LABEL_MAP_MAX or set(v) <= {0, 1}:
+        return None
+    return [x for x in v if x != 0]
+
+
+def _label_map_message(p: Path, found: list[int], why: str = "") -> str:
+    names = ", ".join(map(str, found))
+    if len(found) == 1:
+        return (f"mask {p} is a label map (label {names}), not a binary mask; {why}choose the foreground with "
+                f"--labels {names} (recipe: data.labels=[{names}])")
+    all_ = ",".join(map(str, found))
+    return (f"mask {p} is a multi-class label map (labels {names}); {why}choose the foreground with --labels {all_} "
+            f"(or --labels {found[-1]}; recipe: data.labels=[{all_}])")
+
+
+def _label_foreground(im: Image.Image, p: Path, kind: MaskKind, labels: list[int] | tuple[int, ...]) -> np.ndarray:
+    """Foreground = value in ``labels`` (palette images: the index; colour images must be grey)."""
+    arr = np.asarray(im)
+    if arr.ndim == 3:
+        if im.mode in ("PA", "LA"):
+            arr = arr[:, :, 0]
+        else:
+            chans = arr[:, :, :3]
+            if not (chans == chans[:, :, :1]).all():
+                raise DataError(f"mask {p} is a colour image with differing channels; a label map (--labels) "
+                                "needs one value per pixel", str(p))
+            arr = chans[:, :, 0]
+    fg = np.isin(arr, np.asarray(labels))
+    return fill_outline(fg) if kind == "outline" else fg
 
 
 def fill_outline(outline: np.ndarray) -> np.ndarray:

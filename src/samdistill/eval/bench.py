@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from samdistill.atomic import check_out_dir
 from samdistill.data.datasets import open_dataset
 from samdistill.data.prompts import tight_box
 from samdistill.deploy.predictor import Predictor
@@ -106,10 +107,11 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
 
 
 def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str = "test", limit: int | None = None,
-              threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    out = Path(out_dir)
+              threads: int | None = None, labels: list[int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Bench ``models`` on ``data[split][:limit]`` into ``out_dir``; ``labels``: masks are label maps."""
+    out = check_out_dir(out_dir)  # before any model is loaded
     out.mkdir(parents=True, exist_ok=True)
-    ds = open_dataset(data)
+    ds = open_dataset(data, labels=labels)
     ids = ds.ids(split, limit)
     t0 = time.perf_counter()
     with num_threads(threads) as used:

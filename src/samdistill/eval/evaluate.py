@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from samdistill._version import __version__
+from samdistill.atomic import check_out_dir
 from samdistill.data.datasets import SegDataset
 from samdistill.data.prompts import (
     box_ellipse_mask,
@@ -145,7 +146,7 @@ def evaluate(
     if kind not in ("promptable", "promptfree"):
         raise UserError(f"{model_name} is not a segmentation model samdistill can evaluate")
     prompt_free = kind == "promptfree"
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)  # a file, under a file, or read-only: one-line error, not a traceback
     out.mkdir(parents=True, exist_ok=True)
     ids = dataset.ids(split, limit)
     if not ids:
@@ -204,6 +205,7 @@ def evaluate(
         "data_root": str(dataset.root) if dataset.root else None,
         "split": split,
         "split_source": dataset.split_source,
+        **({"labels": list(dataset.labels)} if getattr(dataset, "labels", None) else {}),
         "limit": limit,
         "n": len(rows),
         "dice": means["dice"],
