@@ -252,10 +252,10 @@ def kill_case(root: Path, sig) -> dict:
         time.sleep(0.05)
     p.send_signal(sig)
     _, err = p.communicate()
-    at = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"]
+    at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     r = subprocess.run(base + ["--out", str(run), "--resume"], env=env, capture_output=True, text=True)
-    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     same = all(torch.equal(a[k], b[k]) for k in a)
     msg = next((ln for ln in err.splitlines() if "stopped" in ln), "")
     return {"case": f"{sig.name.lower()}_during_training", "tried": f"{sig.name} after the first checkpoint, then --resume",

@@ -53,10 +53,33 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
     with pytest.raises(UserError, match="--resume"):
         distill(_cfg(tmp_path), tmp_path / "cut")
     distill(_cfg(tmp_path), tmp_path / "cut", resume=True)
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert full["steps"] == json.loads((tmp_path / "cut" / "summary.json").read_text())["steps"]
+
+
+def test_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path, capsys):
+    """Even with its checkpoints deleted, a finished run is not overwritten by a fresh one."""
+    import shutil
+
+    out = tmp_path / "done"
+    args = ["distill", "--teacher", "test_sam", "--student", "test_resnet18", "--data", "synthetic:n=8,size=64",
+            "--out", str(out), f"cache.dir={tmp_path / 'cache'}", "stage1.epochs=1", "stage2.epochs=1",
+            "progress=false", "overlays=0", "threads=1"]
+    assert main(args) == 0
+    shutil.rmtree(out / "checkpoints")
+    before = {f: (out / f).read_bytes() for f in ("config.yaml", "student.pt", "summary.json", "metrics.csv")}
+    capsys.readouterr()
+    assert main(args + ["stage1.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out} holds a run (student.pt); add --resume to continue it or choose a new --out"
+    assert {f: (out / f).read_bytes() for f in before} == before and not (out / ".lock").exists()
+    # a folder holding an architecture search is not a run to continue
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "genotype.json").write_text("{}")
+    with pytest.raises(UserError, match="holds an architecture search"):
+        distill(_cfg(tmp_path), tmp_path / "search")
 
 
 def test_cli_distill_with_overrides_and_bad_key(tmp_path, capsys):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from samdistill._version import __version__
+from samdistill.atomic import check_out_dir
 from samdistill.config import DistillConfig, dump_config
 from samdistill.data.cache import CachedSet, EmbeddingCache
 from samdistill.data.datasets import open_dataset
@@ -29,6 +30,7 @@ from samdistill.methods.kdsam import KDSAMStage
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train.plots import plot_curves
 from samdistill.train import distributed as dist_utils
+from samdistill.train.runlock import RunLock, held_run, run_lock
 from samdistill.train.trainer import Phase, Trainer
 
 
@@ -78,16 +80,37 @@ def distill(
 
     ``kdsam``: stage 1 + stage 2 into a promptable student; ``knowsam``: semi-supervised distillation
     into a prompt-free UNet + VNet student.
+
+    One run per folder: ``<out>/.lock`` is held while the run writes (a second run on the same ``--out``
+    is a ``UserError``), and a fresh run (no ``resume``) into a folder that holds a run is refused
+    rather than mixed into it.
     """
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     check_device(cfg.device)
     ctx = dist_utils.init_from_env(cfg.device)
-    if out.exists() and (out / "checkpoints" / "last.pt").exists() and not resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+    def fresh_folder_only() -> None:
+        marker = None if resume else held_run(out)
+        if marker is None:
+            return
+        if marker.name == "genotype.json":
+            raise UserError(f"{out} holds an architecture search ({marker.name}); choose a new --out for the run")
+        raise UserError(f"{out} holds a run ({marker.relative_to(out)}); add --resume to continue it or choose a "
+                        "new --out")
+
+    with run_lock(out, check=fresh_folder_only) as lock:
+        return _distill(cfg, out, ctx, lock, resume=resume, stop_after_steps=stop_after_steps)
+
+
+def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: RunLock | None, *, resume: bool,
+             stop_after_steps: int | None) -> dict[str, Any]:
+    """:func:`distill` with the run folder locked."""
     out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
         dump_config(cfg, out / "config.yaml")
     log = _logger(out) if ctx.is_main else logging.getLogger("samdistill.run.worker")
+    if lock is not None and lock.took_over:
+        log.info(lock.took_over)
     t0 = time.perf_counter()
     with num_threads(cfg.threads) as threads:
         seed_everything(cfg.seed)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from samdistill.atomic import atomic_torch_save, check_out_dir
 from samdistill.config import DistillConfig, dump_config
 from samdistill.data.cache import CachedSet
 from samdistill.devices import check_device
@@ -33,6 +34,7 @@ from samdistill.models.nas.genotype import GenotypeEncoder, write_genotype
 from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model
 from samdistill.train import distributed as dist_utils
+from samdistill.train.runlock import held_run, run_lock
 from samdistill.train.trainer import collate
 
 
@@ -75,14 +77,32 @@ def _loader(ds, bs: int, seed: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, generator=g, collate_fn=collate, drop_last=True)
 
 
+#: a distill run's own files: a search into its folder would overwrite its config.yaml and summary.json
+_DISTILL_RUN_FILES = ("checkpoints/last.pt", "checkpoints/last.prev.pt", "checkpoints/best.pt", "student.pt",
+                      "metrics.csv")
+
+
 def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+    """Search into ``out_dir`` (held under ``<out>/.lock``, one run per folder; a folder that holds a
+    distill run is refused). Rerunning into a folder of an earlier search replaces its files."""
+    out = check_out_dir(out_dir)
+    check_device(cfg.device)
+    ctx = dist_utils.init_from_env(cfg.device)
+
+    def not_a_distill_run() -> None:
+        marker = held_run(out, _DISTILL_RUN_FILES)
+        if marker is not None:
+            raise UserError(f"{out} holds a distill run ({marker.relative_to(out)}); choose a new --out for the search")
+
+    with run_lock(out, check=not_a_distill_run):
+        return _nas_search(cfg, out, ctx, progress=progress)
+
+
+def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, progress: bool) -> dict[str, Any]:
     from samdistill.methods.nas import SearchStep
     from samdistill.train.plots import plot_arch_weights
 
     s = cfg.nas.search
-    out = Path(out_dir)
-    check_device(cfg.device)
-    ctx = dist_utils.init_from_env(cfg.device)
     progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
@@ -161,7 +181,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
             w.writeheader()
             w.writerows(rows)
         plot_arch_weights(rows, net.space, out / "plots" / "arch_weights.png")
-        torch.save({"supernet": net.state_dict(), "space": net.space.__dict__}, out / "supernet.pt")
+        atomic_torch_save({"supernet": net.state_dict(), "space": dict(net.space.__dict__)}, out / "supernet.pt")
         summary = {
             "genotype": str(out / "genotype.json"), "encoder_gmacs": found_macs / 1e9,
             "expected_gmacs_final": rows[-1]["expected_gmacs"], "budget_gmacs": budget / 1e9,

@@ -74,7 +74,7 @@ def _free_port():
 
 def test_two_gloo_ranks_split_data_agree_on_gradients_and_only_rank0_writes(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     per_epoch = 16 // 2
     for e in range(2):  # in each epoch the ranks saw disjoint halves of the data
         a, b = set(r0["seen"][e * per_epoch:(e + 1) * per_epoch]), set(r1["seen"][e * per_epoch:(e + 1) * per_epoch])

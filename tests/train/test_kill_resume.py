@@ -31,7 +31,7 @@ def shared(tmp_path_factory):
     tree = merge({"teacher": "test_sam", "student": {"name": "test_resnet18"},
                   "data": {"path": "synthetic:n=24,size=64,seed=5"}}, parse_overrides(_overrides(root)))
     distill(load_config("kdsam", tree), root / "ref")
-    return root, torch.load(root / "ref" / "checkpoints" / "last.pt", weights_only=False)
+    return root, torch.load(root / "ref" / "checkpoints" / "last.pt", weights_only=True)
 
 
 def _launch(tmp_path, out, resume=False):
@@ -59,16 +59,20 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, shared, sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     assert not (out / "summary.json").exists()  # it really was stopped before the end
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] < ref["step"]
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "stopped by SIGTERM" in err
+        assert not (out / ".lock").exists()  # a clean stop releases the run folder
     else:
         assert proc.returncode == -signal.SIGKILL
+        assert (out / ".lock").exists()  # nothing could release it
     done = _launch(cache_root, out, resume=True)
     _, err = done.communicate(timeout=600)
     assert done.returncode == 0, err[-1500:]
-    final = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert ("no longer running; taking it over" in err) == (sig == signal.SIGKILL)
+    assert not (out / ".lock").exists()
+    final = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert final["step"] == ref["step"]
     assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])
 
@@ -108,9 +112,9 @@ def test_sigterm_checkpoint_is_mid_epoch_and_resumable_in_process(tmp_path, shar
     finally:
         tr.Trainer._epoch = original
     assert r["interrupted"] and r["reason"] == "SIGTERM"
-    state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and state["batch_in_epoch"] == 3
     distill(cfg, tmp_path / "t", resume=True)
     ref = shared[1]
-    final = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
+    final = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])

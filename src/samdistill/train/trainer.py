@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from samdistill.config import OptimConfig
 from samdistill.train import distributed as dist_utils
-from samdistill.train.checkpoint import load_training_state, rng_state, save_training_state, set_rng_state
+from samdistill.train.checkpoint import load_training_state, plain, rng_state, save_training_state, set_rng_state
 
 MAX_BAD_STEPS_IN_A_ROW = 5
 
@@ -183,7 +183,10 @@ class Trainer:
         return torch.autocast("cpu", enabled=False)
 
     def _state(self, phase_idx, epoch, opts, scheds, batch_in_epoch: int = 0, partial: dict | None = None) -> dict[str, Any]:
-        """``epoch``: epochs finished in this phase; ``batch_in_epoch`` > 0 for a mid-epoch state."""
+        """``epoch``: epochs finished in this phase; ``batch_in_epoch`` > 0 for a mid-epoch state.
+
+        Only tensors and plain values (``plain`` for what methods report), so that ``--resume`` can
+        load it with ``weights_only=True``."""
         return {
             "model": self.model.state_dict(),
             "optimizer": [o.state_dict() for o in opts],
@@ -191,10 +194,10 @@ class Trainer:
             "phase": phase_idx,
             "epoch": epoch,
             "batch_in_epoch": batch_in_epoch,
-            "partial": partial,
+            "partial": plain(partial),
             "step": self.global_step,
-            "best": dict(self.best),
-            "history": list(self.history),
+            "best": plain(dict(self.best)),
+            "history": plain(list(self.history)),
             "skipped_steps": self.skipped_steps,
             "rng": rng_state(),
         }
