@@ -38,7 +38,7 @@ def main() -> None:
             print(f"skip {name}: no trained student at {student} (run benchmarks/kdsam.py first)")
             continue
         onnx_dir = run / "onnx"
-        export = export_model(student, onnx_dir)
+        export = export_model(student, onnx_dir, force=True)  # this script owns the folder: re-export replaces it
         out = RESULTS / "runs" / f"bench_{name}"
         r = run_bench(["litemedsam", str(student), str(onnx_dir)], str(shared_dataset(name)), out_dir=out,
                       limit=args.limit, threads=args.threads, progress=False)

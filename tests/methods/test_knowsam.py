@@ -188,8 +188,8 @@ def test_knowsam_run_learns_saves_resumes_and_evaluates(tmp_path):
     header, *rows = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
     col = header.split(",").index("train_seconds")
     assert len(rows) == 4 and resumed["epoch_seconds"] == pytest.approx(sum(float(r.split(",")[col]) for r in rows))
-    a = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("prompt_generator.") for k in a) and any(k.startswith("decoder_adapters.") for k in a)
 
