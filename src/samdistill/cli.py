@@ -158,6 +158,9 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model (promptable: simulated prompts; prompt-free: none); Dice, IoU, NSD, HD95, MACs, latency.
 
+    Limit: an image or mask over 67 MP (8192x8192) is a bad file, refused from its header before decoding;
+    SAMDISTILL_MAX_PIXELS=N changes it.
+
     Example: samdistill eval --model litemedsam --data ../shared/data/kvasir_seg --split test --limit 40 --out runs/eval
 
     Example (label-map masks {0, 1, 2}, class 2 is the foreground): samdistill eval --data scans/ --labels 2 --out runs/eval2
@@ -196,6 +199,9 @@ def distill(
 
     kdsam: promptable student (encoder stage, then decoder stage). knowsam: prompt-free UNet + VNet student
     trained semi-supervised with a few labels and SAM's predictions on the rest.
+
+    Limit: an image or mask over 67 MP (8192x8192) is a bad file, refused from its header before decoding;
+    SAMDISTILL_MAX_PIXELS=N changes it.
 
     Example: samdistill distill --method kdsam --teacher litemedsam --student mobilenetv4_conv_small --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=20
 
@@ -247,6 +253,9 @@ def cache(
                                          "e.g. 1,2 or 2 (0 and any other value are background)."),
 ) -> None:
     """Compute and store teacher embeddings once (fp16, resumable; `distill` reuses them).
+
+    Limit: an image over 67 MP (8192x8192) is a bad file, refused from its header before decoding;
+    SAMDISTILL_MAX_PIXELS=N changes it.
 
     Example: samdistill cache --data ../shared/data/kvasir_seg --split train --cache-dir runs/.samdistill-cache
     """
@@ -397,6 +406,9 @@ def bench(
 ) -> None:
     """Accuracy, MACs, latency and throughput of several models side by side, timed in one process.
 
+    Limit: an image or mask over 67 MP (8192x8192) is refused from its header before decoding;
+    SAMDISTILL_MAX_PIXELS=N changes it.
+
     Example: samdistill bench litemedsam runs/x/student.pt runs/x/onnx --data ../shared/data/kvasir_seg --out runs/bench
     """
     from samdistill.data.datasets import parse_labels
@@ -440,6 +452,10 @@ def demo(
     """A local web page with the teacher and students side by side: open an image (or a NIfTI volume), draw
     a box or click points, and every model segments it, with its encoder and decoder time and the Dice
     between the models (and against the ground truth for images picked from --data).
+
+    Upload limits (a shared server: lower than the other verbs'), checked on the decoded size from the
+    header: images up to 64 MB and 40 MP, volumes up to 512 MB and 134 M voxels (512x512x512);
+    SAMDISTILL_MAX_PIXELS=N / SAMDISTILL_MAX_VOXELS=N change the pixel / voxel limits.
 
     Example: samdistill demo --student runs/quickstart/student.pt --data ../shared/data/kvasir_seg
     """

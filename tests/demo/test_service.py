@@ -224,3 +224,51 @@ def test_cli_demo_bad_arguments_are_one_line_errors(tmp_path, capsys, monkeypatc
         port = s.getsockname()[1]
         assert main(["demo", "--teacher", "test_sam", "--port", str(port)]) == 2
         assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_volume_over_the_voxel_limit_is_refused_before_decompressing(tmp_path, monkeypatch):
+    """A small .nii.gz whose header says 315 M voxels: the service's message, and no memory spent on it."""
+    import tracemalloc
+
+    pytest.importorskip("nibabel")
+    from tests.deploy.test_volumes import nifti_header_only
+
+    monkeypatch.delenv("SAMDISTILL_MAX_VOXELS", raising=False)
+    raw = nifti_header_only(tmp_path / "bomb.nii.gz", (1024, 1024, 300)).read_bytes()
+    svc = DemoService({"threshold": _Threshold()})
+    assert svc.describe()["limits"]["volume_mvoxels"] == pytest.approx(134.217728)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DemoError) as exc:
+            svc.add_volume(raw, "bomb.nii.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(exc.value) == ("bomb.nii.gz is 1024 x 1024 x 300 = 314.6 M voxels, over the limit of 134.2 M voxels "
+                              "(set SAMDISTILL_MAX_VOXELS to change it)")
+    assert peak < 20 * 2**20 and not svc.volumes
+    # the limit is on voxels, whatever the file's size: a small volume under a small limit is refused too
+    nib = pytest.importorskip("nibabel")
+    small = gzip.compress(nib.Nifti1Image(np.zeros((10, 10, 10), np.int16), np.eye(4)).to_bytes())
+    with pytest.raises(DemoError, match=r"ct\.nii\.gz is 10 x 10 x 10 = 0\.0 M voxels"):
+        DemoService({"threshold": _Threshold()}, max_volume_voxels=999).add_volume(small, "ct.nii.gz")
+    monkeypatch.setenv("SAMDISTILL_MAX_VOXELS", "1000")
+    assert DemoService({"threshold": _Threshold()}).add_volume(small, "ct.nii.gz")["shape"] == [10, 10, 10]
+
+
+def test_huge_image_upload_is_refused_from_its_header_without_a_pil_warning(service, monkeypatch):
+    import warnings
+
+    from tests.data.test_limits import png_header_only
+
+    monkeypatch.delenv("SAMDISTILL_MAX_PIXELS", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for w, h in ((20000, 20000), (10000, 10000)):
+            with pytest.raises(DemoError, match=rf"^big\.png is {w}x{h} = [\d.]+ MP, over the limit of 40\.0 MP"):
+                service.add_upload(png_header_only(w, h), "big.png")
+    assert not [c for c in caught if issubclass(c.category, Image.DecompressionBombWarning)]
+    monkeypatch.setenv("SAMDISTILL_MAX_PIXELS", "100")  # the environment sets the demo's limit too
+    svc = DemoService(service.predictors)
+    with pytest.raises(DemoError, match=r"160x120 = 0\.0 MP, over the limit of 0\.0 MP"):
+        svc.add_upload(png(disk_image()), "disk.png")

@@ -11,6 +11,9 @@ Masks come back as ``HxW bool`` under one of three declared kinds:
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -18,14 +21,92 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from samdistill.errors import DataError
+from samdistill.errors import DataError, UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LOSSY_EXTS = (".jpg", ".jpeg")
 MaskKind = Literal["binary", "noisy", "outline"]
 
-#: Largest image we agree to decode (pixels); PIL's own bomb guard is similar.
-MAX_PIXELS = 178_956_970
+#: Largest image we decode, in pixels: 2**26 = 67.1 MP (8192 x 8192). The largest 2D medical images we
+#: target are well under it (mammograms ~4000 x 5000 = 20 MP, dermoscopy ~6000 x 4000 = 24 MP; whole-slide
+#: pathology is out of scope), while decoding costs ~40 bytes per pixel through eval (a 12000 x 12000 PNG,
+#: 144 MP, took 6 GB), so the default caps that at ~2.7 GB. It is below PIL's own warning threshold
+#: (89.5 MP), so PIL never warns about an image we accepted. ``SAMDISTILL_MAX_PIXELS`` overrides it.
+MAX_PIXELS = 2**26
+PIXELS_ENV = "SAMDISTILL_MAX_PIXELS"
+
+# PIL's limit is a process-wide global: the header read below runs with it off (under this lock) so that our
+# check, which names the file and its size, is the one that fires, and decoding runs with it at least ours.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def env_limit(var: str, default: int) -> int:
+    """A size limit from environment variable ``var`` (a positive whole number: ``100000000``, ``1e8`` or
+    ``100_000_000``), else ``default``. A value that is not one is a one-line :class:`UserError`."""
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return default
+    text = raw.replace("_", "")
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            f = float(text)
+        except ValueError:
+            f = math.nan
+        value = int(f) if math.isfinite(f) and f == int(f) else 0
+    if value < 1:
+        raise UserError(f"environment variable {var}={raw!r} is not a positive whole number; set it like "
+                        f"{var}={default} (the default) or unset it")
+    return value
+
+
+def max_pixels() -> int:
+    """The image pixel limit in force: ``SAMDISTILL_MAX_PIXELS`` if set, else :data:`MAX_PIXELS`."""
+    return env_limit(PIXELS_ENV, MAX_PIXELS)
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} MP"
+
+
+def open_image(source: str | Path | bytes, label: str, limit: int | None = None, *,
+               decode: bool = True) -> Image.Image:
+    """Open an image (a path, or an upload's bytes) and check its size from the header, before any pixel is
+    decoded; then decode the pixels (``im.load()``) unless ``decode=False`` (the header alone: ``im.size``).
+    ``label`` names it in errors ("image x.png").
+
+    Every image samdistill reads comes through here: a file over ``limit`` (default :func:`max_pixels`) is
+    a :class:`DataError` naming it, its size and the limit, and PIL's DecompressionBombWarning/Error never
+    reaches the user."""
+    import io
+
+    limit = max_pixels() if limit is None else int(limit)
+    name = str(source) if isinstance(source, (str, Path)) else label
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    with _PIL_LIMIT_LOCK:
+        pil_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # header only: our check below replaces PIL's
+        try:
+            im = Image.open(fp)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"cannot read {label}: not an image file that can be read ({exc})", name) from None
+        finally:
+            # Decoding then runs with PIL's limit at least ours, so PIL never warns about an image we accepted.
+            Image.MAX_IMAGE_PIXELS = None if pil_limit is None else max(int(pil_limit), limit)
+    w, h = im.size
+    if w * h > limit:
+        im.close()
+        raise DataError(f"{label} is {w}x{h} = {_mp(w * h)}, over the limit of {_mp(limit)} (set {PIXELS_ENV} "
+                        "to change it)", name)
+    if not decode:
+        return im
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        im.close()
+        raise DataError(f"cannot read {label}: truncated or corrupt ({exc})", name) from None
+    return im
 
 
 def _open(path: Path, what: str) -> Image.Image:
@@ -34,14 +115,7 @@ def _open(path: Path, what: str) -> Image.Image:
         raise DataError(f"{what} not found: {p}", str(p))
     if p.stat().st_size == 0:
         raise DataError(f"{what} is an empty file: {p}", str(p))
-    try:
-        im = Image.open(p)
-        im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read {what} {p}: {exc}", str(p)) from None
-    if im.width * im.height > MAX_PIXELS:
-        raise DataError(f"{what} {p} is too large ({im.width}x{im.height})", str(p))
-    return im
+    return open_image(p, f"{what} {p}")
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -59,27 +133,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return _as_rgb8(_open(Path(path), "image"))
 
 
-def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Image file bytes (an upload) -> ``HxWx3 uint8``, as :func:`read_image`; ``max_pixels`` is checked
-    from the header, before the pixels are decoded."""
-    import io
-
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+    """Image file bytes (an upload) -> ``HxWx3 uint8``, as :func:`read_image`; ``max_pixels`` (default
+    :func:`max_pixels`) is checked from the header, before the pixels are decoded."""
     if not data:
         raise DataError(f"{name} is an empty file", name)
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{name} is too large: {exc}", name) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name} is not an image that can be read ({exc})", name) from None
-    if im.width * im.height > max_pixels:
-        raise DataError(f"{name} is {im.width}x{im.height} = {im.width * im.height / 1e6:.1f} MP; the limit is "
-                        f"{max_pixels / 1e6:.0f} MP", name)
-    try:
-        im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name} is truncated or corrupt ({exc})", name) from None
-    return _as_rgb8(im)
+    return _as_rgb8(open_image(data, name, max_pixels))
 
 
 def _as_rgb8(im: Image.Image) -> np.ndarray:

@@ -30,10 +30,16 @@ from PIL import Image
 
 from samdistill.errors import UserError
 
-#: Stated limits: an upload larger than these is refused with a message, not decoded.
+#: Stated limits: an upload larger than these is refused with a message, not decoded. Pixels and voxels are
+#: checked on the decoded size, from the file's header before decoding; the demo's defaults are lower than
+#: the CLI's (a shared server keeps 16 images and 2 volumes): 40 MP images, 2**27 = 134 M voxel volumes
+#: (512 x 512 x 512; ~10 bytes per voxel, ~1.3 GB, at the peak of opening one). SAMDISTILL_MAX_PIXELS and
+#: SAMDISTILL_MAX_VOXELS (pixels, voxels) override them, as they do the CLI's; the constructor's arguments
+#: override both.
 MAX_UPLOAD_MB = 64
 MAX_IMAGE_MP = 40
 MAX_VOLUME_MB = 512
+MAX_VOLUME_VOXELS = 2**27
 
 
 class DemoError(UserError):
@@ -83,8 +89,11 @@ class DemoService:
     cached embeddings."""
 
     def __init__(self, predictors: dict[str, Any], *, dataset=None, split: str = "test", max_images: int = 16,
-                 max_upload_mb: float = MAX_UPLOAD_MB, max_image_mp: float = MAX_IMAGE_MP,
-                 max_volume_mb: float = MAX_VOLUME_MB) -> None:
+                 max_upload_mb: float = MAX_UPLOAD_MB, max_image_mp: float | None = None,
+                 max_volume_mb: float = MAX_VOLUME_MB, max_volume_voxels: int | None = None) -> None:
+        from samdistill.data.images import PIXELS_ENV, env_limit
+        from samdistill.deploy.volumes import VOXELS_ENV
+
         if not predictors:
             raise UserError("the demo needs at least one model")
         self.predictors = dict(predictors)
@@ -94,8 +103,11 @@ class DemoService:
             self.dataset_ids = dataset.ids("all")
         self.max_images = max_images
         self.max_upload = int(max_upload_mb * 2**20)
-        self.max_pixels = int(max_image_mp * 1e6)
+        self.max_pixels = (env_limit(PIXELS_ENV, int(MAX_IMAGE_MP * 1e6)) if max_image_mp is None
+                           else int(max_image_mp * 1e6))
         self.max_volume = int(max_volume_mb * 2**20)
+        self.max_voxels = (env_limit(VOXELS_ENV, MAX_VOLUME_VOXELS) if max_volume_voxels is None
+                           else int(max_volume_voxels))
         self.images: OrderedDict[str, _Image] = OrderedDict()
         self.volumes: OrderedDict[str, _Volume] = OrderedDict()
         self._ids = itertools.count(1)
@@ -108,7 +120,7 @@ class DemoService:
                        for n, p in self.predictors.items()],
             "dataset": None if self.dataset is None else {"name": self.dataset.name, "items": self.dataset_ids},
             "limits": {"upload_mb": self.max_upload / 2**20, "image_mp": self.max_pixels / 1e6,
-                       "volume_mb": self.max_volume / 2**20},
+                       "volume_mb": self.max_volume / 2**20, "volume_mvoxels": self.max_voxels / 1e6},
         }
 
     # ------------------------------------------------------------------ images
@@ -261,7 +273,8 @@ class DemoService:
 
     # ------------------------------------------------------------------ volumes
     def add_volume(self, data: bytes, filename: str) -> dict[str, Any]:
-        """An uploaded NIfTI volume (``.nii`` or ``.nii.gz``); slices along its third axis."""
+        """An uploaded NIfTI volume (``.nii`` or ``.nii.gz``); slices along its third axis. Its shape is checked
+        against ``max_volume_voxels`` from the header, before anything is decompressed beyond it."""
         from samdistill.deploy.volumes import load_volume, to_uint8
 
         name = Path(filename or "volume.nii.gz").name
@@ -270,22 +283,25 @@ class DemoService:
         if len(data) > self.max_volume:
             raise DemoError(f"{name} is {len(data) / 2**20:.0f} MB; the demo accepts volumes up to "
                             f"{self.max_volume / 2**20:.0f} MB")
+        suffix = ".nii"
         if name.lower().endswith(".gz"):
+            # Not decompressed here (a 1 MB .nii.gz can hold 256 MB): nibabel reads the header through the
+            # gzip stream, the shape is checked, and only then are the voxels decompressed, into their array.
             try:
-                raw = gzip.decompress(data)
+                with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                    gz.read(348)  # a NIfTI-1 header: a file that is not gzip fails here
             except (OSError, EOFError) as exc:
                 raise DemoError(f"{name} is not a readable .gz file ({exc})") from None
-            data, suffix = raw, ".nii"
-        else:
-            suffix = ".nii"
+            suffix = ".nii.gz"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                img, arr = load_volume(path)
-                arr = np.array(arr)  # read it all before the file goes
+                img, arr = load_volume(path, max_voxels=self.max_voxels)
+                if suffix == ".nii":
+                    arr = np.array(arr)  # may map the file: read it all before the file goes
             except UserError as exc:
-                raise DemoError(str(exc).replace(str(path), name)) from None
+                raise DemoError(str(exc).replace(f"volume {path}", name).replace(str(path), name)) from None
         if not np.issubdtype(arr.dtype, np.number):
             raise DemoError(f"{name} holds {arr.dtype} voxels, not numbers")
         vid = f"vol{next(self._ids)}"
