@@ -233,3 +233,18 @@ def test_a_volume_goes_through_a_staged_folder(tmp_path, capsys):
     assert f"wrote {out / 'v_mask.nii.gz'}" in capsys.readouterr().out
     assert sorted(f.name for f in out.iterdir()) == ["v_mask.nii.gz", "volumes.csv"]
     assert [r["mask"] for r in csv.DictReader(open(out / "volumes.csv"))] == [str(out / "v_mask.nii.gz")]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header_before_any_work(tmp_path, capsys):
+    import warnings
+
+    from tests.data.test_limits import png_header_only
+
+    inp = _folder(tmp_path, ["a.png"])
+    (inp / "b.png").write_bytes(png_header_only(20000, 20000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not reach the user
+        rc = _predict(inp, "--prompts", _csv(tmp_path / "p.csv", ["a.png", "b.png"]), "--out", tmp_path / "o")
+    line = _one_error_line(capsys)
+    assert rc == 2 and "20000x20000" in line and "over the limit" in line and "b.png" in line
+    assert not (tmp_path / "o").exists()

@@ -375,10 +375,9 @@ def check_output_names(inputs: list[Path]) -> None:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(h, w)`` of an image from its header, without decoding the pixels; ``DataError`` when unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    from samdistill.data.images import MAX_PIXELS
+    """``(h, w)`` of an image from its header, without decoding the pixels; ``DataError`` when unreadable
+    or over the pixel limit (the one check in :func:`samdistill.data.images.open_image`)."""
+    from samdistill.data.images import open_image
     from samdistill.errors import DataError
 
     p = Path(path)
@@ -386,13 +385,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"image not found: {p}", str(p))
     if p.stat().st_size == 0:
         raise DataError(f"image is an empty file: {p}", str(p))
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {p}: {exc}", str(p)) from None
-    if w * h > MAX_PIXELS:
-        raise DataError(f"image {p} is too large ({w}x{h})", str(p))
+    with open_image(p, f"image {p}", decode=False) as im:
+        w, h = im.size
     return int(h), int(w)
 
 
