@@ -91,3 +91,43 @@ def test_quickstart_distills_the_real_teacher(tmp_path, capsys):
     assert load_model(tmp_path / "qs" / "student.pt").family == "efficientvit_b0"
     out = capsys.readouterr().out
     assert "teacher on synthetic" in out and "student (efficientvit_b0)" in out
+    assert f"student: {tmp_path / 'qs' / 'student.pt'}" in out and "samdistill export" in out
+    n_val = len(json.loads((tmp_path / "qs" / "split.json").read_text())["val"])
+    assert len(list((tmp_path / "qs" / "overlays").glob("*.png"))) == min(n_val, 2)  # overlays=2, 1 val image at n=10
+
+
+def _fake_eval_summary(model: str) -> dict:
+    return {"model": model, "dataset": "synthetic", "split": "test", "n": 2, "prompt": {"description": "tight box"},
+            "dice": 0.9, "iou": 0.8, "nsd": 0.7, "hd95": 3.0, "threads": 1, "device": "cpu", "encoder_gmacs": 1.0,
+            "latency": {"encoder_ms": 1.0, "decoder_ms": 1.0, "end_to_end_ms": 2.0}, "params": {"total": 1e6},
+            "skipped": {"count": 0}, "excluded_empty_gt": {"count": 0}}
+
+
+def test_quickstart_ends_with_where_the_student_is_and_what_to_run_next(tmp_path, monkeypatch, capsys):
+    import shlex
+    from pathlib import Path
+
+    import samdistill.api
+
+    out = tmp_path / "my runs" / "qs"  # a space: the printed commands must still paste into a shell
+
+    def fake_quickstart(out_dir, *, n, threads):
+        o = Path(out_dir)
+        return {"teacher": _fake_eval_summary("teacher"), "student": _fake_eval_summary("student (x)"),
+                "files": {"student": str(o / "student.pt"), "curves": str(o / "plots" / "curves.png"),
+                          "overlays": [str(o / "overlays" / "a.png"), str(o / "overlays" / "b.png")],
+                          "eval": {r: str(o / "eval" / r) for r in ("teacher", "student")},
+                          "data": f"synthetic:n={n},size=256,seed=0"}}
+
+    monkeypatch.setattr(samdistill.api, "quickstart", fake_quickstart)
+    assert main(["quickstart", "--out", str(out), "--n", "12"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert f"student: {out / 'student.pt'}" in lines
+    assert str(out / "plots" / "curves.png") in text and "2 PNGs" in text and str(out / "overlays") in text
+    commands = {shlex.split(ln.split(":", 1)[1])[1]: shlex.split(ln.split(":", 1)[1])
+                for ln in lines[lines.index("next:") + 1:]}
+    assert commands["demo"] == ["samdistill", "demo", "--student", str(out / "student.pt")]
+    assert commands["export"] == ["samdistill", "export", str(out / "student.pt"), "--out", str(out / "onnx")]
+    assert commands["eval"][3] == str(out / "student.pt") and "synthetic:n=12,size=256,seed=0" in commands["eval"]
+    assert commands["bench"][2:5] == ["litemedsam", str(out / "student.pt"), str(out / "onnx")]

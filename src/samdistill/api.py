@@ -88,7 +88,8 @@ def build_cache(
 
 def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None = None,
                progress: bool = True) -> dict[str, Any]:
-    """Distill LiteMedSAM into a small student on ``n`` phantoms; evaluate both on the test split."""
+    """Distill LiteMedSAM into a small student on ``n`` phantoms; evaluate both on the test split. Returns
+    the run summary (``distill``), both evaluations and ``files``: where student.pt, the curves and overlays are."""
     out = check_out_dir(out_dir)
     data = f"synthetic:n={n},size=256,seed=0"
     cfg = load_config("kdsam", {
@@ -103,6 +104,10 @@ def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None =
         res[role] = evaluate_model(model, data, out_dir=out / "eval" / role, split="test", threads=threads,
                                    progress=progress)
         res[role]["model"] = role if role == "teacher" else f"student ({cfg.student.name})"
+    # what the run left where, for the closing message (and callers that open the pictures)
+    res["files"] = {"student": str(out / "student.pt"), "curves": str(out / "plots" / "curves.png"),
+                    "overlays": [str(p) for p in sorted((out / "overlays").glob("*.png"))],
+                    "eval": {role: str(out / "eval" / role) for role in ("teacher", "student")}, "data": data}
     return res
 
 

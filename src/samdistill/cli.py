@@ -436,6 +436,32 @@ def quickstart(
     result = run_quickstart(out, n=n, threads=threads)
     for role in ("teacher", "student"):
         _print_summary(result[role], out / "eval" / role)
+    _quickstart_next(result["files"], out)
+
+
+def _quickstart_next(files: dict, out: Path) -> None:
+    """Where quickstart left the student and its pictures, and the commands to run next on them."""
+    import shlex
+
+    q = shlex.quote
+    student, onnx = files["student"], str(out / "onnx")
+    overlays = files["overlays"]
+    typer.echo(f"\nstudent: {student}")
+    typer.echo(f"  overlays (ground truth | teacher | student, Dice in the titles): {out / 'overlays'}/ "
+               f"({len(overlays)} PNG{'s' if len(overlays) != 1 else ''}{', e.g. ' + overlays[0] if overlays else ''})")
+    typer.echo(f"  training curves: {files['curves']}")
+    typer.echo(f"  evaluations: {files['eval']['teacher']}, {files['eval']['student']} (per_image.csv, summary.json)")
+    typer.echo("next:")
+    for what, cmd in (
+        ("try it on a box you draw", f"samdistill demo --student {q(student)}"),
+        ("evaluate with jittered boxes", f"samdistill eval --model {q(student)} --data {q(files['data'])} "
+                                         f"--box-jitter 5 --out {q(str(out / 'eval' / 'student_jitter5'))}"),
+        ("export to ONNX (verified)", f"samdistill export {q(student)} --out {q(onnx)}"),
+        ("then time teacher, student and ONNX", f"samdistill bench litemedsam {q(student)} {q(onnx)} "
+                                                f"--data {q(files['data'])} --out {q(str(out / 'bench'))}"),
+        ("distill on your own data", "samdistill distill --data DATA_FOLDER --out runs/mine"),
+    ):
+        typer.echo(f"  {what + ':':<38} {cmd}")
 
 
 @app.command()

@@ -150,7 +150,7 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
             "train_split": cfg.data.train_split, "best": result["best"], "samdistill": __version__, **extra,
         }
         save_model(final, out / "student.pt", provenance=provenance)
-        _overlays(final, teacher, ds, val_ids[: cfg.overlays], out / "overlays")
+        _overlays(final, teacher, ds, val_ids[: cfg.overlays], out / "overlays", names=(cfg.teacher, student_name))
         summary = {
             "student": student_name, "teacher": cfg.teacher, "dataset": ds.name, "method": cfg.method,
             "n_train_images": len({sid for sid, _ in train_keys}), **extra,
@@ -264,9 +264,12 @@ def _nas_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, v
 
 
 @torch.no_grad()
-def _overlays(student, teacher, ds, ids, folder: Path) -> None:
-    """Validation images: ground truth (green), teacher (red), student (blue) under the tight box."""
+def _overlays(student, teacher, ds, ids, folder: Path, names: tuple[str, str] = ("", "")) -> None:
+    """Validation images, one PNG each: ground truth, teacher and student (``names``) under the tight box,
+    each panel in its own colour with its title and Dice vs the ground truth."""
     from samdistill.data.prompts import tight_box
+    from samdistill.eval.metrics import dice
+    from samdistill.eval.overlays import GROUND_TRUTH, STUDENT, TEACHER, Panel
 
     folder.mkdir(parents=True, exist_ok=True)
     for sample in ds.iter_samples(ids):
@@ -275,5 +278,8 @@ def _overlays(student, teacher, ds, ids, folder: Path) -> None:
         box = tight_box(sample.mask)[None]
         t = teacher.predict(sample.image, box)[0]
         s = student.predict(sample.image, box)[0]
-        save_side_by_side(folder / f"{sample.id.replace('/', '__')}.png", sample.image,
-                          [("ground truth", [sample.mask]), ("teacher", [t]), ("student", [s])])
+        save_side_by_side(folder / f"{sample.id.replace('/', '__')}.png", sample.image, [
+            Panel("ground truth", [sample.mask], GROUND_TRUTH, note="prompt: its tight box"),
+            Panel(f"teacher {names[0]}".strip(), [t], TEACHER, dice=dice(t, sample.mask)),
+            Panel(f"student {names[1]}".strip(), [s], STUDENT, dice=dice(s, sample.mask)),
+        ])

@@ -1,9 +1,124 @@
-"""Training curves (loss and validation Dice per epoch) as a PNG."""
+"""Training curves (loss, embedding MSE and validation Dice per epoch, phases labelled) as a PNG."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+
+# Loss terms that only involve the image encoder. A phase whose training terms are all among these
+# (KD SAM / NAS stage 1) has no decoder target: the validation Dice it logs is that of the decoder as it
+# was initialised (copied from the teacher) on the student's embedding, often ~0 until the embedding is
+# close. The plot draws that Dice faded and says so, and shows the embedding MSE the phase does optimise.
+EMBEDDING_TERMS = frozenset({"loss", "mse", "perceptual", "sal_embedding"})
+
+
+def plain_log_ticks(axis) -> None:
+    """Ticks on a log ``axis`` (``ax.xaxis`` / ``ax.yaxis``) as plain numbers ("100", "0.9") instead of
+    matplotlib's default mantissa x 10^k labels, which collide on short ranges: the 1-2-5 values in the
+    view, or, when fewer than 3 of those fall in it (less than a decade), evenly spaced round values."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and hi > lo):
+        return
+    ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
+    if len(ticks) > 9:
+        ticks = [t for t in ticks if f"{t:g}"[0] == "1"]
+    if len(ticks) < 3:
+        ticks = [t for t in MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _phase_spans(history: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """``(phase, first, last)`` epoch numbers (1-based, counted over all phases) of each phase in order."""
+    spans: list[tuple[str, int, int]] = []
+    for i, h in enumerate(history, 1):
+        if spans and spans[-1][0] == h["phase"]:
+            spans[-1] = (h["phase"], spans[-1][1], i)
+        else:
+            spans.append((h["phase"], i, i))
+    return spans
+
+
+def encoder_only(rows: list[dict[str, Any]]) -> bool:
+    """Whether these rows (one phase) trained only embedding terms (see EMBEDDING_TERMS)."""
+    terms = {k[len("train_"):] for r in rows for k in r if k.startswith("train_") and k != "train_seconds"}
+    return bool(terms) and terms <= EMBEDDING_TERMS
+
+
+def _series(history: list[dict[str, Any]], key: str, lo: int, hi: int) -> tuple[list[int], list[float]]:
+    pts = [(i, float(history[i - 1][key])) for i in range(lo, hi + 1)
+           if history[i - 1].get(key) not in (None, "") and history[i - 1][key] == history[i - 1][key]]
+    return [i for i, _ in pts], [v for _, v in pts]
+
+
+def curves_figure(history: list[dict[str, Any]]):
+    """The figure :func:`plot_curves` saves: training loss, embedding MSE to the teacher (when logged) and
+    validation Dice, against the epoch counted over all phases, each phase shaded and named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    from matplotlib.transforms import blended_transform_factory
+
+    spans = _phase_spans(history)
+    enc_only = {name: encoder_only([h for h in history if h["phase"] == name]) for name, _, _ in spans}
+    has_mse = any(k in h for h in history for k in ("val_mse", "train_mse"))
+    n = 3 if has_mse else 2
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8))
+    loss_ax, dice_ax = axes[0], axes[-1]
+    mse_ax = axes[1] if has_mse else None
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, lo, hi) in enumerate(spans):
+        c = colours[k % len(colours)]
+        loss_ax.plot(*_series(history, "train_loss", lo, hi), marker="o", ms=3, color=c, label=f"{name}")
+        if mse_ax is not None:
+            mse_ax.plot(*_series(history, "val_mse", lo, hi), marker="o", ms=3, color=c, label=f"{name} validation")
+            mse_ax.plot(*_series(history, "train_mse", lo, hi), ls="--", color=c, alpha=0.7, label=f"{name} train")
+        if enc_only[name]:
+            dice_ax.plot(*_series(history, "val_dice", lo, hi), marker="x", ms=4, ls=":", color="grey",
+                         label=f"{name} (decoder not trained yet)")
+        else:
+            dice_ax.plot(*_series(history, "val_dice", lo, hi), marker="o", ms=3, color=c, label=f"{name}")
+    loss_ax.set(title="training loss (each phase its own objective)", ylabel="loss (log)")
+    loss_ax.set_yscale("log")
+    if mse_ax is not None:
+        mse_ax.set(title="image embedding MSE to the teacher", ylabel="MSE (log)")
+        mse_ax.set_yscale("log")
+    dice_ax.set(title="validation Dice (tight box, input frame)", ylabel="Dice", ylim=(0, 1.02))
+    x_max = len(history)
+    for ax in axes:
+        ax.set_title(ax.get_title(), pad=14)  # room for the phase names
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch (counted over all phases)")
+        ax.set_xlim(0.5, x_max + 0.5)
+        ax.grid(alpha=0.3)
+        top = blended_transform_factory(ax.transData, ax.transAxes)
+        for k, (name, lo, hi) in enumerate(spans):
+            if k:
+                ax.axvline(lo - 0.5, color="grey", ls="--", lw=1)
+            if k % 2:
+                ax.axvspan(lo - 0.5, hi + 0.5, color="grey", alpha=0.08, lw=0)
+            # above the plotting area (under the title), so no curve runs through the phase names
+            ax.text((lo + hi) / 2, 1.01, name + (" (encoder)" if enc_only[name] else ""), transform=top,
+                    ha="center", va="bottom", fontsize=8, color="dimgrey")
+    for ax in (loss_ax, mse_ax):
+        if ax is not None:
+            plain_log_ticks(ax.yaxis)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    notes = [f"{name} trains the image encoder only (target: the teacher's embedding), so its Dice is that of the "
+             "decoder as initialised on the student's embedding" for name, _, _ in spans if enc_only[name]]
+    if notes:
+        fig.text(0.5, 0.01, "; ".join(notes) + ".", ha="center", va="bottom", fontsize=8, color="dimgrey", wrap=True)
+    fig.tight_layout(rect=(0, 0.05 if notes else 0, 1, 1))
+    return fig
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
@@ -14,22 +129,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path) -> None:
 
     if not history:
         return
-    x = list(range(1, len(history) + 1))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(x, [h.get("train_loss", float("nan")) for h in history], marker="o")
-    a.set_yscale("log")
-    a.set_title("train loss")
-    b.plot(x, [h.get("val_dice", float("nan")) for h in history], marker="o", color="tab:green")
-    b.set_title("validation Dice (input frame, tight box)")
-    for ax in (a, b):
-        ax.set_xlabel("epoch (all phases)")
-        ax.grid(alpha=0.3)
-    phases = [h["phase"] for h in history]
-    for i in range(1, len(phases)):
-        if phases[i] != phases[i - 1]:
-            for ax in (a, b):
-                ax.axvline(i + 0.5, color="grey", ls="--")
-    fig.tight_layout()
+    fig = curves_figure(history)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
