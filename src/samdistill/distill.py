@@ -25,13 +25,13 @@ from samdistill.data.datasets import open_dataset
 from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.eval.efficiency import machine_info, num_threads
-from samdistill.eval.overlays import save_side_by_side
 from samdistill.methods.kdsam import KDSAMStage
 from samdistill.models.zoo import load_model, save_model
-from samdistill.train.plots import plot_curves
 from samdistill.train import distributed as dist_utils
 from samdistill.train.runlock import RunLock, held_run, run_lock
 from samdistill.train.trainer import Phase, Trainer
+from samdistill.viz.overlays import save_side_by_side
+from samdistill.viz.plots import plot_curves
 
 
 def default_cache_dir(out_dir: Path) -> Path:
@@ -269,7 +269,7 @@ def _overlays(student, teacher, ds, ids, folder: Path, names: tuple[str, str] = 
     each panel in its own colour with its title and Dice vs the ground truth."""
     from samdistill.data.prompts import tight_box
     from samdistill.eval.metrics import dice
-    from samdistill.eval.overlays import GROUND_TRUTH, STUDENT, TEACHER, Panel
+    from samdistill.viz.overlays import GROUND_TRUTH, STUDENT, TEACHER, Panel
 
     folder.mkdir(parents=True, exist_ok=True)
     for sample in ds.iter_samples(ids):

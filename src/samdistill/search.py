@@ -100,7 +100,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool
 
 def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, progress: bool) -> dict[str, Any]:
     from samdistill.methods.nas import SearchStep
-    from samdistill.train.plots import plot_arch_weights
+    from samdistill.viz.plots import plot_arch_weights
 
     s = cfg.nas.search
     progress = progress and ctx.is_main

@@ -213,7 +213,7 @@ class DemoService:
         """Every model on the image: mask, overlay, encoder time (measured when the image was first encoded
         by that model; ``encoder_cached`` says whether this request reused it), decoder time of this request,
         Dice between models and against the ground truth."""
-        from samdistill.eval.overlays import COLOURS, overlay
+        from samdistill.viz.overlays import COLOURS, overlay
 
         entry = self._get_image(image_id)
         b, p, lab = self._parse_prompt(entry.image.shape[:2], box, points, labels)
@@ -327,7 +327,7 @@ class DemoService:
     def volume_slice(self, vid: str, z: int) -> dict[str, Any]:
         """Slice ``z`` as an image the page can prompt (same flow as an uploaded image), with the
         propagated mask's overlay once there is one."""
-        from samdistill.eval.overlays import overlay
+        from samdistill.viz.overlays import overlay
 
         vol = self._get_volume(vid)
         z = self._slice_index(vol, z)

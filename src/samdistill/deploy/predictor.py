@@ -483,7 +483,7 @@ def _predict_into(predictor: Predictor, plan: PredictionPlan, out: Path, *, on_e
 
     from samdistill.data.images import read_image
     from samdistill.errors import DataError
-    from samdistill.eval.overlays import overlay
+    from samdistill.viz.overlays import overlay
 
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from samdistill.eval.bench import pareto_figure, pareto_plot  # noqa: E402
+from samdistill.viz.pareto import pareto_figure, pareto_plot  # noqa: E402
 
 # the three rows of benchmarks/results/bench_kvasir_seg.json (teacher, student, its ONNX export)
 ROWS = [

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from samdistill.eval.overlays import GROUND_TRUTH, STUDENT, TEACHER, Panel, save_side_by_side
+from samdistill.viz.overlays import GROUND_TRUTH, STUDENT, TEACHER, Panel, save_side_by_side
 from tests.conftest import disk_mask
 
 

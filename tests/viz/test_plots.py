@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from samdistill.train.plots import curves_figure, encoder_only, plain_log_ticks, plot_curves  # noqa: E402
+from samdistill.viz.plots import curves_figure, encoder_only, plain_log_ticks, plot_curves  # noqa: E402
 
 
 def _kdsam_history():
