@@ -92,3 +92,40 @@ def test_cli_distill_with_overrides_and_bad_key(tmp_path, capsys):
     assert "best val Dice" in capsys.readouterr().out
     assert main(["distill", "--data", DATA, "--out", str(tmp_path / "x"), "stage1.epoch=2"]) == 2
     assert "did you mean 'stage1.epochs'" in capsys.readouterr().err
+
+
+def test_resume_auto_starts_resumes_reads_a_finished_run_and_extends_a_changed_one(tmp_path, monkeypatch):
+    from samdistill.train.trainer import Trainer
+
+    out = tmp_path / "auto"
+    cut = distill(_cfg(tmp_path), out, resume="auto", stop_after_steps=5)  # empty folder: a fresh run, cut short
+    assert cut["interrupted"]
+    done = distill(_cfg(tmp_path), out, resume="auto")  # holds a checkpoint: resumed to the end
+    assert not done.get("interrupted") and "already_finished" not in done
+    stamp = (out / "student.pt").stat().st_mtime_ns, (out / "student.pt").read_bytes()
+    log = (out / "log.txt").read_text()
+
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: pytest.fail("a finished run was trained again"))
+    again = distill(_cfg(tmp_path, threads=2, progress=True), out, resume="auto")  # threads/progress: same run
+    assert again == {**json.loads((out / "summary.json").read_text()), "already_finished": True}
+    assert again["steps"] == done["steps"] and again["best"] == done["best"]
+    assert ((out / "student.pt").stat().st_mtime_ns, (out / "student.pt").read_bytes()) == stamp
+    assert (out / "log.txt").read_text() == log
+    monkeypatch.setattr(Trainer, "fit", fit)
+
+    # a finished run with another config (one more stage-2 epoch) is continued from its checkpoint, as --resume does
+    longer = distill(_cfg(tmp_path, stage2={"epochs": 3, "batch_size": 4, "optim": {"lr": 0.003, "warmup_steps": 2}}),
+                     out, resume="auto")
+    assert "already_finished" not in longer and longer["steps"] > done["steps"]
+    assert "config differs in stage2.epochs" in (out / "log.txt").read_text()
+    with pytest.raises(UserError, match="resume must be True, False or 'auto'"):
+        distill(_cfg(tmp_path), out, resume="yes")
+
+
+def test_resume_auto_without_a_checkpoint_is_a_fresh_run_and_refused_where_a_run_is(tmp_path):
+    out = tmp_path / "nockpt"
+    out.mkdir()
+    (out / "metrics.csv").write_text("epoch\n")  # a run killed before its first checkpoint
+    with pytest.raises(UserError, match="holds a run"):
+        distill(_cfg(tmp_path), out, resume="auto")

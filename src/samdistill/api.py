@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from samdistill.atomic import check_out_dir
 from samdistill.config import DistillConfig, load_config
@@ -51,8 +51,10 @@ def evaluate_model(
     )
 
 
-def distill(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False) -> dict[str, Any]:
-    """Run a distillation recipe into ``out_dir`` (see :mod:`samdistill.distill`)."""
+def distill(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool | Literal["auto"] = False) -> dict[str, Any]:
+    """Run a distillation recipe into ``out_dir`` (see :mod:`samdistill.distill`). ``resume``: False = a fresh
+    run (refused where a run is), True = continue the run there, ``"auto"`` = read a run that finished with this
+    config, else continue the one there, else start fresh."""
     from samdistill.distill import distill as _distill
 
     return _distill(cfg, out_dir, resume=resume)

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,8 +73,43 @@ def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
     return ds, cache, train_keys, val_keys, val_ids
 
 
+# settings that do not change what a run trains: a finished run that differs only in these is still that run
+RUN_FREE_KEYS = ("progress", "threads")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if isinstance(d, dict) and d:
+        return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}.{key}" if prefix else key).items()}
+    return {prefix: d}
+
+
+def finished_run(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any] | None, list[str]]:
+    """``(summary, [])`` when ``out`` holds a run trained to the end with ``cfg`` (``RUN_FREE_KEYS`` aside),
+    else ``(None, keys)``: the dotted config keys in which a finished run there differs (``[]`` if none is).
+
+    Finished = ``summary.json`` and ``student.pt`` present and ``summary.json`` no older than ``config.yaml``
+    (every call that trains rewrites ``config.yaml`` first, so a later call that was cut short is not read as
+    finished).
+    """
+    import yaml
+
+    summary, saved = out / "summary.json", out / "config.yaml"
+    if not (summary.is_file() and saved.is_file() and (out / "student.pt").is_file()):
+        return None, []
+    if summary.stat().st_mtime_ns < saved.stat().st_mtime_ns:
+        return None, []
+    old = _flat({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in RUN_FREE_KEYS})
+    now = _flat({k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_FREE_KEYS})
+    diff = sorted(k for k in set(old) | set(now) if old.get(k, ...) != now.get(k, ...))
+    if diff:
+        return None, diff
+    return json.loads(summary.read_text()), []
+
+
 def distill(
-    cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False, stop_after_steps: int | None = None
+    cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool | Literal["auto"] = False,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run a method end to end (cache -> training phases -> student.pt). Returns the summary.
 
@@ -84,10 +119,26 @@ def distill(
     One run per folder: ``<out>/.lock`` is held while the run writes (a second run on the same ``--out``
     is a ``UserError``), and a fresh run (no ``resume``) into a folder that holds a run is refused
     rather than mixed into it.
+
+    ``resume="auto"``: a run in ``out`` that finished with this config (:func:`finished_run`) is read, not
+    redone: its ``summary.json`` is returned with ``already_finished: True``, nothing is loaded, trained or
+    written. Otherwise the run resumes when ``out`` holds a checkpoint (an interrupted run, or a finished one
+    whose config differs, e.g. more epochs: the Trainer continues from ``last.pt``, as ``resume=True`` does;
+    the differing keys are noted in ``log.txt``) and starts fresh when it holds none (refused like
+    ``resume=False`` when other run files are there).
     """
     out = check_out_dir(out_dir)
     check_device(cfg.device)
     ctx = dist_utils.init_from_env(cfg.device)
+    if resume == "auto":
+        done, differs = finished_run(out, cfg)
+        if done is not None:
+            return {**done, "already_finished": True}
+        resume = held_run(out, ("checkpoints/last.pt", "checkpoints/last.prev.pt")) is not None
+        if resume and differs and ctx.is_main:
+            _logger(out).info("resuming a finished run whose config differs in %s", ", ".join(differs))
+    elif not isinstance(resume, bool):
+        raise UserError(f"resume must be True, False or 'auto', not {resume!r}")
 
     def fresh_folder_only() -> None:
         marker = None if resume else held_run(out)
