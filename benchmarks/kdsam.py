@@ -104,7 +104,8 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
 
 
 def latency_pair(teacher, student, threads: int) -> dict:
-    from samdistill.eval.efficiency import num_threads, time_ms
+    from samdistill.eval.efficiency import time_ms
+    from samdistill.machine import num_threads
 
     out = {}
     with num_threads(threads), torch.no_grad():
@@ -278,7 +279,7 @@ def markdown(r: dict) -> str:
 def speed_table(args) -> dict:
     """Stage-1 cache speed-up of each student family (random init: a step's time does not depend on weights)."""
     from samdistill.config import load_config
-    from samdistill.eval.efficiency import machine_info, num_threads
+    from samdistill.machine import machine_info, num_threads
     from samdistill.models.zoo import load_model
 
     name = args.datasets[0]

@@ -253,7 +253,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    from samdistill.eval.efficiency import machine_info
+    from samdistill.machine import machine_info
 
     machine = machine_info()
     for name in args.datasets:

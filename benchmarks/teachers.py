@@ -35,7 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from samdistill.api import evaluate_model, load_model
-    from samdistill.eval.efficiency import machine_info, num_threads, promptable_macs, time_ms
+    from samdistill.eval.efficiency import promptable_macs, time_ms
+    from samdistill.machine import machine_info, num_threads
 
     t_all = time.time()
     rows = []

@@ -77,7 +77,7 @@ def build_cache(
     """Fill the teacher-embedding cache for one split; returns hit/miss/corrupt counts. ``labels``: masks are
     label maps (see :func:`open_dataset`)."""
     from samdistill.data.cache import EmbeddingCache
-    from samdistill.eval.efficiency import num_threads
+    from samdistill.machine import num_threads
 
     check_out_dir(cache_dir, "--cache-dir")
     with num_threads(threads):

@@ -93,7 +93,8 @@ def info(
     import torch
 
     from samdistill.api import load_model
-    from samdistill.eval.efficiency import model_macs, num_threads, promptable_macs, time_ms
+    from samdistill.eval.efficiency import model_macs, promptable_macs, time_ms
+    from samdistill.machine import num_threads
     from samdistill.models.zoo import MODELS, populate
 
     populate()
@@ -359,7 +360,7 @@ def predict(
         from samdistill.atomic import staged_dir
         from samdistill.deploy.predictor import Predictor, check_prompt
         from samdistill.deploy.volumes import predict_volume
-        from samdistill.eval.efficiency import num_threads
+        from samdistill.machine import num_threads
 
         if box is None or slice_index is None:
             raise UserError("a volume needs --box x0,y0,x1,y1 and --slice N")

@@ -24,7 +24,7 @@ from samdistill.data.cache import CachedSet, EmbeddingCache
 from samdistill.data.datasets import open_dataset
 from samdistill.devices import check_device
 from samdistill.errors import UserError
-from samdistill.eval.efficiency import machine_info, num_threads
+from samdistill.machine import machine_info, num_threads
 from samdistill.methods.kdsam import KDSAMStage
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train import distributed as dist_utils

@@ -29,7 +29,8 @@ from samdistill.data.cache import CachedSet
 from samdistill.devices import check_device
 from samdistill.distill import build_cache, seed_everything
 from samdistill.errors import UserError
-from samdistill.eval.efficiency import count_macs, frozen, machine_info, num_threads
+from samdistill.eval.efficiency import count_macs, frozen
+from samdistill.machine import machine_info, num_threads
 from samdistill.models.nas.genotype import GenotypeEncoder, write_genotype
 from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model

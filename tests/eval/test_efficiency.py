@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from samdistill.eval.efficiency import count_macs, count_params, num_threads, promptable_macs, time_ms
+from samdistill.eval.efficiency import count_macs, count_params, promptable_macs, time_ms
 
 
 def test_macs_of_linear_and_conv_are_exact():
@@ -19,10 +19,6 @@ def test_promptable_macs_split_encoder_decoder(tiny_model):
     assert m["decoder_gmacs"] > 0
 
 
-def test_time_ms_and_threads():
+def test_time_ms():
     out = time_ms(lambda: sum(range(1000)), warmup=1, repeats=5)
     assert out["n"] == 5 and out["p10"] <= out["median"] <= out["p90"]
-    before = torch.get_num_threads()
-    with num_threads(1) as t:
-        assert t == 1 == torch.get_num_threads()
-    assert torch.get_num_threads() == before

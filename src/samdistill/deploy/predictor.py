@@ -545,7 +545,7 @@ def predict_images(model: str | Path, input: str | Path, prompts: str | Path | N
     file, check every image header and prompt, and only then load the model and segment, into a staged
     ``out_dir`` (see :func:`predict_folder`). Without ``prompts`` the model must be prompt-free."""
     from samdistill.atomic import staged_dir
-    from samdistill.eval.efficiency import num_threads
+    from samdistill.machine import num_threads
 
     files = list_images(input)
     check_output_names(files)  # before the prompt file is even read

@@ -23,8 +23,9 @@ from samdistill.data.datasets import open_dataset
 from samdistill.data.prompts import tight_box
 from samdistill.deploy.predictor import Predictor
 from samdistill.eval.coco_map import CocoMaskAP
-from samdistill.eval.efficiency import machine_info, model_macs, num_threads, peak_memory_mb
+from samdistill.eval.efficiency import model_macs, peak_memory_mb
 from samdistill.eval.metrics import MetricAccumulator, image_metrics
+from samdistill.machine import machine_info, num_threads
 from samdistill.viz.pareto import pareto_plot
 
 

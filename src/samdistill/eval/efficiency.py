@@ -7,8 +7,6 @@ warm-up runs then the median of >= 20, with the thread count stated (DESIGN.md s
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import statistics
 import time
 from typing import Any, Callable, Iterator
@@ -16,18 +14,6 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-
-@contextlib.contextmanager
-def num_threads(n: int | None) -> Iterator[int]:
-    """Run a block with ``torch.set_num_threads(n)`` (``None``: leave as is); yields the count used."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)
 
 
 def count_params(module: nn.Module) -> int:
@@ -133,22 +119,3 @@ def peak_memory_mb(fn: Callable[[], Any]) -> float | None:
     if before is None or peak is None:
         return None
     return max(0, peak - before) / 1024
-
-
-def machine_info() -> dict[str, Any]:
-    """What a reader needs to interpret a timing: CPU, cores, threads, torch, device."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return info

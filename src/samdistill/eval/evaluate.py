@@ -36,8 +36,9 @@ from samdistill.data.prompts import (
 )
 from samdistill.errors import UserError
 from samdistill.eval.coco_map import CocoMaskAP
-from samdistill.eval.efficiency import machine_info, model_macs, num_threads, sync
+from samdistill.eval.efficiency import model_macs, sync
 from samdistill.eval.metrics import EMPTY_CONVENTION, NSD_TOLERANCE_PX, MetricAccumulator, image_metrics
+from samdistill.machine import machine_info, num_threads
 
 PromptKind = Literal["box", "components", "point"]
 
