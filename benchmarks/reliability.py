@@ -263,36 +263,406 @@ def kill_case(root: Path, sig) -> dict:
             "outcome": f"killed rc={p.returncode} at step {at}; {msg[:90]}; resume rc={r.returncode}; identical weights: {same}"}
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name -> bytes): to show that a refused command changed nothing."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()} \
+        if folder.exists() else {}
+
+
+def _row(case: str, tried: str, expect: str, r: dict, ok: bool, **extra) -> dict:
+    """A case through the CLI whose outcome is checked: ``ok`` says whether what was expected happened."""
+    return {"case": case, "tried": tried, "expect": expect, "raise": r, "as_expected": bool(ok), **extra}
+
+
+def _tiny_image(path: Path, h: int = 40, w: int = 50, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _box_csv(path: Path, image: str, box: str = "5,5,30,25") -> Path:
+    path.write_text(f"image,x0,y0,x1,y1\n{image},{box}\n")
+    return path
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` with a few bytes of pixel data: a decompression bomb's
+    header, cheap to make; only a check on the header (not on the file size) can refuse it in time."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+class _MakesAFile:
+    """A pickle payload: a full unpickler calls open(path, "w") while loading it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def run_folder_cases(root: Path) -> list[dict]:
+    """Issue 21: a run folder is data (no code runs from it) and has one writer at a time."""
+    import torch
+
+    rows = []
+    run = root / "run with spaces ü"
+    base = ["distill", "--teacher", "test_sam", "--student", "test_resnet18", "--data", "synthetic:n=8,size=64",
+            f"cache.dir={root / 'rcache'}", "stage1.epochs=1", "stage2.epochs=1", "progress=false", "overlays=0"]
+    first = cli(base + ["--out", str(run)])
+    before = _files(run)
+    rows.append(_row("distill_path_spaces_unicode", "distill into a run folder named 'run with spaces ü'",
+                     "trains, exit 0", first, first["rc"] == 0 and (run / "student.pt").is_file()))
+    # a pickle payload planted as last.pt
+    marker = root / "PWNED"
+    torch.save({"model": _MakesAFile(str(marker)), "phase": 0}, run / "checkpoints" / "last.pt")
+    r = cli(base + ["--out", str(run), "--resume"])
+    rows.append(_row("planted_pickle_last_pt", "last.pt replaced by a pickle whose loading would call open(PWNED, 'w'); "
+                     "then --resume", "one-line refusal, exit 2, payload never runs, no fallback to last.prev.pt", r,
+                     r["rc"] == 2 and not marker.exists() and "refused" in r["stderr"],
+                     outcome_extra=f"payload file created: {marker.exists()}"))
+    (run / "checkpoints" / "last.pt").unlink()
+    shutil.copy(run / "checkpoints" / "last.prev.pt", run / "checkpoints" / "last.pt")
+    # a second run on the same --out while the first holds it (a live child process holds the lock)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from samdistill.train.runlock import acquire; "
+                               "acquire(sys.argv[1], 'holder'); print('held', flush=True); time.sleep(120)", str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()
+    before = _files(run)
+    r = cli(base + ["--out", str(run), "--resume"])
+    holder.kill()
+    holder.wait()
+    after = {k: v for k, v in _files(run).items() if k != ".lock"}
+    rows.append(_row("two_runs_one_out", "a second distill --resume on a run folder another live process holds",
+                     "one-line refusal naming pid/host, exit 2, run folder unchanged", r,
+                     r["rc"] == 2 and "in use by another run" in r["stderr"]
+                     and after == {k: v for k, v in before.items() if k != ".lock"}))
+    # the holder was killed: its lock is stale now
+    r = cli(base + ["--out", str(run), "--resume"])
+    rows.append(_row("stale_lock", "the lock holder killed (SIGKILL), then distill --resume",
+                     "stale lock taken over with a note, run completes, exit 0, no lock left", r,
+                     r["rc"] == 0 and not (run / ".lock").exists()))
+    r = cli(base + ["--out", str(run)])
+    rows.append(_row("fresh_run_into_finished_run", "distill without --resume into a folder holding a finished run",
+                     "one-line refusal ('add --resume'), exit 2, nothing overwritten", r,
+                     r["rc"] == 2 and "--resume" in r["stderr"]))
+    f = root / "a_file"
+    f.write_text("keep me")
+    for verb, argv in (("distill", base + ["--out", str(f)]),
+                       ("eval", ["eval", "--model", "test_sam", "--data", "synthetic:n=4,size=64", "--out", str(f),
+                                 "--no-progress"]),
+                       ("export", ["export", "test_sam", "--out", str(f)]),
+                       ("predict", ["predict", "test_sam", "--input", str(_tiny_image(root / "one.png")),
+                                    "--prompts", str(_box_csv(root / "one.csv", "one.png")), "--out", str(f)])):
+        r = cli(argv)
+        rows.append(_row(f"out_is_a_file_{verb}", f"{verb} --out pointing at an existing file",
+                         "one-line error, exit 2, the file untouched", r,
+                         r["rc"] == 2 and f.read_text() == "keep me"))
+    return rows
+
+
+def read_only_case(root: Path) -> list[dict]:
+    """A read-only mount (a real one: tmpfs mounted ro; needs root, else recorded as not run)."""
+    ro = root / "ro_mount"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode == 0
+    if not mounted:
+        return [{"case": "read_only_mount", "tried": "eval --out on a read-only mount", "expect": "one-line error, exit 2",
+                 "outcome": "not run: this machine does not allow mounting a tmpfs (needs root)", "as_expected": None}]
+    try:
+        r = cli(["eval", "--model", "test_sam", "--data", "synthetic:n=4,size=64", "--out", str(ro / "eval"),
+                 "--no-progress"])
+        r2 = cli(["predict", "test_sam", "--input", str(_tiny_image(root / "ro_in.png")),
+                  "--prompts", str(_box_csv(root / "ro_in.csv", "ro_in.png")), "--out", str(ro / "pred")])
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+    return [_row("read_only_mount_eval", "eval --out on a real read-only mount (tmpfs -o ro)",
+                 "one-line error naming the folder, exit 2", r, r["rc"] == 2 and "not writable" in r["stderr"]),
+            _row("read_only_mount_predict", "predict --out on a real read-only mount",
+                 "one-line error, exit 2", r2, r2["rc"] == 2)]
+
+
+def predict_cases(root: Path) -> list[dict]:
+    """Issue 21: predict checks everything before it writes, and its --out is whole or as it was."""
+    rows = []
+
+    def inputs(name: str, names: list[str]) -> Path:
+        d = root / name
+        d.mkdir()
+        for i, n in enumerate(names):
+            _tiny_image(d / n, seed=i)
+        return d
+
+    def csv_for(path: Path, names: list[str], box: str = "5,5,30,25") -> Path:
+        path.write_text("image,x0,y0,x1,y1\n" + "".join(f"{n},{box}\n" for n in names))
+        return path
+
+    def pred(inp: Path, prompts: Path, out: Path, *extra: str) -> dict:
+        return cli(["predict", "test_sam", "--input", str(inp), "--prompts", str(prompts), "--out", str(out),
+                    "--no-progress", *extra])
+
+    d = inputs("same_stem", ["a.png", "a.jpg"])
+    r = pred(d, csv_for(root / "same.csv", ["a.png", "a.jpg"]), root / "p_same")
+    rows.append(_row("predict_same_stem", "inputs a.png and a.jpg (masks are named by stem)",
+                     "one-line error naming both before any work, exit 2, no --out", r,
+                     r["rc"] == 2 and not (root / "p_same").exists()))
+    d = inputs("nan_box", ["a.png"])
+    r = pred(d, csv_for(root / "nan.csv", ["a.png"], "5,5,nan,25"), root / "p_nan")
+    rows.append(_row("predict_nan_box", "a CSV box with x1 = nan", "one-line error naming the line, exit 2", r,
+                     r["rc"] == 2 and not (root / "p_nan").exists()))
+    d = inputs("torn", ["a.png", "b.png", "c.png"])
+    b = (d / "b.png").read_bytes()
+    (d / "b.png").write_bytes(b[: len(b) // 2])
+    prompts = csv_for(root / "torn.csv", ["a.png", "b.png", "c.png"])
+    r = pred(d, prompts, root / "p_torn")
+    rows.append(_row("predict_unreadable_image_raise", "3 images, the second cut in half (header fine, pixels torn)",
+                     "one-line error naming it, exit 2, no --out folder and no temp folder left", r,
+                     r["rc"] == 2 and not (root / "p_torn").exists()
+                     and not any(p.name.startswith(".p_torn") for p in root.iterdir())))
+    r = pred(d, prompts, root / "p_torn", "--on-error", "skip")
+    skipped = (root / "p_torn" / "skipped.csv")
+    rows.append(_row("predict_unreadable_image_skip", "the same with --on-error skip",
+                     "exit 0, 2 masks + areas.csv, the bad image listed in skipped.csv and counted", r,
+                     r["rc"] == 0 and len(list((root / "p_torn" / "masks").glob("*.png"))) == 2
+                     and skipped.is_file() and "b.png" in skipped.read_text()))
+    before = _files(root / "p_torn")
+    r = pred(d, prompts, root / "p_torn", "--force")
+    rows.append(_row("predict_failed_run_keeps_old_out", "a --force rerun into that folder that fails on the torn image",
+                     "exit 2, the previous folder byte-identical", r, r["rc"] == 2 and _files(root / "p_torn") == before))
+    d = inputs("missing", ["a.png", "b.png", "c.png"])
+    r = pred(d, csv_for(root / "missing.csv", ["a.png", "b.png"]), root / "p_missing")
+    rows.append(_row("predict_missing_prompt", "3 images, prompts for 2", "one-line error listing c.png before any work",
+                     r, r["rc"] == 2 and "c.png" in r["stderr"] and not (root / "p_missing").exists()))
+    (root / "short.csv").write_text("image,x0,y0,x1,y1\na.png,5,5,30,25\nb.png,5,5\n")
+    r = pred(inputs("short", ["a.png", "b.png"]), root / "short.csv", root / "p_short")
+    rows.append(_row("predict_short_csv_row", "a CSV row with 3 of 5 values", "one-line error naming line 3, exit 2",
+                     r, r["rc"] == 2 and "line 3" in r["stderr"]))
+    for name, text in (("list", "[1, 2]"), ("box3", '{"a.png": {"boxes": [[1, 2, 3]]}}'),
+                       ("labels2", '{"a.png": {"points": [[5, 5]], "labels": [2]}}')):
+        (root / f"{name}.json").write_text(text)
+        r = pred(inputs(f"json_{name}", ["a.png"]), root / f"{name}.json", root / f"p_{name}")
+        rows.append(_row(f"predict_json_{name}", f"prompts JSON of the wrong shape: {text}", "one-line error, exit 2",
+                         r, r["rc"] == 2))
+    (root / "excel.csv").write_bytes(b"\xef\xbb\xbfimage,x0,y0,x1,y1\r\na.png,5,5,30,25\r\n,,,,\r\n")
+    r = pred(inputs("excel", ["a.png"]), root / "excel.csv", root / "p_excel")
+    rows.append(_row("predict_excel_csv", "a CSV saved by Excel: UTF-8 BOM, Windows line endings, an empty ',,,,' row",
+                     "read, exit 0, one mask", r, r["rc"] == 0 and (root / "p_excel" / "masks" / "a.png").is_file()))
+    out = root / "p_busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = pred(inputs("busy", ["a.png"]), csv_for(root / "busy.csv", ["a.png"]), out)
+    rows.append(_row("predict_nonempty_out", "--out is a folder holding someone's notes.txt",
+                     "one-line refusal naming --force, exit 2, notes.txt kept", r,
+                     r["rc"] == 2 and (out / "notes.txt").read_text() == "mine"))
+    d = inputs("bomb", ["a.png"])
+    (d / "b.png").write_bytes(_png_header_only(20000, 20000))
+    r = pred(d, csv_for(root / "bomb.csv", ["a.png", "b.png"]), root / "p_bomb")
+    rows.append(_row("predict_png_header_bomb", "an image whose header says 20000x20000 (a few hundred bytes on disk)",
+                     "refused from its header with the limit named, exit 2, nothing decoded", r,
+                     r["rc"] == 2 and "over the limit" in r["stderr"]))
+    return rows
+
+
+def export_cases(root: Path) -> list[dict]:
+    """Issue 21: export owns its folder; the loaders read its manifest."""
+    from samdistill.models.zoo import load_model, save_model
+
+    t = load_model("test_sam")
+    able = save_model(load_model("test_efficientvit_b0", teacher=t).eval(), root / "able.pt")
+    free = save_model(load_model("test_knowsam_student", teacher=t).eval(), root / "free.pt")
+    rows = []
+    out = root / "onnx export ü"
+    r0 = cli(["export", str(free), "--out", str(out)])
+    before = _files(out)
+    r = cli(["export", str(able), "--out", str(out)])
+    rows.append(_row("export_over_another_export", "export a promptable student into a folder holding a prompt-free "
+                     "export (model.onnx)", "one-line refusal naming --force, exit 2, folder unchanged", r,
+                     r0["rc"] == 0 and r["rc"] == 2 and _files(out) == before))
+    r = cli(["export", str(able), "--out", str(out), "--force"])
+    names = sorted(p.name for p in out.iterdir())
+    img = _tiny_image(root / "e.png")
+    (root / "e.csv").write_text("image,x0,y0,x1,y1\ne.png,5,5,30,25\n")
+    rp = cli(["predict", str(out), "--input", str(img), "--prompts", str(root / "e.csv"), "--out", str(root / "e_pred")])
+    rows.append(_row("export_force_replaces_whole", "the same with --force, then predict from the folder",
+                     "exit 0; only the new graphs + manifest remain (no stale model.onnx); predict runs them", r,
+                     r["rc"] == 0 and "model.onnx" not in names and "manifest.json" in names and rp["rc"] == 0,
+                     outcome_extra=f"folder: {', '.join(names)}; predict rc={rp['rc']}"))
+    enc = out / "encoder.onnx"
+    data = bytearray(enc.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    enc.write_bytes(bytes(data))
+    r = cli(["predict", str(out), "--input", str(img), "--prompts", str(root / "e.csv"), "--out", str(root / "e_pred2")])
+    rows.append(_row("export_tampered_graph", "one byte of encoder.onnx changed after export, then predict",
+                     "one-line 're-export' error (sha256 differs), exit 2", r, r["rc"] == 2 and "re-export" in r["stderr"]))
+    return rows
+
+
+def data_guard_cases(root: Path) -> list[dict]:
+    """Issue 21: silent wrong results (leaky splits, label maps) and decoded-size limits."""
+    rows = []
+    d = folder(root, "overlap", n=8)
+    (d / "split.json").write_text(json.dumps({"train": ["case_0000", "case_0001", "case_0002"], "val": ["case_0003"],
+                                              "test": ["case_0002", "case_0004"]}))
+    for verb, argv in (("eval", ["eval", "--model", "test_sam", "--data", str(d), "--out", str(root / "ov_e"),
+                                 "--no-progress"]),
+                       ("distill", ["distill", "--teacher", "test_sam", "--student", "test_resnet18", "--data", str(d),
+                                    "--out", str(root / "ov_d"), "progress=false"])):
+        r = cli(argv)
+        rows.append(_row(f"split_overlap_{verb}", f"{verb} on a split.json whose train and test share case_0002",
+                         "one-line refusal naming the lists and the id, exit 2", r,
+                         r["rc"] == 2 and "case_0002" in r["stderr"]))
+    d = folder(root, "labelmap", n=6)
+    for i, m in enumerate(sorted((d / "masks").iterdir())):
+        a = (np.asarray(Image.open(m)) > 0).astype(np.uint8)
+        a[: a.shape[0] // 2] *= 2  # the top half of each object is label 2, the bottom label 1
+        Image.fromarray(a).save(m)
+    args = ["eval", "--model", "test_sam", "--data", str(d), "--split", "all", "--no-progress"]
+    r = cli(args + ["--out", str(root / "lm1")])
+    rows.append(_row("label_map_mask", "masks are label maps with values {0, 1, 2}",
+                     "one-line error naming it a multi-class label map and suggesting --labels 1,2", r,
+                     r["rc"] == 2 and "label map" in r["stderr"] and "--labels" in r["stderr"]))
+    r = cli(args + ["--out", str(root / "lm2"), "--mask-threshold", "128"])
+    rows.append(_row("label_map_old_advice", "the same with the old advice --mask-threshold 128",
+                     "one-line error (it would leave every mask empty), exit 2, not a silent drop", r, r["rc"] == 2))
+    r = cli(args + ["--out", str(root / "lm3"), "--labels", "1,2"])
+    s = json.loads((root / "lm3" / "summary.json").read_text()) if (root / "lm3" / "summary.json").exists() else {}
+    rows.append(_row("label_map_labels", "the same with --labels 1,2", "scored with both labels as foreground, exit 0", r,
+                     r["rc"] == 0 and s.get("n") == 6, outcome_extra=f"scored {s.get('n')}, Dice {s.get('dice', 0):.3f}"))
+    d = folder(root, "bomb", n=6)
+    (d / "images" / "case_0000.png").write_bytes(_png_header_only(20000, 20000))
+    r = eval_case(d, root / "bomb_out")
+    rows.append({"case": "png_header_bomb_eval", "tried": "an image whose header says 20000x20000 (400 MP, 300 bytes)",
+                 "expect": "refused from the header naming size and limit / counted skip; no PIL warning",
+                 **r, "as_expected": r["raise"]["rc"] == 2 and "over the limit" in r["raise"]["stderr"]
+                 and r["n_skipped"] == 1})
+    env = os.environ.get("SAMDISTILL_MAX_PIXELS")
+    os.environ["SAMDISTILL_MAX_PIXELS"] = "lots"
+    try:
+        r = cli(["eval", "--model", "test_sam", "--data", str(folder(root, "envbad")), "--out", str(root / "envbad_o"),
+                 "--no-progress"])
+    finally:
+        os.environ.pop("SAMDISTILL_MAX_PIXELS") if env is None else os.environ.__setitem__("SAMDISTILL_MAX_PIXELS", env)
+    rows.append(_row("pixel_limit_env_bad", "SAMDISTILL_MAX_PIXELS=lots", "one-line error naming the variable, exit 2",
+                     r, r["rc"] == 2 and "SAMDISTILL_MAX_PIXELS" in r["stderr"]))
+    rows += volume_cases(root)
+    return rows
+
+
+def volume_cases(root: Path) -> list[dict]:
+    """NIfTI and DICOM as they arrive: decompression bombs, missing tags."""
+    import gzip
+
+    import nibabel as nib
+
+    rows = []
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((1024, 1024, 300))
+    hdr.set_data_dtype(np.uint8)
+    hdr["vox_offset"] = 352
+    bomb = root / "bomb.nii.gz"
+    bomb.write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4))
+    r = cli(["predict", "test_sam", "--input", str(bomb), "--box", "1,1,5,5", "--slice", "0", "--out", str(root / "vb")])
+    rows.append(_row("nifti_header_bomb", "a .nii.gz of ~100 bytes whose header says 1024x1024x300 (315 M voxels)",
+                     "refused from the header naming voxels and limit, exit 2", r,
+                     r["rc"] == 2 and "voxels" in r["stderr"] and "limit" in r["stderr"]))
+    from samdistill.demo.service import DemoError, DemoService
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.models.zoo import load_model
+
+    svc = DemoService({"t": Predictor.from_torch(load_model("test_sam"), name="t")})
+    raw = gzip.compress(nib.Nifti1Image(np.zeros((640, 640, 640), np.uint8), np.eye(4)).to_bytes())
+    try:
+        svc.add_volume(raw, "b.nii.gz")
+        outcome, ok = "accepted (unexpected)", False
+    except DemoError as exc:
+        outcome, ok = f"DemoError: {str(exc)[:140]}", "limit" in str(exc)
+    rows.append({"case": "demo_gz_bomb", "tried": f"demo upload: a {len(raw) / 1e6:.1f} MB .nii.gz that decompresses to "
+                 "262 M voxels", "expect": "refused from the header before decompressing", "outcome": outcome,
+                 "as_expected": ok})
+    # DICOM series with the geometry tags missing (as some exports send them)
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    series = root / "dicom series"
+    series.mkdir()
+    uid = generate_uid()
+    for z in range(12):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(series / f"{z}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, uid
+        ds.Modality, ds.Rows, ds.Columns = "CT", 40, 48
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        yy, xx = np.mgrid[:40, :48]
+        ds.PixelData = (((yy - 20) ** 2 + (xx - 24) ** 2 < 64) * 1000).astype(np.uint16).tobytes()
+        ds.save_as(series / f"{z}.dcm", enforce_file_format=True)  # no PixelSpacing, positions, slope: all missing
+    (series / "README.txt").write_text("exported by PACS")
+    r = cli(["predict", "test_sam", "--input", str(series), "--box", "14,10,34,30", "--slice", "6",
+             "--out", str(root / "dcm_out")])
+    rows.append(_row("dicom_missing_tags", "a DICOM series without PixelSpacing, ImagePositionPatient, SliceThickness, "
+                     "InstanceNumber or RescaleSlope, with a README.txt among the slices",
+                     "segmented with stated fallbacks (notes), exit 0", r,
+                     r["rc"] == 0 and (root / "dcm_out" / "volumes.csv").is_file()))
+    return rows
+
+
 def describe(row: dict) -> str:
     if "outcome" in row:
         return row["outcome"]
     parts = []
+    if "as_expected" in row and row["as_expected"] is not None:
+        parts.append("as expected" if row["as_expected"] else "NOT AS EXPECTED")
     r = row["raise"]
     parts.append(f"raise: exit {r['rc']}" + (f", `{r['stderr']}`" if r["stderr"] else "") + (", TRACEBACK" if r["traceback"] else ""))
     if "skip" in row:
         s = row["skip"]
         parts.append(f"skip: exit {s['rc']}, scored {row['n_scored']}, skipped {row['n_skipped']}, "
                      f"excluded-empty {row['n_excluded_empty']}, ignored files {row['n_ignored']}")
+    if row.get("outcome_extra"):
+        parts.append(row["outcome_extra"])
     return "; ".join(parts)
+
+
+def machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
     t0 = time.time()
     root = Path(tempfile.mkdtemp(prefix="samdistill-reliability-"))
     try:
-        rows = data_cases(root) + model_config_cases(root) + runtime_cases(root)
+        rows = (data_cases(root) + model_config_cases(root) + runtime_cases(root) + run_folder_cases(root)
+                + read_only_case(root) + predict_cases(root) + export_cases(root) + data_guard_cases(root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     tracebacks = [r["case"] for r in rows if r.get("raise", {}).get("traceback") or r.get("skip", {}).get("traceback")]
     crashes = [r["case"] for r in rows if isinstance(r.get("raise", {}).get("rc"), str)]
+    unexpected = [r["case"] for r in rows if r.get("as_expected") is False]
     md = ["# Reliability: bad input and faults", "",
           f"Each case through the real CLI on small synthetic data (6 images, 64 px) with the tiny test teacher; "
-          f"{len(rows)} cases in {time.time() - t0:.0f} s. Tracebacks seen: {tracebacks or 'none'}; crashes: {crashes or 'none'}.",
+          f"{len(rows)} cases in {time.time() - t0:.0f} s on {machine()}. Tracebacks seen: {tracebacks or 'none'}; "
+          f"crashes: {crashes or 'none'}; outcomes not as expected: {unexpected or 'none'}.",
+          "Rows that say `as expected` were checked by the script itself (exit code, message, and the files on disk: "
+          "e.g. that a refused command left its folder byte-identical, that a planted payload never ran).",
           "`raise` = default `--on-error raise`; `skip` = `--on-error skip` (scored / skipped / excluded counts from summary.json).",
           "", "| case | tried | expected | outcome |", "|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['case']} | {r['tried']} | {r['expect']} | {describe(r).replace('|', '/').replace(str(root), '<tmp>')} |")
     payload = {"rows": [{k: v for k, v in r.items()} for r in rows], "tracebacks": tracebacks, "crashes": crashes,
+               "not_as_expected": unexpected, "machine": machine(),
                "seconds": time.time() - t0}
     write_results("reliability", payload, "\n".join(md) + "\n")
 
