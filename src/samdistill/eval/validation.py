@@ -8,15 +8,8 @@ teacher's cached embedding. Cheap by design: the full metrics come from ``samdis
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-
-def target_like(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """``BxSxS`` input-frame mask -> ``Bx1xhxw`` at the logits' resolution."""
-    m = mask[:, None].float()
-    if m.shape[-2:] != logits.shape[-2:]:
-        m = (F.interpolate(m, size=logits.shape[-2:], mode="area") > 0.5).float()
-    return m
+from samdistill.losses.targets import target_like
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from samdistill.config import Stage1Config, Stage2Config
-from samdistill.eval.validation import promptable_validation, target_like
+from samdistill.eval.validation import promptable_validation
+from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
 from samdistill.losses.segmentation import bce_loss, dice_loss, iou_head_mse

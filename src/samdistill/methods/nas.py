@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from samdistill.eval.validation import promptable_validation, target_like
+from samdistill.eval.validation import promptable_validation
+from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
 from samdistill.losses.perceptual import capture_decoder_tokens
