@@ -1,10 +1,15 @@
-"""Helpers shared by the benchmark scripts: where the shared data is, writing results."""
+"""Helpers shared by the benchmark scripts: where the shared data is, result tables, writing results.
+
+The scripts run as ``python benchmarks/<name>.py``, so this folder is ``sys.path[0]`` and ``import _common``
+finds this file; nothing else imports the scripts.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -46,6 +51,32 @@ def throughput(run_dir: Path) -> dict:
                       "images_per_s": sum(imgs) / sum(secs), "first_epoch_images_per_s": float(rs[0]["images_per_s"]),
                       "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None}
     return out
+
+
+def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:
+    """A Markdown table (no trailing newline): the header, ``|---|`` separators, one line per row.
+
+    Cells are written with ``str`` (format numbers before: each table states its own precision); ``None`` or
+    ``""`` is an empty cell (``| |``). A row with another number of cells than ``columns`` is a ValueError.
+    """
+    def line(cells: Sequence[Any]) -> str:
+        text = ["" if c is None else str(c) for c in cells]
+        return "|" + "|".join(f" {t} " if t else " " for t in text) + "|"
+
+    out = [line(columns), "|" + "|".join("---" for _ in columns) + "|"]
+    for i, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise ValueError(f"row {i} has {len(row)} cells for {len(columns)} columns: {list(row)}")
+        out.append(line(row))
+    return "\n".join(out)
+
+
+def render_only(stems: Iterable[str], markdown: Callable[[dict], str]) -> None:
+    """Rewrite ``results/<stem>.md`` from ``results/<stem>.json`` for each stem (no benchmark runs)."""
+    for stem in stems:
+        payload = json.loads((RESULTS / f"{stem}.json").read_text())
+        (RESULTS / f"{stem}.md").write_text(markdown(payload))
+        print(f"rendered {RESULTS / (stem + '.md')} from its .json")
 
 
 def write_results(stem: str, payload: dict, markdown: str) -> None:

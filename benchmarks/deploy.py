@@ -14,11 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, render_only, shared_dataset, write_results
+
+
+def markdown(r: dict) -> str:
+    """``samdistill bench``'s table (eval/bench.py bench_markdown) and this claim's targets."""
+    from samdistill.eval.bench import bench_markdown
+
+    t, export = r["targets"], r["export_verification"]
+    return bench_markdown(r) + (
+        f"\nONNX student throughput / teacher (PyTorch) throughput at batch 16: "
+        f"{t['onnx_throughput_vs_teacher']:.1f}x (target >= 20x: {'met' if t['onnx_throughput_20x'] else 'NOT met'}). "
+        f"ONNX vs PyTorch student Dice: {t['onnx_dice_minus_torch_dice']:+.4f} (target within 0.005: "
+        f"{'met' if t['dice_within_0.005'] else 'NOT met'}). Export check: max |onnx - torch| "
+        f"{export['max_abs_diff']:.2e}, min Dice agreement {export['min_dice_agreement']:.4f}.\n"
+    )
 
 
 def main() -> None:
@@ -26,10 +37,14 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg", "hc18", "busi"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--render-only", action="store_true", help="rewrite results/bench_<dataset>.md from its .json")
     args = ap.parse_args()
+    if args.render_only:
+        render_only([f"bench_{name}" for name in args.datasets if (RESULTS / f"bench_{name}.json").exists()], markdown)
+        return
 
     from samdistill.api import export_model
-    from samdistill.eval.bench import bench_markdown, run_bench
+    from samdistill.eval.bench import run_bench
 
     for name in args.datasets:
         run = RESULTS / "runs" / f"kdsam_{name}"
@@ -50,17 +65,9 @@ def main() -> None:
             "onnx_dice_minus_torch_dice": onnx_s["dice"] - torch_s["dice"],
             "dice_within_0.005": abs(onnx_s["dice"] - torch_s["dice"]) <= 0.005,
         }
-        t = r["targets"]
-        md = bench_markdown(r) + (
-            f"\nONNX student throughput / teacher (PyTorch) throughput at batch 16: "
-            f"{t['onnx_throughput_vs_teacher']:.1f}x (target >= 20x: {'met' if t['onnx_throughput_20x'] else 'NOT met'}). "
-            f"ONNX vs PyTorch student Dice: {t['onnx_dice_minus_torch_dice']:+.4f} (target within 0.005: "
-            f"{'met' if t['dice_within_0.005'] else 'NOT met'}). Export check: max |onnx - torch| "
-            f"{export['max_abs_diff']:.2e}, min Dice agreement {export['min_dice_agreement']:.4f}.\n"
-        )
-        write_results(f"bench_{name}", r, md)
+        write_results(f"bench_{name}", r, markdown(r))
         shutil.copy(out / "pareto.png", RESULTS / f"bench_{name}.png")
-        print(json.dumps(t))
+        print(json.dumps(r["targets"]))
 
 
 if __name__ == "__main__":

@@ -26,16 +26,12 @@ CPU latency is not measured in that mode (the CPU results file has it):
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_note, device_tag, shared_dataset, throughput, write_results  # noqa: E402
+from _common import (RESULTS, data_note, device_tag, markdown_table, render_only, shared_dataset, throughput,
+                     write_results)
 
 # Stage 1 of mobilenetv4_conv_small (the default) needs optimiser steps: on Kvasir-SEG's 700 train images 8 epochs
 # (704 steps) never decoded, the recipe's 20 (1760) did, so Kvasir-SEG runs the recipe's epochs. The smaller sets
@@ -103,24 +99,6 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
             "speedup": cold / warm, "perceptual_weight": s1.perceptual}
 
 
-def latency_pair(teacher, student, threads: int) -> dict:
-    from samdistill.eval.efficiency import time_ms
-    from samdistill.machine import num_threads
-
-    out = {}
-    with num_threads(threads), torch.no_grad():
-        for role, m in (("teacher", teacher), ("student", student)):
-            s = m.input_size
-            x = torch.zeros(1, 3, s, s)
-            box = torch.tensor([[s * 0.25, s * 0.3, s * 0.7, s * 0.8]])
-            emb = m.encode(x)
-            enc = time_ms(lambda: m.encode(x), repeats=20)
-            dec = time_ms(lambda: m.decode(emb, boxes=box), repeats=20)
-            out[role] = {"encoder_ms": enc["median"], "decoder_ms": dec["median"],
-                         "encoder_plus_decoder_ms": enc["median"] + dec["median"]}
-    return out
-
-
 def stem(dataset: str, args) -> str:
     """``kdsam_<dataset>`` for the recipe's default student, ``kdsam_<dataset>_<student>`` for any other, then
     ``_neck<W>`` for a non-default neck width and ``_gpu`` for a GPU run."""
@@ -141,6 +119,7 @@ def given(**kv) -> dict:
 def run_dataset(name: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
     from samdistill.config import load_config
+    from samdistill.eval.efficiency import latency_pair
     from samdistill.models.zoo import load_model
 
     s1, s2 = (args.stage1_epochs, args.stage2_epochs) if args.stage1_epochs is not None else EPOCHS.get(name, (None, None))
@@ -155,8 +134,8 @@ def run_dataset(name: str, args) -> dict:
     }
     cfg = load_config("kdsam", overrides)
     t0 = time.time()
-    run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
-    distill_s = time.time() - t0
+    run = distill(cfg, run_dir, resume="auto")  # a run finished with this config is read (its wall time: its own)
+    distill_s = run["total_seconds"] if run.get("already_finished") else time.time() - t0
 
     teacher = load_model("litemedsam", device=args.device)
     student = load_model(run_dir / "student.pt", device=args.device)
@@ -175,12 +154,12 @@ def run_dataset(name: str, args) -> dict:
         return {**result, "device": args.device, "data_note": data_note(data), "throughput": throughput(run_dir),
                 "ratios": {"encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
                            "params": t["params"]["total"] / s["params"]["total"]}}
-    lat = latency_pair(teacher, student, args.threads)
+    lat = latency_pair(teacher, student, threads=args.threads)
     ratios = {
         "encoder_macs": t["encoder_gmacs"] / s["encoder_gmacs"],
         "total_macs": (t["encoder_gmacs"] + t["decoder_gmacs"]) / (s["encoder_gmacs"] + s["decoder_gmacs"]),
         "params": t["params"]["total"] / s["params"]["total"],
-        "latency_encoder_plus_decoder": lat["teacher"]["encoder_plus_decoder_ms"] / lat["student"]["encoder_plus_decoder_ms"],
+        "latency_encoder_plus_decoder": lat["ratio"]["encoder_plus_decoder_ms"],
         "latency_end_to_end_eval": t["latency"]["end_to_end_ms"] / s["latency"]["end_to_end_ms"],
     }
     targets = {
@@ -201,14 +180,11 @@ def gpu_markdown(r: dict) -> str:
         f"# KD SAM on {r['dataset']} on a GPU: LiteMedSAM -> {r['student']}\n",
         f"Device: {m.get('cuda')} ({r['device']}, bf16 autocast), host CPU {m['cpu']} ({m['cores']} cores), torch "
         f"{m['torch']}. Data: {r['data_note'] or 'the shared dataset'}\n",
-        "| phase | epochs | images | train s | images/s (all epochs) | first epoch | later epochs |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for phase, x in r["throughput"].items():
-        later = f"{x['later_epochs_images_per_s']:.0f}" if x["later_epochs_images_per_s"] else "-"
-        lines.append(f"| {phase} | {x['epochs']} | {x['images']:.0f} | {x['train_seconds']:.1f} | "
-                     f"{x['images_per_s']:.0f} | {x['first_epoch_images_per_s']:.0f} | {later} |")
-    lines += [
+        markdown_table([[phase, x["epochs"], f"{x['images']:.0f}", f"{x['train_seconds']:.1f}", f"{x['images_per_s']:.0f}",
+                         f"{x['first_epoch_images_per_s']:.0f}",
+                         f"{x['later_epochs_images_per_s']:.0f}" if x["later_epochs_images_per_s"] else "-"]
+                        for phase, x in r["throughput"].items()],
+                       ["phase", "epochs", "images", "train s", "images/s (all epochs)", "first epoch", "later epochs"]),
         "",
         f"Batch {c['stage1']['batch_size']} (stage 1) / {c['stage2']['batch_size']} (stage 2), as on the CPU; images/s "
         "counts training steps only (validation excluded; each step reads the in-memory cache).",
@@ -218,12 +194,9 @@ def gpu_markdown(r: dict) -> str:
         f"({d['best']['phase']} epoch {d['best']['epoch']}).",
         f"Stage-1 steps with warm cache {sp['seconds_per_image_warm_cache'] * 1e3:.2f} ms/image vs. teacher run per "
         f"image {sp['seconds_per_image_no_cache'] * 1e3:.2f} ms/image -> {sp['speedup']:.1f}x (n={sp['n_images']}).\n",
-        "| model | test Dice | IoU | HD95 px | params M | enc GMACs |",
-        "|---|---|---|---|---|---|",
-        f"| teacher litemedsam | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.2f} | {t['params']['total'] / 1e6:.2f} | "
-        f"{t['encoder_gmacs']:.2f} |",
-        f"| student {r['student']} | {s['dice']:.4f} | {s['iou']:.4f} | {s['hd95']:.2f} | "
-        f"{s['params']['total'] / 1e6:.2f} | {s['encoder_gmacs']:.2f} |",
+        markdown_table([[name, f"{e['dice']:.4f}", f"{e['iou']:.4f}", f"{e['hd95']:.2f}", f"{e['params']['total'] / 1e6:.2f}",
+                         f"{e['encoder_gmacs']:.2f}"] for name, e in (("teacher litemedsam", t), (f"student {r['student']}", s))],
+                       ["model", "test Dice", "IoU", "HD95 px", "params M", "enc GMACs"]),
         "",
         f"Test split n={s['n']}, tight box. Dice gap {s['dice'] - t['dice']:+.4f}; encoder MACs "
         f"{r['ratios']['encoder_macs']:.1f}x fewer.",
@@ -238,20 +211,23 @@ def markdown(r: dict) -> str:
     lt, ls = r["latency_back_to_back"]["teacher"], r["latency_back_to_back"]["student"]
     ra, sp, tg = r["ratios"], r["cache_speed"], r["targets"]
     c = r["config"]
-    row = lambda name, e, l: (  # noqa: E731
-        f"| {name} | {e['dice']:.4f} | {e['iou']:.4f} | {e['hd95']:.2f} | {e['params']['total'] / 1e6:.2f} | "
-        f"{e['encoder_gmacs']:.2f} | {e['encoder_gmacs'] + e['decoder_gmacs']:.2f} | {l['encoder_ms']:.1f} | "
-        f"{l['decoder_ms']:.1f} | {e['latency']['end_to_end_ms']:.1f} |")
+    def row(name: str, e: dict, lat: dict) -> list[str]:
+        return [name, f"{e['dice']:.4f}", f"{e['iou']:.4f}", f"{e['hd95']:.2f}", f"{e['params']['total'] / 1e6:.2f}",
+                f"{e['encoder_gmacs']:.2f}", f"{e['encoder_gmacs'] + e['decoder_gmacs']:.2f}", f"{lat['encoder_ms']:.1f}",
+                f"{lat['decoder_ms']:.1f}", f"{e['latency']['end_to_end_ms']:.1f}"]
+
+    def prompt_only(name: str, x: dict) -> list[str]:
+        return [name, f"{x['dice']:.4f}", f"{x['iou']:.4f}"] + [""] * 7
+
     b = t["baselines"]
     lines = [
         f"# KD SAM on {r['dataset']}: LiteMedSAM -> {r['student']}\n",
         f"Test split, n={s['n']} images, tight box from the ground truth; metrics at the original resolution.\n",
-        "| model | Dice | IoU | HD95 px | params M | enc GMACs | total GMACs (1 prompt) | enc ms | dec ms | end-to-end ms (eval) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        row("teacher litemedsam", t, lt),
-        row(f"student {r['student']}", s, ls),
-        f"| ellipse in box (prompt only) | {b['box_ellipse']['dice']:.4f} | {b['box_ellipse']['iou']:.4f} | | | | | | | |",
-        f"| filled box (prompt only) | {b['box_filled']['dice']:.4f} | {b['box_filled']['iou']:.4f} | | | | | | | |",
+        markdown_table([row("teacher litemedsam", t, lt), row(f"student {r['student']}", s, ls),
+                        prompt_only("ellipse in box (prompt only)", b["box_ellipse"]),
+                        prompt_only("filled box (prompt only)", b["box_filled"])],
+                       ["model", "Dice", "IoU", "HD95 px", "params M", "enc GMACs", "total GMACs (1 prompt)", "enc ms",
+                        "dec ms", "end-to-end ms (eval)"]),
         "",
         f"Ratios teacher/student: encoder MACs {ra['encoder_macs']:.1f}x, total MACs {ra['total_macs']:.1f}x, params "
         f"{ra['params']:.1f}x, encoder+decoder latency {ra['latency_encoder_plus_decoder']:.1f}x (batch 1, back to back, "
@@ -314,14 +290,11 @@ def speed_markdown(r: dict) -> str:
         "with each image read, decoded and encoded by the LiteMedSAM teacher first. Random-init students (the time "
         "of a step does not depend on the weights). Neck width: "
         + (f"{r['neck_width']} for every student" if r.get("neck_width") else "each family's default") + ".\n",
-        "| student | perceptual weight | warm cache ms/image | no cache ms/image | speed-up | >= 10x |",
-        "|---|---|---|---|---|---|",
+        markdown_table([[fam + (" (default)" if fam == r["default_student"] else ""), x["perceptual_weight"],
+                         f"{x['seconds_per_image_warm_cache'] * 1e3:.0f}", f"{x['seconds_per_image_no_cache'] * 1e3:.0f}",
+                         f"{x['speedup']:.1f}x", "met" if x["speedup"] >= 10 else "NOT met"] for fam, x in r["rows"].items()],
+                       ["student", "perceptual weight", "warm cache ms/image", "no cache ms/image", "speed-up", ">= 10x"]),
     ]
-    for fam, x in r["rows"].items():
-        tag = " (default)" if fam == r["default_student"] else ""
-        lines.append(f"| {fam}{tag} | {x['perceptual_weight']} | {x['seconds_per_image_warm_cache'] * 1e3:.0f} | "
-                     f"{x['seconds_per_image_no_cache'] * 1e3:.0f} | {x['speedup']:.1f}x | "
-                     f"{'met' if x['speedup'] >= 10 else 'NOT met'} |")
     m = r["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} torch threads, CPU only, torch {m['torch']}."]
     return "\n".join(lines) + "\n"
@@ -345,10 +318,17 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true",
                     help="only time stage-1 steps with and without the cache for each of --students (first dataset); "
                          "writes kdsam_cache_speed.json/.md")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite every results/kdsam_*.md from its .json (no training, no timing)")
     ap.add_argument("--students", nargs="+",
                     default=["resnet50", "resnet18", "tinyvit_5m", "repvit_m0_9", "mobilenetv4_conv_small",
                              "efficientvit_b0"])
     args = ap.parse_args()
+    if args.render_only:
+        stems = sorted(p.stem for p in RESULTS.glob("kdsam_*.json"))
+        render_only([x for x in stems if x.startswith("kdsam_cache_speed")], speed_markdown)
+        render_only([x for x in stems if not x.startswith("kdsam_cache_speed")], markdown)
+        return
     from samdistill.config import load_config
 
     args.default_student = load_config("kdsam").student.name  # the recipe is read once

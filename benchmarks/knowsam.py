@@ -34,12 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, data_note, device_tag, shared_dataset, throughput, write_results  # noqa: E402
+from _common import (RESULTS, data_note, device_tag, markdown_table, render_only, shared_dataset, throughput,
+                     write_results)
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 
@@ -103,20 +102,6 @@ def reused_variant(name: str, data: Path, variant: str, args) -> dict:
                      "run it (add it to --variants)")
 
 
-def finished_run(run_dir: Path, cfg) -> dict | None:
-    """The summary of a run trained to the end in ``run_dir`` with this config (e.g. by an earlier --train-only
-    call), else None. Reading it saves the teacher load, cache check, overlays and student write of a resume."""
-    import yaml
-
-    summary, saved = run_dir / "summary.json", run_dir / "config.yaml"
-    if not (summary.exists() and saved.exists()):
-        return None
-    free = ("progress", "threads")  # settings that do not change what is trained
-    old, now = yaml.safe_load(saved.read_text()), cfg.model_dump(mode="json")
-    same = {k: v for k, v in old.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
-    return json.loads(summary.read_text()) if same else None
-
-
 def run_variant(name: str, data: Path, variant: str, args) -> dict:
     from samdistill.api import distill, evaluate_model
 
@@ -124,20 +109,22 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
                / (variant + (f"_seed{args.seed}" if args.seed else "")))
     epochs, cfg = variant_config(name, data, variant, args)
     t0 = time.time()
-    run = finished_run(run_dir, cfg)
+    resumed = (run_dir / "checkpoints" / "last.pt").exists()  # taken up from an earlier call (e.g. --train-only)
+    # a run trained to the end with this config (threads/progress aside) is read, not redone; a differing config
+    # or an interrupted run continues from its checkpoint
+    run = distill(cfg, run_dir, resume="auto")
+    finished = bool(run.get("already_finished"))
+    wall = run["total_seconds"] if finished else time.time() - t0  # a run read: its own wall time
     evaluated = run_dir / "eval" / "summary.json"
-    if run is not None and evaluated.exists():  # trained and evaluated before: read both (wall: that run's own)
-        resumed, wall, ev = True, run["total_seconds"], json.loads(evaluated.read_text())
+    if finished and evaluated.exists():  # trained and evaluated before: read both
+        ev = json.loads(evaluated.read_text())
     else:
-        resumed = (run_dir / "checkpoints" / "last.pt").exists()  # e.g. an interrupted run
-        run = distill(cfg, run_dir, resume=resumed)
-        wall = time.time() - t0
         ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
                             threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     return {"variant": variant, "epochs": epochs, "steps": run["steps"],
             "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
-            "wall_seconds": wall, "resumed": resumed, "best_val": run["best"],
+            "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
             "throughput": throughput(run_dir)["knowsam"]["images_per_s"], "n_labeled": run["n_labeled"],
             "n_unlabeled": run["n_unlabeled"], "config": cfg.knowsam.model_dump(mode="json"),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
@@ -174,27 +161,29 @@ def markdown(r: dict) -> str:
         f"Test split: {rows['knowsam']['test']['n']} images, prompt-free students (no prompt), metrics at original "
         "resolution (MONAI; empty vs empty = Dice 1).",
         "",
-        "| run | labeled / unlabeled train images | steps (epochs) | train min | test Dice | IoU | HD95 px |",
-        "|---|---|---|---|---|---|---|",
     ]
     full = rows["knowsam"]["config"].get("adapters") == "encoder"
     names = {"supervised": "(a) labeled subset alone",
              "knowsam": "(b) KnowSAM (adapters in SAM's encoder)" if full else "(b) KnowSAM (frozen encoder, cached)",
              "all_labels": "(c) all labels (upper bound)"}
+    table = []
     for v in ("supervised", "knowsam", "all_labels"):
         x = rows[v]
         t = x["test"]
         reused = (f" (reused from {x['reused_from']})" if x.get("reused_from") else "") + ("*" if x.get("resumed") else "")
-        lines.append(f"| {names[v]}{reused} | {x['n_labeled']} / {x['n_unlabeled']} | {x['steps']} ({x['epochs']}) | "
-                     f"{x['train_seconds'] / 60:.1f} | {t['dice']:.4f} | {t['iou']:.4f} | {t['hd95']:.1f} |")
+        table.append([names[v] + reused, f"{x['n_labeled']} / {x['n_unlabeled']}", f"{x['steps']} ({x['epochs']})",
+                      f"{x['train_seconds'] / 60:.1f}", f"{t['dice']:.4f}", f"{t['iou']:.4f}", f"{t['hd95']:.1f}"])
     te = r["teacher"]
+    table.append(["LiteMedSAM teacher, tight box (reference)", "-", "-", "-", f"{te['dice']:.4f}", f"{te['iou']:.4f}",
+                  f"{te['hd95']:.1f}"])
+    lines.append(markdown_table(table, ["run", "labeled / unlabeled train images", "steps (epochs)", "train min",
+                                        "test Dice", "IoU", "HD95 px"]))
     width = rows["all_labels"]["test"]["dice"] - rows["supervised"]["test"]["dice"]  # (c) - (a)
     kc = rows["knowsam"]["config"]
     sam_parts = "prompt generator" + (" + adapters in its mask decoder" if kc.get("decoder_adapters") else "")
     ramp = (f"KD and entropy ramped in over the first {kc['kd_rampup']:.0%} of the run" if kc.get("kd_rampup")
             else "KD and entropy constant (as published)")
     lines += [
-        f"| LiteMedSAM teacher, tight box (reference) | - | - | - | {te['dice']:.4f} | {te['iou']:.4f} | {te['hd95']:.1f} |",
         "",
         (f"Gap closed by KnowSAM: (b - a) / (c - a) = {r['gap_closed']:.2f} (target >= 0.5: "
          f"{'met' if r['gap_closed'] >= 0.5 else 'NOT met'}); (c) - (a) = {width:.4f}"
@@ -228,6 +217,14 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rows_markdown(r: dict) -> str:
+    """The rows file of --train-only: each variant's result, no comparison."""
+    table = markdown_table([[v, f"{x['steps']} ({x['epochs']})", x["config"]["batch_size"], f"{x['test']['dice']:.4f}",
+                             f"{x['test']['iou']:.4f}", f"{x['test']['hd95']:.1f}"] for v, x in r["runs"].items()],
+                           ["run", "steps (epochs)", "batch", "test Dice", "IoU", "HD95 px"])
+    return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
@@ -252,7 +249,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: knowsam_<dataset>_gpu.* results)")
     ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite every results/knowsam_*.md from its .json (no training)")
     args = ap.parse_args()
+    if args.render_only:
+        stems = sorted(p.stem for p in RESULTS.glob("knowsam_*.json"))
+        render_only([x for x in stems if "_rows" in x], rows_markdown)
+        render_only([x for x in stems if "_rows" not in x], markdown)
+        return
     from samdistill.machine import machine_info
 
     machine = machine_info()
@@ -266,13 +270,9 @@ def main() -> None:
             old = RESULTS / f"{stem}.json"
             kept = json.loads(old.read_text()).get("runs", {}) if old.exists() else {}
             rows = {**{v: x for v, x in kept.items() if v not in rows}, **rows}
-            lines = [f"# KnowSAM benchmark rows on {name} (seed {args.seed}, no comparison)", "",
-                     "| run | steps (epochs) | batch | test Dice | IoU | HD95 px |", "|---|---|---|---|---|---|"]
-            lines += [f"| {v} | {x['steps']} ({x['epochs']}) | {x['config']['batch_size']} | {x['test']['dice']:.4f} | "
-                      f"{x['test']['iou']:.4f} | {x['test']['hd95']:.1f} |" for v, x in rows.items()]
-            write_results(stem, {"dataset": name, "seed": args.seed, "runs": rows, "data_note": data_note(data),
-                                 "machine": machine.get("cpu", "unknown CPU"),
-                                 "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, "\n".join(lines) + "\n")
+            r = {"dataset": name, "seed": args.seed, "runs": rows, "data_note": data_note(data),
+                 "machine": machine.get("cpu", "unknown CPU"), "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            write_results(stem, r, rows_markdown(r))
             continue
         runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
                 for v in ("supervised", "knowsam", "all_labels")}

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, markdown_table, render_only, shared_dataset, write_results
 
 
 def reference_model():
@@ -70,7 +67,12 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite every results/litemedsam_reference_*.md from its .json (no run)")
     args = ap.parse_args()
+    if args.render_only:
+        render_only(sorted(p.stem for p in RESULTS.glob("litemedsam_reference_*.json")), markdown)
+        return
     torch.set_num_threads(args.threads)
     root = shared_dataset(args.data)
     ids = json.loads((root / "split.json").read_text())[args.split][: args.limit]
@@ -108,17 +110,21 @@ def main() -> None:
         "passed": abs(ref_mean - ours_mean) <= 0.01,
         "time_s": {"reference": t_ref, "samdistill": t_ours}, "machine": summary["machine"], "threads": args.threads,
     }
-    md = (
+    write_results(f"litemedsam_reference_{args.data}", payload, markdown(payload))
+
+
+def markdown(r: dict) -> str:
+    table = markdown_table([["reference (official recipe, numpy Dice)", f"{r['reference_dice']:.4f}"],
+                            ["samdistill eval (MONAI Dice)", f"{r['samdistill_dice']:.4f}"]], ["", "mean Dice"])
+    m = r["machine"]
+    return (
         f"# LiteMedSAM: samdistill eval vs an independent reference of the official inference\n\n"
-        f"{args.data} {args.split}[:{len(ids)}], tight box from the ground truth, threshold 0.\n\n"
-        f"| | mean Dice |\n|---|---|\n| reference (official recipe, numpy Dice) | {ref_mean:.4f} |\n"
-        f"| samdistill eval (MONAI Dice) | {ours_mean:.4f} |\n\n"
-        f"Absolute difference {abs(ref_mean - ours_mean):.4f} (target <= 0.01: "
-        f"{'met' if payload['passed'] else 'NOT met'}); largest per-image difference {max(diffs):.4f}.\n\n"
-        f"Machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, {args.threads} torch threads; "
-        f"reference {t_ref:.0f} s, samdistill {t_ours:.0f} s.\n"
+        f"{r['dataset']} {r['split']}[:{r['n']}], tight box from the ground truth, threshold 0.\n\n{table}\n\n"
+        f"Absolute difference {r['abs_diff']:.4f} (target <= 0.01: {'met' if r['passed'] else 'NOT met'}); largest "
+        f"per-image difference {r['max_per_image_abs_diff']:.4f}.\n\n"
+        f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} torch threads; reference {r['time_s']['reference']:.0f} s, "
+        f"samdistill {r['time_s']['samdistill']:.0f} s.\n"
     )
-    write_results(f"litemedsam_reference_{args.data}", payload, md)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, shared_dataset, write_results  # noqa: E402
+from _common import RESULTS, markdown_table, shared_dataset, write_results
 
 
 def main() -> None:
@@ -76,14 +74,15 @@ def main() -> None:
                                                           "stage1_epochs": args.stage1_epochs,
                                                           "stage2_epochs": args.stage2_epochs, **lr}}})
     run_dir = runs / "searched"
-    timings["train_searched_s"] = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())["epoch_seconds"]
+    # resume="auto": a run finished with this config is read (its epoch_seconds are its own), an interrupted one continues
+    timings["train_searched_s"] = distill(cfg, run_dir, resume="auto")["epoch_seconds"]
     students["searched"] = run_dir / "student.pt"
     for name in args.students:
         run_dir = runs / name
         cfg = load_config("kdsam", {**common, "student": {"name": name},
                                     "stage1": {"epochs": args.stage1_epochs, "perceptual": 0.0},
                                     "stage2": {"epochs": args.stage2_epochs}})
-        run = distill(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
+        run = distill(cfg, run_dir, resume="auto")
         timings[f"train_{name}_s"] = run["epoch_seconds"]
         students[name] = run_dir / "student.pt"
     # 4. one bench over teacher and students
@@ -143,13 +142,12 @@ def report(result: dict) -> None:
         f"Training: every student {args.stage1_epochs} + {args.stage2_epochs} epochs on the full train split, same "
         "learning rates; the searched one with logit KD + saliency distillation (`nas train`), the hand-designed ones "
         "with KD SAM (`distill --method kdsam`, perceptual term off). Backbones from random init.", "",
-        "| model | Dice | IoU | HD95 px | mask mAP@[.5:.95] | params M | enc GMACs | end-to-end ms | img/s @16 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        markdown_table([[k, f"{r['dice']:.4f}", f"{r['iou']:.4f}", f"{r['hd95']:.2f}", f"{r['coco_mask_ap']['map']:.4f}",
+                         f"{r['params_total'] / 1e6:.2f}", f"{r['encoder_gmacs']:.3f}", f"{r['latency_ms']['end_to_end']:.1f}",
+                         f"{r['throughput_img_s_batch16']:.2f}"] for k, r in rows.items()],
+                       ["model", "Dice", "IoU", "HD95 px", "mask mAP@[.5:.95]", "params M", "enc GMACs", "end-to-end ms",
+                        "img/s @16"]),
     ]
-    for k, r in rows.items():
-        lines.append(f"| {k} | {r['dice']:.4f} | {r['iou']:.4f} | {r['hd95']:.2f} | {r['coco_mask_ap']['map']:.4f} | "
-                     f"{r['params_total'] / 1e6:.2f} | {r['encoder_gmacs']:.3f} | {r['latency_ms']['end_to_end']:.1f} | "
-                     f"{r['throughput_img_s_batch16']:.2f} |")
     gm = {k: v["encoder_gmacs"] / s["encoder_gmacs"] for k, v in rows.items()}
     costlier = [f"{k} ({gm[k]:.1f}x, +{rows[k]['dice'] - s['dice']:.4f} Dice)" for k in result["better_and_costlier"]]
     lines += ["", f"Teacher / searched encoder MACs: {ratio:.1f}x (target >= 30x: {'met' if targets['encoder_macs_le_teacher_over_30'] else 'NOT met'}).",

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from samdistill.machine import num_threads
+
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -48,6 +50,31 @@ def time_ms(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 20, device
     times.sort()
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {"median": statistics.median(times), "p10": q[0], "p90": q[-1], "n": len(times)}
+
+
+@torch.no_grad()
+def promptable_latency(model: nn.Module, *, warmup: int = 3, repeats: int = 20, device: str = "cpu") -> dict[str, float]:
+    """Batch-1 latency (ms, medians of :func:`time_ms`) of a promptable model on a blank image at its input size:
+    ``encoder_ms``, ``decoder_ms`` (one box, on the cached embedding) and ``encoder_plus_decoder_ms``."""
+    s = model.input_size
+    x = torch.zeros(1, 3, s, s, device=device)
+    box = torch.tensor([[s * 0.25, s * 0.3, s * 0.7, s * 0.8]], device=device)
+    emb = model.encode(x)
+    enc = time_ms(lambda: model.encode(x), warmup=warmup, repeats=repeats, device=device)["median"]
+    dec = time_ms(lambda: model.decode(emb, boxes=box), warmup=warmup, repeats=repeats, device=device)["median"]
+    return {"encoder_ms": enc, "decoder_ms": dec, "encoder_plus_decoder_ms": enc + dec}
+
+
+def latency_pair(teacher: nn.Module, student: nn.Module, *, threads: int | None = None, warmup: int = 3,
+                 repeats: int = 20, device: str = "cpu") -> dict[str, dict[str, float]]:
+    """:func:`promptable_latency` of teacher and student timed back to back in this process with the same
+    ``threads``, and ``ratio``: teacher / student of each figure. Absolute times on a shared machine are noisy;
+    the ratio of two timings taken together much less (DESIGN.md section 8)."""
+    with num_threads(threads):
+        out = {role: promptable_latency(m, warmup=warmup, repeats=repeats, device=device)
+               for role, m in (("teacher", teacher), ("student", student))}
+    out["ratio"] = {k: out["teacher"][k] / out["student"][k] for k in out["teacher"]}
+    return out
 
 
 @contextlib.contextmanager
