@@ -119,6 +119,12 @@ def test_resume_auto_starts_resumes_reads_a_finished_run_and_extends_a_changed_o
                      out, resume="auto")
     assert "already_finished" not in longer and longer["steps"] > done["steps"]
     assert "config differs in stage2.epochs" in (out / "log.txt").read_text()
+    # a later call with yet another config, cut short: its config.yaml is newer than the old summary.json, so that
+    # summary is not taken for this config's result; the run continues instead
+    four = _cfg(tmp_path, stage2={"epochs": 4, "batch_size": 4, "optim": {"lr": 0.003, "warmup_steps": 2}})
+    assert distill(four, out, resume="auto", stop_after_steps=longer["steps"] + 1)["interrupted"]
+    rest = distill(four, out, resume="auto")
+    assert "already_finished" not in rest and rest["steps"] > longer["steps"]
     with pytest.raises(UserError, match="resume must be True, False or 'auto'"):
         distill(_cfg(tmp_path), out, resume="yes")
 
