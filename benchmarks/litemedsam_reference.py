@@ -5,7 +5,8 @@ branch LiteMedSAM, CVPR24_LiteMedSAM_infer.py) without any samdistill code: long
 to 256 with area averaging (PIL BOX, like cv2.INTER_AREA), min-max to [0, 1], zero padding
 bottom/right to 256x256, tight box scaled by 256/max(H, W), the decoder's 256x256 logits cropped
 to the resized size and upsampled bilinearly to the original size, threshold at 0 (sigmoid > 0.5).
-Dice is computed with plain numpy. Then `samdistill eval` runs on the same images; both go to
+Both sides are scored with the one Dice (samdistill.eval.metrics.dice), so the comparison is of the
+inference alone. Then `samdistill eval` runs on the same images; both go to
 benchmarks/results/litemedsam_reference.{json,md}.
 
     python benchmarks/litemedsam_reference.py --data kvasir_seg --limit 40 --threads 2
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from _common import RESULTS, markdown_table, render_only, shared_dataset, write_results
+from samdistill.eval.metrics import dice
 
 
 def reference_model():
@@ -56,11 +58,6 @@ def reference_predict(net, img: np.ndarray, box: np.ndarray) -> np.ndarray:
     return (logits[0, 0] > 0).numpy()
 
 
-def np_dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="kvasir_seg")
@@ -86,7 +83,7 @@ def main() -> None:
         gt = np.asarray(Image.open(root / "masks" / f"{sid}.png").convert("L")) > 127
         ys, xs = np.nonzero(gt)
         box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
-        ref[sid] = np_dice(reference_predict(net, img, box), gt)
+        ref[sid] = dice(reference_predict(net, img, box), gt)
     t_ref = time.time() - t0
 
     from samdistill.api import evaluate_model
@@ -114,8 +111,8 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    table = markdown_table([["reference (official recipe, numpy Dice)", f"{r['reference_dice']:.4f}"],
-                            ["samdistill eval (MONAI Dice)", f"{r['samdistill_dice']:.4f}"]], ["", "mean Dice"])
+    table = markdown_table([["reference (official recipe)", f"{r['reference_dice']:.4f}"],
+                            ["samdistill eval", f"{r['samdistill_dice']:.4f}"]], ["", "mean Dice"])
     m = r["machine"]
     return (
         f"# LiteMedSAM: samdistill eval vs an independent reference of the official inference\n\n"

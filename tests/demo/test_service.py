@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samdistill.demo.service import DemoError, DemoService, dice
+from samdistill.demo.service import DemoError, DemoService
+from samdistill.eval.metrics import dice
 from tests.demo.conftest import disk_image, make_service, multipart, png
 
 

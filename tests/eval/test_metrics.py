@@ -76,3 +76,42 @@ def test_dice_and_iou_agree_with_set_formulas(seed):
         d = dice(a, b)
         assert iou(a, b) == pytest.approx(d / (2 - d), abs=1e-6)
     assert 0.0 <= hd95(a, b) <= math.hypot(16, 16)
+
+
+def test_dice_is_monai_compute_dice_to_the_bit():
+    """The one Dice counts overlaps itself (no MONAI import for the demo or export), with MONAI's float32 arithmetic."""
+    import torch
+    from monai.metrics import compute_dice
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = rng.integers(1, 120, 2)
+        a, b = rng.random((h, w)) < rng.random(), rng.random((h, w)) < rng.random()
+        if not (a.any() and b.any()):
+            continue
+        ref = compute_dice(torch.from_numpy(a.astype(np.float32))[None, None],
+                           torch.from_numpy(b.astype(np.float32))[None, None], include_background=True)
+        assert dice(a, b) == float(ref[0, 0])
+
+
+def test_batch_dice_per_item_with_the_empty_convention():
+    import torch
+
+    from samdistill.eval.metrics import batch_dice
+
+    gt, pred = _sq(2, 6, 2, 6), _sq(2, 6, 2, 4)  # 16 px and 8 px inside it
+    empty = np.zeros((20, 20), bool)
+    p = torch.from_numpy(np.stack([pred, empty, pred, empty]))
+    t = torch.from_numpy(np.stack([gt, empty, empty, gt]))
+    d = batch_dice(p, t)
+    assert d.dtype == torch.float32 and d.shape == (4,)
+    assert d.tolist() == pytest.approx([2 * 8 / 24, 1.0, 0.0, 0.0])
+    assert [dice(a, b) for a, b in zip(p.numpy(), t.numpy())] == d.tolist()  # dice is batch_dice of one image
+    assert batch_dice(p.float()[:, None], t.float()[:, None]).tolist() == d.tolist()  # {0, 1} floats, with a channel
+    with pytest.raises(ValueError):
+        batch_dice(p, t[:, :10])
+
+
+def test_dice_takes_views_with_negative_strides():
+    gt = _sq(2, 6, 2, 6)
+    assert dice(gt[::-1], gt[::-1]) == 1.0 and dice(gt[:, ::-1], gt) == 0.0

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from samdistill.errors import UserError
+from samdistill.eval.metrics import dice
 
 #: Stated limits: an upload larger than these is refused with a message, not decoded. Pixels and voxels are
 #: checked on the decoded size, from the file's header before decoding; the demo's defaults are lower than
@@ -66,12 +67,6 @@ class _Volume:
     mask: np.ndarray | None = None
     slice_images: dict[int, str] = field(default_factory=dict)  # slice -> image id (its embeddings stay cached)
     job: dict[str, Any] = field(default_factory=lambda: {"state": "idle", "done": 0, "total": 0, "message": ""})
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks; two empty masks agree (1.0)."""
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * float(np.logical_and(a, b).sum()) / s
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -124,7 +124,7 @@ def _write_promptfree(model, out: Path, *, opset: int, seed: int) -> tuple[dict[
             got_logits, got_fg = sess.run(None, {"images": x.numpy()})
             checks.append({"graph": "model", "shape": list(shape),
                            "max_abs_diff": float(max(np.abs(ref_logits - got_logits).max(), np.abs(ref_fg - got_fg).max())),
-                           "dice_agreement": _dice(ref_fg > 0, got_fg > 0)})
+                           "dice_agreement": _agreement(ref_fg, got_fg)})
     report = {"checks": checks, "max_abs_diff": max(c["max_abs_diff"] for c in checks),
               "min_dice_agreement": min(c["dice_agreement"] for c in checks)}
     spec = {"family": model.family, "kind": "promptfree", "preprocess": model.preprocess.to_dict(),
@@ -150,9 +150,11 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+def _agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    """Dice of the foregrounds (> 0) of two outputs, pooled over all their masks (flattened to one row)."""
+    from samdistill.eval.metrics import dice  # verification measures; the runtime (Predictor) imports no eval
+
+    return dice((ref > 0).reshape(1, -1), (got > 0).reshape(1, -1))
 
 
 def export_promptable(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0, force: bool = False,
@@ -228,7 +230,7 @@ def verify_promptable(model, out: Path, *, seed: int = 0) -> dict[str, Any]:
                                "point_labels": labels.numpy().astype(np.int64)})[0]
         ref = ref.numpy()
         checks.append({"graph": "decoder", "case": name, "shape": list(got.shape),
-                       "max_abs_diff": float(np.abs(ref - got).max()), "dice_agreement": _dice(ref > 0, got > 0)})
+                       "max_abs_diff": float(np.abs(ref - got).max()), "dice_agreement": _agreement(ref, got)})
     return {"checks": checks, "max_abs_diff": max(c["max_abs_diff"] for c in checks),
             "min_dice_agreement": min(c.get("dice_agreement", 1.0) for c in checks)}
 

@@ -234,7 +234,8 @@ def evaluate(
         "input_size": model.input_size,
         "metrics": {
             "resolution": "original image size; per image, then mean over images",
-            "implementation": "MONAI compute_dice / compute_iou / compute_surface_dice / compute_hausdorff_distance",
+            "implementation": "Dice: samdistill.eval.metrics.dice (overlap counts, MONAI compute_dice's float32 "
+                              "arithmetic); MONAI compute_iou / compute_surface_dice / compute_hausdorff_distance",
             "nsd_tolerance_px": NSD_TOLERANCE_PX,
             "hd95": "95th percentile symmetric Hausdorff distance, px",
             "empty_masks": EMPTY_CONVENTION,

@@ -1,14 +1,15 @@
 """The per-epoch validation score of promptable students on cached entries (no teacher run).
 
-Dice of the student's mask under the tight ground-truth box, in the input frame, per image (images
-with an empty ground truth cannot be prompted and are left out), and the embedding MSE to the
-teacher's cached embedding. Cheap by design: the full metrics come from ``samdistill eval``.
+Dice (:func:`samdistill.eval.metrics.batch_dice`) of the student's mask under the tight ground-truth box,
+in the input frame at the logits' resolution, per image (images with an empty ground truth cannot be
+prompted and are left out), and the embedding MSE to the teacher's cached embedding. Cheap by design: the full metrics come from ``samdistill eval``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from samdistill.eval.metrics import batch_dice
 from samdistill.losses.targets import target_like
 
 
@@ -26,8 +27,5 @@ def promptable_validation(student, loader, device: str = "cpu") -> dict[str, flo
         if not keep.any():
             continue
         logits, _ = student.decode(emb_s[keep], boxes=tight_boxes(mask[keep]))
-        pred, target = (logits > 0).float(), target_like(mask[keep], logits)
-        inter = (pred * target).flatten(1).sum(1)
-        denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-        dices += (2 * inter / denom.clamp(min=1)).tolist()
+        dices += batch_dice(logits > 0, target_like(mask[keep], logits) > 0).tolist()
     return {"dice": float(sum(dices) / max(len(dices), 1)), "mse": float(sum(mses) / max(len(mses), 1))}

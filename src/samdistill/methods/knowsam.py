@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samdistill.data.transforms import apply_flips, confident_regions, paste, photometric, random_flips
+from samdistill.eval.metrics import batch_dice
 from samdistill.losses.semi import ce_dice, consistency_mse, entropy_loss, softmax_kd
 from samdistill.models.students.fusion import entropy_map
 
@@ -219,8 +220,5 @@ class KnowSAMMethod:
                 if logits.shape[-2:] != y.shape[-2:]:
                     logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
                 pred = logits.argmax(1) > 0
-                inter = (pred & y).flatten(1).sum(1).float()
-                denom = (pred.flatten(1).sum(1) + y.flatten(1).sum(1)).float()
-                d = torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
-                scores[k] += d.tolist()
+                scores[k] += batch_dice(pred, y).tolist()
         return {k: float(sum(v) / max(len(v), 1)) for k, v in scores.items()}
