@@ -62,3 +62,16 @@ def test_prompt_only_baselines():
     ell = box_ellipse_mask(box, (50, 50))
     assert ell.sum() == pytest.approx(np.pi * 9.5 * 9.5, rel=0.06)
     assert not ell[20, 10] and ell[30, 20]
+
+
+def test_interior_point_border_convention():
+    from samdistill.data.prompts import interior_point
+
+    m = np.zeros((20, 30), bool)
+    m[0:6, 0:30] = True  # a strip on the top edge
+    # --prompt point's convention: only background is outside, so the edge row is farthest from it
+    assert interior_point(m) == (0, 0)
+    # the click convention: the image border is outside too
+    assert interior_point(m, border_outside=True) == (2, 2)
+    with pytest.raises(ValueError):
+        interior_point(np.zeros((3, 3), bool))

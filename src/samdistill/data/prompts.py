@@ -52,6 +52,27 @@ def component_boxes(mask: np.ndarray, min_area: int = 1) -> np.ndarray:
     return np.array([b for _, b in boxes], dtype=np.float64).reshape(-1, 4)
 
 
+def interior_point(mask: np.ndarray, *, border_outside: bool = False) -> tuple[int, int]:
+    """The most interior foreground pixel ``(x, y)`` of an ``HxW`` boolean mask: the maximum of the
+    Euclidean distance transform (distance to the nearest background pixel); ties go to the first
+    pixel in row-major order (``np.argmax``). ``ValueError`` on an empty mask.
+
+    ``border_outside=False`` (the ``--prompt point`` protocol, unchanged): only background pixels count
+    as outside, so an object touching the image edge can get its point on the edge. ``True`` (the
+    click simulation, :mod:`samdistill.data.clicks`): the mask is padded with background first, so the
+    image border counts as outside and the point stays off the edge.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("no foreground: an interior point needs a non-empty mask")
+    if border_outside:
+        dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    else:
+        dist = ndimage.distance_transform_edt(mask)
+    cy, cx = np.unravel_index(np.argmax(dist), dist.shape)
+    return int(cx), int(cy)
+
+
 def sample_points(
     mask: np.ndarray, n_pos: int, n_neg: int, rng: np.random.Generator, box: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +86,7 @@ def sample_points(
         fg = np.argwhere(mask)
         if fg.size == 0:
             raise ValueError("no foreground: positive points need a non-empty mask")
-        dist = ndimage.distance_transform_edt(mask)
-        cy, cx = np.unravel_index(np.argmax(dist), dist.shape)
-        coords.append([cx, cy])
+        coords.append(list(interior_point(mask)))
         for y, x in fg[rng.choice(len(fg), size=n_pos - 1, replace=len(fg) < n_pos - 1)] if n_pos > 1 else []:
             coords.append([x, y])
         labels += [1] * n_pos
