@@ -163,3 +163,29 @@ def test_summary_excludes_empty_ground_truth_and_counts_noc():
     assert s["noc"]["reached"] + s["noc"]["never"] == 2
     curve = click_curve(PaintPredictor(), image, gt, clicks=3)
     assert s["dice_clicks"] == pytest.approx(curve)
+
+
+def test_parse_click_prompt():
+    from samdistill.eval.interactive import parse_click_prompt
+
+    assert parse_click_prompt("box") is None and parse_click_prompt("point") is None
+    assert parse_click_prompt("clicks:5") == ("box", 5)
+    assert parse_click_prompt("clicks:3:point") == ("point", 3)
+    for bad in ("clicks", "clicks:", "clicks:0", "clicks:-1", "clicks:x", "clicks:2:scribble", "clicks:2:box:1"):
+        with pytest.raises(UserError, match="clicks:K"):
+            parse_click_prompt(bad)
+
+
+def test_write_per_image_clicks(tmp_path):
+    import csv
+    import json
+
+    from samdistill.eval.interactive import write_per_image_clicks
+
+    s = {"clicks": 2, "per_image": [{"id": "a", "dice_clicks": [0.5, 0.8, 0.95], "noc": 2, "clicks": [[3, 4, 1], [5, 6, 0]]},
+                                    {"id": "b", "dice_clicks": [0.1, 0.2, 0.2], "noc": None, "clicks": [[1, 1, 1]]}]}
+    write_per_image_clicks(s, tmp_path / "c.csv")
+    rows = list(csv.DictReader(open(tmp_path / "c.csv")))
+    assert list(rows[0]) == ["id", "noc", "dice_0", "dice_1", "dice_2", "clicks"]
+    assert rows[0]["noc"] == "2" and rows[1]["noc"] == "" and float(rows[0]["dice_2"]) == 0.95
+    assert json.loads(rows[0]["clicks"]) == [[3, 4, 1], [5, 6, 0]]

@@ -36,6 +36,37 @@ FirstPrompt = Literal["box", "point"]
 NOC_THRESHOLD = 0.90
 
 
+def parse_click_prompt(text: str) -> tuple[FirstPrompt, int] | None:
+    """``--prompt`` text -> ``(first, K)`` for the interactive protocol, ``None`` for any other prompt.
+
+    ``clicks:K`` is a tight box then up to K clicks; ``clicks:K:point`` starts from one point instead.
+    A malformed ``clicks...`` value is a ``UserError``.
+    """
+    if not text.startswith("clicks"):
+        return None
+    parts = text.split(":")
+    hint = "write clicks:K (a tight box, then up to K clicks) or clicks:K:point (one point first), K >= 1"
+    if len(parts) not in (2, 3) or parts[0] != "clicks" or not parts[1].isdigit() or int(parts[1]) < 1:
+        raise UserError(f"--prompt {text!r}: {hint}")
+    first = parts[2] if len(parts) == 3 else "box"
+    if first not in ("box", "point"):
+        raise UserError(f"--prompt {text!r}: the first prompt is box or point; {hint}")
+    return first, int(parts[1])  # type: ignore[return-value]
+
+
+def write_per_image_clicks(summary: dict[str, Any], path) -> None:
+    """``per_image_clicks.csv`` from a :func:`click_summary`: id, noc, dice_0 .. dice_K, clicks as JSON."""
+    import csv
+    import json
+
+    k = summary["clicks"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "noc", *[f"dice_{i}" for i in range(k + 1)], "clicks"])
+        for r in summary["per_image"]:
+            w.writerow([r["id"], "" if r["noc"] is None else r["noc"], *r["dice_clicks"], json.dumps(r["clicks"])])
+
+
 def _predictor(model):
     """``model`` as a Predictor: a PyTorch model is wrapped (``Predictor.from_torch``); anything else is
     taken as a Predictor already (PyTorch or ONNX: ``set_image``, ``predict``, ``name``, ``prompt_free``)."""
