@@ -121,10 +121,9 @@ def export_model(
     promptable models as encoder + decoder graphs, prompt-free students as one graph, with a
     ``manifest.json`` naming them. ``out_dir`` is written whole or not at all; a non-empty one is refused
     unless ``force``, which replaces it as a whole. Returns the verification report."""
-    from samdistill.deploy.onnx import check_export_target, export_promptable, export_promptfree
+    from samdistill.deploy.onnx import check_export_target, export_onnx
 
     # before loading: --force must not delete the model being exported (or its weights)
     check_export_target(Path(out_dir), keep=[p for p in (model, checkpoint) if p is not None], force=force)
     m = load_model(model, checkpoint=checkpoint)
-    export = export_promptfree if getattr(m, "kind", None) == "promptfree" else export_promptable
-    return export(m, out_dir, opset=opset, force=force, source=str(model))
+    return export_onnx(m, out_dir, opset=opset, force=force, source=str(model))

@@ -166,6 +166,15 @@ def export_promptable(model, out_dir: str | Path, *, opset: int = 17, seed: int 
                    source=source)
 
 
+def export_onnx(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0, force: bool = False,
+                source: str | None = None) -> dict[str, Any]:
+    """Export either kind of model in the graph layout its kind needs (see ``GRAPH_ROLES``): a prompt-free
+    model as one graph (:func:`export_promptfree`), a promptable one as encoder + decoder
+    (:func:`export_promptable`). Returns the verification report."""
+    export = export_promptfree if getattr(model, "kind", None) == "promptfree" else export_promptable
+    return export(model, out_dir, opset=opset, seed=seed, force=force, source=source)
+
+
 def _write_promptable(model, out: Path, *, opset: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     model = copy.deepcopy(model).eval().cpu()
     backbone = getattr(model.image_encoder, "backbone", None)

@@ -22,6 +22,7 @@ import torch
 
 from samdistill.errors import UserError
 from samdistill.models.preprocess import Preprocess
+from samdistill.models.segmenter import segmenter
 
 
 class Predictor:
@@ -44,33 +45,28 @@ class Predictor:
 
     @classmethod
     def from_torch(cls, model, name: str = "model") -> "Predictor":
-        kind = getattr(model, "kind", None)
-        if kind == "promptfree":
-            model = model.eval()
+        seg = segmenter(model)
+        if seg is None:
+            raise UserError(f"{name} is not a segmentation model")
+        model.eval()
+
+        @torch.no_grad()
+        def encode(x: np.ndarray) -> np.ndarray:  # a prompt-free model segments here: its logits are the state
+            return seg.encode(torch.from_numpy(x)).numpy()
+
+        decode = None
+        if not seg.prompt_free:
+            from samdistill.deploy.onnx import DecoderGraph
+
+            graph = DecoderGraph(model).eval()  # built once: the same prompt path as the exported decoder
 
             @torch.no_grad()
-            def segment(x: np.ndarray) -> np.ndarray:
-                return model.foreground_logits(torch.from_numpy(x)).numpy()
+            def decode(emb: np.ndarray, coords: np.ndarray, labels: np.ndarray):
+                low, iou = graph(torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels))
+                return low.numpy(), iou.numpy()
 
-            return cls(preprocess=model.preprocess, encode=segment, decode=None, name=name, backend="torch",
-                       prompt_free=True)
-        if kind != "promptable":
-            raise UserError(f"{name} is not a segmentation model")
-        model = model.eval()
-        from samdistill.deploy.onnx import DecoderGraph
-
-        graph = DecoderGraph(model).eval()  # built once: the same prompt path as the exported decoder
-
-        @torch.no_grad()
-        def encode(x: np.ndarray) -> np.ndarray:
-            return model.encode(torch.from_numpy(x)).numpy()
-
-        @torch.no_grad()
-        def decode(emb: np.ndarray, coords: np.ndarray, labels: np.ndarray):
-            low, iou = graph(torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels))
-            return low.numpy(), iou.numpy()
-
-        return cls(preprocess=model.preprocess, encode=encode, decode=decode, name=name, backend="torch")
+        return cls(preprocess=model.preprocess, encode=encode, decode=decode, name=name, backend="torch",
+                   prompt_free=seg.prompt_free)
 
     @classmethod
     def from_onnx(cls, folder: str | Path, threads: int | None = None) -> "Predictor":

@@ -39,6 +39,7 @@ from samdistill.eval.coco_map import CocoMaskAP
 from samdistill.eval.efficiency import model_macs, sync
 from samdistill.eval.metrics import EMPTY_CONVENTION, NSD_TOLERANCE_PX, MetricAccumulator, image_metrics
 from samdistill.machine import machine_info, num_threads
+from samdistill.models.segmenter import segmenter
 
 PromptKind = Literal["box", "components", "point"]
 
@@ -74,45 +75,30 @@ class PromptProtocol:
 
 @torch.no_grad()
 def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray], device: str) -> tuple[np.ndarray, dict]:
-    """Run one image through ``model``; returns the boolean mask (prompts OR-ed) and stage times in ms."""
+    """Run one image through ``model`` (either kind, see :mod:`samdistill.models.segmenter`); returns the
+    boolean mask (prompts OR-ed) and stage times in ms (a prompt-free model has no decoder: 0 ms)."""
     hw = image.shape[:2]
-    pp = model.preprocess
+    seg = segmenter(model)
     t0 = time.perf_counter()
-    x = pp.image(image)[None].to(device)
+    x = seg.preprocess.image(image)[None].to(device)
     sync(device)
     t1 = time.perf_counter()
-    if getattr(model, "kind", None) == "promptfree":
-        logits = model.foreground_logits(x)
-        sync(device)
-        t2 = time.perf_counter()
-        full = pp.logits_to_original(logits, hw)[0, 0]
-        mask = (full > 0).cpu().numpy()
-        t3 = time.perf_counter()
-        ms = lambda a, b: (b - a) * 1e3  # noqa: E731
-        score = float(torch.sigmoid(full)[full > 0].mean()) if mask.any() else 0.0
-        return mask, {"preprocess_ms": ms(t0, t1), "encoder_ms": ms(t1, t2), "decoder_ms": 0.0,
-                      "end_to_end_ms": ms(t0, t3), "score": score}
-    emb = model.encode(x)
+    state = seg.encode(x)
     sync(device)
     t2 = time.perf_counter()
-    if "boxes" in prompts:
-        boxes = torch.as_tensor(pp.boxes_to_input(prompts["boxes"], hw), dtype=torch.float32, device=device)
-        logits, iou_pred = model.decode(emb.expand(boxes.shape[0], -1, -1, -1), boxes=boxes)
-    else:
-        pts = torch.as_tensor(pp.points_to_input(prompts["points"], hw), dtype=torch.float32, device=device)
-        lab = torch.as_tensor(prompts["labels"], dtype=torch.int64, device=device)
-        logits, iou_pred = model.decode(emb.expand(pts.shape[0], -1, -1, -1), points=(pts, lab))
+    low, iou_pred = seg.decode(state, prompts, hw)
     sync(device)
     t3 = time.perf_counter()
-    mask = (model.postprocess(logits, hw)[:, 0] > 0).any(dim=0).cpu().numpy()
+    full = seg.postprocess(low, hw)
+    mask = (full[:, 0] > 0).any(dim=0).cpu().numpy()
     t4 = time.perf_counter()
     ms = lambda a, b: (b - a) * 1e3  # noqa: E731
     return mask, {
         "preprocess_ms": ms(t0, t1),
         "encoder_ms": ms(t1, t2),
-        "decoder_ms": ms(t2, t3),
+        "decoder_ms": 0.0 if seg.prompt_free else ms(t2, t3),
         "end_to_end_ms": ms(t0, t4),
-        "score": float(iou_pred.float().mean()),
+        "score": seg.score(full, iou_pred),
     }
 
 
@@ -143,10 +129,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``.
     ``coco_map``: also COCO mask mAP@[.5:.95] (one instance per image, scored by the model)."""
-    kind = getattr(model, "kind", None)
-    if kind not in ("promptable", "promptfree"):
+    seg = segmenter(model)
+    if seg is None:
         raise UserError(f"{model_name} is not a segmentation model samdistill can evaluate")
-    prompt_free = kind == "promptfree"
+    prompt_free = seg.prompt_free  # no prompts to simulate, so empty-ground-truth images are scored too
     out = check_out_dir(out_dir)  # a file, under a file, or read-only: one-line error, not a traceback
     out.mkdir(parents=True, exist_ok=True)
     ids = dataset.ids(split, limit)
