@@ -63,6 +63,7 @@ class OptimConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    betas: Optional[tuple[float, float]] = None  # adam/adamw moment decays; None: torch's (0.9, 0.999)
     warmup_steps: int = Field(20, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     clip_grad: Optional[float] = Field(1.0, gt=0)
@@ -137,8 +138,12 @@ class NASSearchConfig(Strict):
     epochs: int = Field(4, ge=1)  # passes over the weight half of the train split
     warmup_epochs: int = Field(1, ge=0)  # weights only, before architecture steps start
     batch_size: int = Field(4, ge=1)
-    w_lr: float = Field(1e-3, gt=0)
-    a_lr: float = Field(1e-2, gt=0)
+    # operation weights (first-order DARTS, on the weight half) and architecture parameters (on the other
+    # half): constant learning rates; weight gradients clipped at 5, architecture ones not
+    w_optim: OptimConfig = OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=0, min_lr_ratio=1.0,
+                                       clip_grad=5.0)
+    a_optim: OptimConfig = OptimConfig(name="adam", lr=1e-2, weight_decay=1e-3, betas=(0.5, 0.999), warmup_steps=0,
+                                       min_lr_ratio=1.0, clip_grad=None)
     beta: float = Field(0.5, ge=0)  # weight of the resource term in the architecture objective
     resource: Literal["hinge", "linear"] = "hinge"  # hinge: max(0, E[MACs]/budget - 1); linear: E[MACs]/budget
     max_skip: Optional[int] = Field(None, ge=0)  # skips kept per stage when deriving (default: layers - 1)

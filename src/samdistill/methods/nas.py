@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from samdistill.config import NASSearchConfig, OptimConfig
+
 from samdistill.eval.validation import promptable_validation
 from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
@@ -34,13 +36,30 @@ from samdistill.losses.segmentation import bce_loss, dice_loss
 from samdistill.data.boxes import jitter, tight_boxes
 
 
+#: batch keys of the architecture half: a search batch holds a weight batch (``image``, ``embedding``, ...) and,
+#: once architecture steps have started, an architecture batch beside it (``arch_image``, ``arch_embedding``, ...)
+ARCH = "arch_"
+
+
 class SearchStep:
-    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term."""
+    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term.
+
+    Also the method the one Trainer runs for ``samdistill nas search``: :meth:`updates` does the weight step
+    on a batch's weight half and then, after ``warmup_epochs``, the architecture step on its ``arch_`` half
+    with the updated weights (first-order DARTS), each with its own optimiser (``w_optim``, ``a_optim``), and
+    records one row per step (losses, expected MACs, every architecture probability) in :attr:`rows`,
+    which the checkpoint keeps (:meth:`state_dict`).
+    """
 
     def __init__(self, supernet, teacher, *, beta: float, budget_macs: float, box_jitter: float = 5.0,
-                 resource: str = "hinge", device: str = "cpu") -> None:
+                 resource: str = "hinge", device: str = "cpu", warmup_epochs: int = 0,
+                 w_optim: OptimConfig | None = None, a_optim: OptimConfig | None = None) -> None:
         self.net, self.beta, self.budget, self.jitter = supernet, beta, budget_macs, box_jitter
         self.resource = resource
+        defaults = NASSearchConfig()
+        self.w_optim, self.a_optim = w_optim or defaults.w_optim, a_optim or defaults.a_optim
+        self.warmup_epochs, self.epoch = warmup_epochs, 0
+        self.rows: list[dict[str, Any]] = []
         from samdistill.models.promptable import PromptableModel
 
         # the teacher's heads, frozen, as a model whose decode() batches like every other
@@ -87,6 +106,64 @@ class SearchStep:
         out["resource"] = torch.relu(ratio - 1) if self.resource == "hinge" else ratio
         out["loss"] = out["task"] + self.beta * out["resource"]
         return out
+
+    # ------------------------------------------------ what the Trainer calls (train/trainer.py's hooks)
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def param_groups(self) -> list[tuple[str, list[nn.Parameter], OptimConfig]]:
+        return [("weights", list(self.net.weight_parameters()), self.w_optim),
+                ("arch", list(self.net.arch_parameters()), self.a_optim)]
+
+    def train(self) -> None:
+        self.net.train()
+
+    def eval(self) -> None:
+        self.net.eval()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def searching(self) -> bool:
+        """Architecture steps in this epoch (the first ``warmup_epochs`` train the weights only)."""
+        return self.epoch >= self.warmup_epochs
+
+    def updates(self, batch: dict[str, Any]):
+        """The weight step on the batch's weight half, then (when :attr:`searching`) the architecture step
+        on its ``arch_`` half; the Trainer applies each before the next is computed."""
+        wl = self.weight_step({k: v for k, v in batch.items() if not k.startswith(ARCH)})
+        yield "weights", wl
+        row: dict[str, Any] = {"step": len(self.rows), "epoch": self.epoch + 1, "w_loss": float(wl["loss"].detach())}
+        if self.searching:
+            arch = {k[len(ARCH):]: v for k, v in batch.items() if k.startswith(ARCH)}
+            if not arch:
+                raise ValueError(f"an architecture step needs the batch's architecture half ({ARCH}* keys)")
+            al = self.arch_step(arch)
+            yield "arch", al
+            row.update({"a_loss": float(al["loss"].detach()), "a_task": float(al["task"].detach())})
+        row.update(self.record())
+        self.rows.append(row)
+
+    @torch.no_grad()
+    def record(self) -> dict[str, float]:
+        """Expected encoder GMACs and every architecture probability, now."""
+        net = self.net
+        row = {"expected_gmacs": float(net.expected_macs()) / 1e9}
+        probs = net.probabilities()
+        for li, p in enumerate(probs["alpha"]):
+            row.update({f"alpha{li}_{o}": float(v) for o, v in zip(net.space.ops, p)})
+        for si, p in enumerate(probs["beta"]):
+            row.update({f"beta{si}_{w}": float(v) for w, v in zip(net.space.widths[si], p)})
+        for si, p in enumerate(probs["gamma"]):
+            row[f"gamma{si + 1}_keep"] = float(p[0])
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state["rows"]]
 
 
 class NASDistillStage:
