@@ -46,7 +46,7 @@ def cache_speedup(cfg, teacher, student, n: int = 16) -> dict:
 
     Each path first runs one untimed batch (allocator and oneDNN set-up), then ``n`` timed images.
     """
-    from samdistill.config import Stage1Config
+    from samdistill.methods.kdsam import Stage1Config
     from samdistill.data.cache import CachedSet, EmbeddingCache
     from samdistill.data.datasets import open_dataset
     from samdistill.eval.efficiency import sync

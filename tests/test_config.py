@@ -83,3 +83,75 @@ def test_distill_labels_option_sets_data_labels(tmp_path, monkeypatch):
     assert [c.data.labels for c in seen] == [[1, 2], [2]]
     assert main(["distill", "--data", "synthetic:n=5", "--out", str(tmp_path / "r"), "--labels", "x"]) == 2
     assert len(seen) == 2  # a bad --labels stops before the run
+
+
+def test_data_labels_reach_the_dataset_distill_opens(tmp_path, tiny_model):
+    import numpy as np
+    from PIL import Image
+
+    from samdistill.data.synthetic import phantom
+    from samdistill.distill import build_cache
+
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    m = np.zeros((64, 64), np.uint8)
+    m[5:15, 5:15], m[30:50, 30:50] = 1, 2
+    for i in range(4):
+        Image.fromarray(np.ascontiguousarray(phantom(0, i, 96)[0][:64, :64])).save(tmp_path / "d" / "images" / f"c{i}.png")
+        Image.fromarray(m).save(tmp_path / "d" / "masks" / f"c{i}.png")
+    cfg = load_config("kdsam", {"teacher": "test_sam", "data": {"path": str(tmp_path / "d"), "labels": [2]},
+                                "cache": {"dir": str(tmp_path / "cache")}, "progress": False})
+    (tmp_path / "run").mkdir()
+    ds, *_ = build_cache(cfg, tiny_model, tmp_path / "run", progress=False)
+    assert ds.labels == (2,) and int(ds.load("c0").mask.sum()) == 400
+
+
+# --- one config per method: a run carries its own method's sections only ------------------------------------
+
+
+def test_each_recipe_validates_into_its_methods_config():
+    from samdistill.methods import METHODS
+
+    assert {e.name for e in METHODS} <= set(shipped_recipes())  # every method ships a recipe
+    for name in shipped_recipes():
+        cfg = load_config(name)
+        assert type(cfg) is METHODS.entry(cfg.method).meta["config"]
+
+
+def test_a_kdsam_run_carries_no_other_methods_sections(tmp_path):
+    cfg = load_config("kdsam")
+    assert not hasattr(cfg, "knowsam") and not hasattr(cfg, "nas")
+    dump_config(cfg, tmp_path / "config.yaml")
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "knowsam:" not in saved and "nas:" not in saved and "stage1:" in saved
+    ks = load_config("knowsam")
+    assert not hasattr(ks, "stage1") and not hasattr(ks, "student") and ks.knowsam.labeled == 0.1
+    assert load_config(None).method == "kdsam"  # no method named: kdsam, as before
+
+
+@pytest.mark.parametrize(
+    "recipe,override,message",
+    [
+        ("kdsam", "knowsam.labeled=0.1", "config key 'knowsam.labeled' belongs to method knowsam, not kdsam"),
+        ("kdsam", "nas.train.genotype=g.json", "config key 'nas.train.genotype' belongs to method nas, not kdsam"),
+        ("knowsam", "stage1.epochs=3", "config key 'stage1.epochs' belongs to method kdsam, not knowsam"),
+        ("knowsam", "stages=[1]", "config key 'stages' belongs to method kdsam, not knowsam"),
+    ],
+)
+def test_another_methods_key_is_a_one_line_error_naming_its_method(recipe, override, message):
+    with pytest.raises(UserError) as exc:
+        load_config(recipe, [override])
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+def test_an_unknown_method_lists_the_registered_ones():
+    with pytest.raises(UserError, match=r"unknown method 'kdsm'; did you mean 'kdsam'\? \(valid: kdsam, knowsam, nas"):
+        load_config("kdsam", ["method=kdsm"])
+
+
+def test_a_method_registered_with_another_methods_config_is_refused():
+    from samdistill.methods.kdsam import KDSAMConfig
+    from samdistill.methods.registry import MethodRegistry
+
+    with pytest.raises(ValueError, match="method 'toy': its config KDSAMConfig has method='kdsam'"):
+        MethodRegistry("method").register("toy", config=KDSAMConfig)

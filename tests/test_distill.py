@@ -135,3 +135,93 @@ def test_resume_auto_without_a_checkpoint_is_a_fresh_run_and_refused_where_a_run
     (out / "metrics.csv").write_text("epoch\n")  # a run killed before its first checkpoint
     with pytest.raises(UserError, match="holds a run"):
         distill(_cfg(tmp_path), out, resume="auto")
+
+
+# --- a method is one file: a toy one registered here runs through the distill job --------------------------
+
+
+@pytest.fixture()
+def toy_method(monkeypatch):
+    """Registers method 'toy' (a config model + a build with one phase) for this test only."""
+    from typing import Literal
+
+    from samdistill.config import DistillConfig, OptimConfig, Strict
+    from samdistill.data.cache import CachedSet
+    from samdistill.methods import METHODS, Built
+    from samdistill.train.trainer import Phase
+
+    class ToySection(Strict):
+        student: str = "test_efficientvit_b0"
+        epochs: int = 2
+
+    class ToyConfig(DistillConfig):
+        method: Literal["toy"] = "toy"
+        toy: ToySection = ToySection()
+
+    class ToyStep:
+        """The student's encoder regresses the cached teacher embedding."""
+
+        def __init__(self, student):
+            self.student = student
+
+        def parameters(self):
+            return self.student.train_only("image_encoder")
+
+        def train(self):
+            self.student.train()
+
+        def eval(self):
+            self.student.eval()
+
+        def step(self, batch):
+            mse = torch.nn.functional.mse_loss(self.student.encode(batch["image"]), batch["embedding"])
+            return {"loss": mse, "mse": mse}
+
+        @torch.no_grad()
+        def validate(self, loader):
+            errs = [torch.nn.functional.mse_loss(self.student.encode(b["image"]), b["embedding"]).item() for b in loader]
+            return {"dice": -sum(errs) / len(errs)}  # the trainer keeps the best "dice": here, lowest MSE
+
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # registered for this test only
+
+    @METHODS.register("toy", config=ToyConfig, cli_keys={"student": "toy.student"})
+    def build(cfg: ToyConfig, teacher, cache, train_keys, val_keys) -> Built:
+        """Toy: embedding regression, one phase."""
+        student = load_model(cfg.toy.student, teacher=teacher)
+        phase = Phase("toy", ToyStep(student), CachedSet(cache, list(train_keys.values())),
+                      CachedSet(cache, list(val_keys.values())), cfg.toy.epochs, 4, OptimConfig(lr=0.01, warmup_steps=0))
+        return Built(model=student, student=student, phases=[phase], student_name=cfg.toy.student,
+                     extra={"toy": True})
+
+    return ToyConfig
+
+
+def test_a_method_registered_in_a_test_runs_through_distill(tmp_path, toy_method, capsys):
+    from samdistill import api
+
+    cfg = load_config(None, {"method": "toy", "teacher": "test_sam", "data": {"path": DATA}, "progress": False,
+                             "cache": {"dir": str(tmp_path / "cache")}, "overlays": 1, "threads": 1})
+    assert type(cfg) is toy_method and cfg.toy.epochs == 2
+    s = api.distill(cfg, tmp_path / "toy")
+    assert s["method"] == "toy" and s["student"] == "test_efficientvit_b0" and s["toy"] is True
+    assert s["best"]["phase"] == "toy" and s["steps"] > 0
+    assert load_model(tmp_path / "toy" / "student.pt").family == "test_efficientvit_b0"
+    saved = (tmp_path / "toy" / "config.yaml").read_text()
+    assert "toy:" in saved and "stage1:" not in saved and "knowsam:" not in saved
+    # its recipe, and the CLI verb, which asks the method which key --student sets
+    (tmp_path / "toy.yaml").write_text("method: toy\ntoy: {epochs: 1}\n")
+    assert main(["distill", "--method", "toy", "--recipe", str(tmp_path / "toy.yaml"), "--teacher", "test_sam",
+                 "--student", "test_resnet18", "--data", DATA, "--out", str(tmp_path / "cli"),
+                 f"cache.dir={tmp_path / 'cache'}", "progress=false", "overlays=0", "threads=1"]) == 0
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["student"] == "test_resnet18"
+    assert "best val Dice" in capsys.readouterr().out
+
+
+def test_cli_options_a_method_does_not_take_are_one_line_errors(tmp_path, capsys):
+    assert main(["distill", "--data", DATA, "--out", str(tmp_path / "x"), "--labeled", "0.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --labeled is not an option of method kdsam (it is for: knowsam)"
+    assert main(["distill", "--method", "nas", "--student", "x", "--data", DATA, "--out", str(tmp_path / "x")]) == 2
+    assert "--student is not an option of method nas (it is for: kdsam, knowsam" in capsys.readouterr().err
+    assert main(["distill", "--data", DATA, "--out", str(tmp_path / "x"), "knowsam.labeled=0.5"]) == 2
+    assert "config key 'knowsam.labeled' belongs to method knowsam, not kdsam" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -48,13 +48,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 def list_cmd(
     show_all: bool = typer.Option(False, "--all", help="Also show the tiny test_* models (random weights, for tests)."),
 ) -> None:
-    """List registered models (teachers, students) and datasets.
+    """List registered models (teachers, students), datasets and distillation methods.
 
     Example: samdistill list
 
     Example (with the tiny test_* models): samdistill list --all
     """
     from samdistill.data.datasets import DATASETS
+    from samdistill.methods import METHODS
     from samdistill.models.zoo import populate
 
     models = populate()
@@ -72,6 +73,9 @@ def list_cmd(
     typer.echo("datasets:")
     for e in DATASETS:
         typer.echo(f"  {e.name:<14} {e.meta.get('summary', '')}")
+    typer.echo("methods (samdistill distill --method NAME):")
+    for e in METHODS:
+        typer.echo(f"  {e.name:<14} {e.summary}")
 
 
 @app.command()
@@ -211,13 +215,19 @@ def distill(
     from samdistill.api import distill as run_distill
     from samdistill.config import load_config, merge, parse_overrides, set_dotted
     from samdistill.data.datasets import parse_labels
+    from samdistill.methods import METHODS
 
     cli: dict = {}
+    by_method = METHODS.entry(method).meta["cli_keys"]  # the options whose config key the method decides
+    for option, val in (("student", student), ("labeled", labeled)):
+        if val is not None and option not in by_method:
+            takes = [e.name for e in METHODS if option in e.meta["cli_keys"]]
+            raise UserError(f"--{option} is not an option of method {method} (it is for: {', '.join(takes)})")
     for key, val in (("teacher", teacher), ("teacher_checkpoint", str(teacher_checkpoint) if teacher_checkpoint else None),
-                     ("data.path", data), ("knowsam.student" if method == "knowsam" else "student.name", student),
+                     ("data.path", data), (by_method.get("student"), student),
                      ("threads", threads), ("device", device),
                      ("method", method), ("stages", [stage] if stage is not None else None),
-                     ("knowsam.labeled", labeled), ("data.labels", parse_labels(labels) if labels else None)):
+                     (by_method.get("labeled"), labeled), ("data.labels", parse_labels(labels) if labels else None)):
         if val is not None:
             set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
@@ -544,12 +554,9 @@ def nas_search_cmd(
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
     macs_budget: Optional[float] = typer.Option(None, help="Encoder budget in GMACs (default: teacher encoder / 30)."),
     beta: Optional[float] = typer.Option(None, help="Weight of E[MACs]/budget in the architecture objective."),
-    resume: bool = typer.Option(False, help="Continue the search in --out from its last checkpoint."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
 ) -> None:
     """Differentiable architecture search of the student encoder; writes a readable genotype.json.
-
-    Checkpoints go to OUT/checkpoints/ at every epoch end (and on SIGTERM); --resume continues from there.
 
     Example: samdistill nas search --data ../shared/data/kvasir_seg --out runs/search --macs-budget 1.2 nas.search.epochs=4
     """
@@ -563,11 +570,7 @@ def nas_search_cmd(
         if val is not None:
             set_dotted(cli, key, val)
     cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
-    s = nas_search(cfg, out, resume=resume, progress=cfg.progress)
-    if s.get("interrupted"):
-        typer.echo(f"stopped by {s['reason']} after {s['step']} steps; a checkpoint is in {out / 'checkpoints'}. "
-                   "Continue with the same command plus --resume.", err=True)
-        raise typer.Exit(143)
+    s = nas_search(cfg, out, progress=cfg.progress)
     if "rank" in s:  # a non-zero torchrun rank
         return
     typer.echo(f"found encoder: {s['encoder_gmacs']:.3f} GMACs (budget {s['budget_gmacs']:.3f}, teacher "

@@ -7,12 +7,13 @@ The resolved config is saved as ``config.yaml`` in the run directory.
 from __future__ import annotations
 
 import difflib
+import functools
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from samdistill.errors import UserError
 
@@ -44,13 +45,6 @@ class DataConfig(Strict):
         return v
 
 
-class StudentConfig(Strict):
-    name: str = "mobilenetv4_conv_small"
-    decoder: Literal["teacher", "slim"] = "teacher"
-    neck_width: Optional[int] = Field(None, ge=4)
-    pretrained: Optional[str] = None  # local timm weights file
-
-
 class CacheConfig(Strict):
     dir: Optional[str] = None  # default: <out>/../.cache or $SAMDISTILL_CACHE
     flips: bool = False
@@ -63,135 +57,22 @@ class OptimConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    betas: Optional[tuple[float, float]] = None  # adam/adamw moment decays; None: torch's (0.9, 0.999)
     warmup_steps: int = Field(20, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     clip_grad: Optional[float] = Field(1.0, gt=0)
 
 
-class Stage1Config(Strict):
-    """Encoder distillation: embedding MSE + perceptual (teacher decoder activations)."""
-
-    epochs: int = Field(10, ge=0)
-    batch_size: int = Field(8, ge=1)
-    optim: OptimConfig = OptimConfig()
-    mse: float = Field(1.0, ge=0)
-    perceptual: float = Field(0.1, ge=0)
-    perceptual_net: Literal["decoder", "vgg16"] = "decoder"
-    vgg16_weights: Optional[str] = None
-
-
-class Stage2Config(Strict):
-    """Decoder (and encoder) training with prompts: Dice + BCE + logit KD + IoU head + embedding MSE."""
-
-    epochs: int = Field(5, ge=0)
-    batch_size: int = Field(8, ge=1)
-    optim: OptimConfig = OptimConfig(lr=3e-4)
-    train_encoder: bool = True
-    box_jitter: float = Field(5.0, ge=0)  # px in the input frame, uniform 0..s per side (LiteMedSAM trained with 0..5 at 256)
-    dice: float = Field(1.0, ge=0)
-    bce: float = Field(1.0, ge=0)
-    kd: float = Field(0.5, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    iou: float = Field(0.1, ge=0)
-    mse: float = Field(0.5, ge=0)
-
-
-class KnowSAMConfig(Strict):
-    """Semi-supervised SAM-induced distillation into a prompt-free UNet + VNet (``method: knowsam``)."""
-
-    student: str = "knowsam_student"
-    input_size: int | None = Field(None, ge=32)  # student's input frame; None: the teacher's (SAM still sees its own)
-    labeled: float = Field(0.1, gt=0)  # <= 1: fraction of the train split (1 = all); > 1: a count
-    unlabeled: bool = True  # false: train on the labeled subset alone (the supervised baseline)
-    adapters: Literal["none", "encoder"] = "none"  # none: frozen encoder, cached embeddings (CPU-friendly)
-    decoder_adapters: bool = True  # adapters in SAM's mask decoder (the authors' code has them; work with adapters=none)
-    adapter_ratio: float = Field(0.25, gt=0, le=1)
-    prompt_tokens: int = Field(2, ge=1)
-    sam: bool = True  # false: no SAM at all (co-training only)
-    sam_decode: Literal["per_class", "foreground"] = "per_class"  # foreground: one decode, logits [0, l] (binary)
-    fusion: bool = True  # false: plain logit average instead of the Hybrid Aggregation Module
-    epochs: int = Field(10, ge=0)  # one epoch = one pass over the unlabeled images
-    batch_size: int = Field(8, ge=2)
-    labeled_bs: int = Field(4, ge=1)
-    optim: OptimConfig = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="linear",
-                                     warmup_steps=0, min_lr_ratio=0.0, clip_grad=None)
-    sam_optim: OptimConfig = OptimConfig(name="adam", lr=1e-4, weight_decay=0.0, schedule="linear", warmup_steps=0,
-                                         min_lr_ratio=0.0, clip_grad=None)
-    sup: float = Field(1.0, ge=0)
-    kd: float = Field(1.0, ge=0)
-    temperature: float = Field(10.0, gt=0)
-    consistency: float = Field(1.0, ge=0)
-    consistency_rampup: float = Field(0.4, ge=0)  # fraction of the run over which consistency ramps up
-    entropy: float = Field(0.9, ge=0)
-    kd_rampup: float = Field(0.0, ge=0)  # fraction of the run over which KD and entropy ramp up; 0: constant (published)
-    mix: float = Field(1.0, ge=0)
-    mix_after: float = Field(0.2, ge=0, le=1)  # fraction of the run before uncertainty-guided mixing starts
-    mix_grid: int = Field(4, ge=1)
-    mix_top_k: int = Field(5, ge=1)
-    strong_aug: float = Field(0.2, ge=0)
-
-
-class NASSearchConfig(Strict):
-    """Differentiable architecture search of the student encoder (``samdistill nas search``)."""
-
-    epochs: int = Field(4, ge=1)  # passes over the weight half of the train split
-    warmup_epochs: int = Field(1, ge=0)  # weights only, before architecture steps start
-    batch_size: int = Field(4, ge=1)
-    # operation weights (first-order DARTS, on the weight half) and architecture parameters (on the other
-    # half): constant learning rates; weight gradients clipped at 5, architecture ones not
-    w_optim: OptimConfig = OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=0, min_lr_ratio=1.0,
-                                       clip_grad=5.0)
-    a_optim: OptimConfig = OptimConfig(name="adam", lr=1e-2, weight_decay=1e-3, betas=(0.5, 0.999), warmup_steps=0,
-                                       min_lr_ratio=1.0, clip_grad=None)
-    beta: float = Field(0.5, ge=0)  # weight of the resource term in the architecture objective
-    resource: Literal["hinge", "linear"] = "hinge"  # hinge: max(0, E[MACs]/budget - 1); linear: E[MACs]/budget
-    max_skip: Optional[int] = Field(None, ge=0)  # skips kept per stage when deriving (default: layers - 1)
-    macs_budget: Optional[float] = Field(None, gt=0)  # encoder GMACs; default: teacher encoder / 30
-    sampling: Literal["softmax", "gumbel"] = "softmax"
-    tau: float = Field(1.0, gt=0)
-    widths: Optional[list[list[int]]] = None  # per stage; default [[24,32,48],[48,64,96],[96,128,192]]
-    layers: Optional[list[int]] = None  # searchable layers per stage; default [2, 3, 3]
-    neck_width: Optional[int] = Field(None, ge=8)
-    box_jitter: float = Field(5.0, ge=0)
-
-
-class NASTrainConfig(Strict):
-    """Distillation of the found architecture (``samdistill nas train --genotype g.json``)."""
-
-    genotype: Optional[str] = None
-    stage1_epochs: int = Field(8, ge=0)
-    stage2_epochs: int = Field(6, ge=0)
-    batch_size: int = Field(8, ge=1)
-    optim1: OptimConfig = OptimConfig(lr=2e-3)
-    optim2: OptimConfig = OptimConfig(lr=5e-4)
-    mse: float = Field(1.0, ge=0)
-    saliency: float = Field(1.0, ge=0)
-    saliency_kind: Literal["activation", "input_gradient"] = "activation"
-    kd: float = Field(0.5, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    dice: float = Field(1.0, ge=0)
-    bce: float = Field(1.0, ge=0)
-    box_jitter: float = Field(10.0, ge=0)
-
-
-class NASConfig(Strict):
-    search: NASSearchConfig = NASSearchConfig()
-    train: NASTrainConfig = NASTrainConfig()
-
-
 class DistillConfig(Strict):
-    method: Literal["kdsam", "knowsam", "nas"] = "kdsam"
+    """What every run has, whatever its method. A method's own sections (``stage1``, ``knowsam``, ...) live in
+    its config, a subclass in ``methods/<name>.py`` with ``method: Literal["<name>"]``; a run's config is the
+    union of those, told apart by ``method`` (:func:`run_config_types`), so a run carries its own method's
+    sections only."""
+
+    method: str = "kdsam"
     teacher: str = "litemedsam"
     teacher_checkpoint: Optional[str] = None
-    student: StudentConfig = StudentConfig()
     data: DataConfig = DataConfig()
     cache: CacheConfig = CacheConfig()
-    stage1: Stage1Config = Stage1Config()
-    stage2: Stage2Config = Stage2Config()
-    knowsam: KnowSAMConfig = KnowSAMConfig()
-    nas: NASConfig = NASConfig()
-    stages: list[Literal[1, 2]] = [1, 2]
     seed: int = 0
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)
@@ -211,6 +92,24 @@ class DistillConfig(Strict):
             raise ValueError(str(exc)) from None
 
 
+def run_config_types() -> dict[str, type[DistillConfig]]:
+    """Each registered method's run config, by method name.
+
+    Read from the methods registry, whose files register themselves, so this module names no method.
+    """
+    from samdistill.methods import METHODS
+
+    return {e.name: e.meta["config"] for e in METHODS}
+
+
+@functools.lru_cache(maxsize=8)
+def _union(types: tuple[type[DistillConfig], ...]) -> TypeAdapter:
+    """The run config as a pydantic union discriminated by ``method``."""
+    if len(types) == 1:
+        return TypeAdapter(types[0])
+    return TypeAdapter(Annotated[Union[types], Field(discriminator="method")])
+
+
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
@@ -221,10 +120,30 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _message(exc: ValidationError, schema: type[BaseModel]) -> str:
+def _first_key(section: str, value: Any) -> str:
+    """``"knowsam", {"labeled": 0.1}`` -> ``"knowsam.labeled"``: the dotted key the user wrote."""
+    while isinstance(value, dict) and len(value) == 1:
+        (k, value), = value.items()
+        section += f".{k}"
+    return section
+
+
+def _message(exc: ValidationError, schema: type[BaseModel], others: dict[str, type[BaseModel]] | None = None) -> str:
+    """The first error as one line; ``others`` (the other methods' configs) name a section's owner."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    parts = [str(p) for p in err["loc"]]
+    if err["type"].startswith("union_tag"):  # the discriminator itself: an unknown method
+        return f"bad config value for 'method': {err['msg']}"
+    method = getattr(schema.model_fields.get("method"), "default", None)
+    if parts and parts[0] == method and len(parts) > 1:  # the union's tag, not part of the key
+        parts = parts[1:]
+    loc = ".".join(parts)
     if err["type"] == "extra_forbidden":
+        owners = [name for name, m in (others or {}).items() if len(parts) and parts[0] in m.model_fields]
+        if len(parts) == 1 and owners:
+            key = _first_key(loc, err.get("input"))
+            return (f"config key {key!r} belongs to method {' / '.join(owners)}, not {method} (this run's method; "
+                    f"set method={owners[0]} or drop the key)")
         close = difflib.get_close_matches(loc, _valid_keys(schema), n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown config key {loc!r}{hint}"
@@ -273,7 +192,8 @@ def shipped_recipes() -> dict[str, Traversable]:
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> DistillConfig:
-    """Recipe YAML (a file path, or the name of a shipped recipe) + overrides -> validated :class:`DistillConfig`."""
+    """Recipe YAML (a file path, or the name of a shipped recipe) + overrides -> the validated run config of
+    its ``method`` (a :class:`DistillConfig` subclass; ``kdsam`` when the recipe names none)."""
     tree: dict[str, Any] = {}
     if recipe is not None:
         p: Path | Traversable = Path(recipe)
@@ -291,10 +211,18 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | 
             raise UserError(f"recipe {p} must be a mapping of keys to values")
     if overrides:
         tree = merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
+    types = run_config_types()
+    tree = {"method": DistillConfig.model_fields["method"].default, **tree}
+    if isinstance(tree["method"], str) and tree["method"] not in types:
+        close = difflib.get_close_matches(tree["method"], list(types), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"unknown method {tree['method']!r}{hint} (valid: {', '.join(sorted(types))})")
     try:
-        return DistillConfig.model_validate(tree)
+        return _union(tuple(types.values())).validate_python(tree)
     except ValidationError as exc:
-        raise UserError(_message(exc, DistillConfig)) from None
+        method = tree["method"]
+        schema = types.get(method, DistillConfig) if isinstance(method, str) else DistillConfig
+        raise UserError(_message(exc, schema, {n: t for n, t in types.items() if t is not schema})) from None
 
 
 def dump_config(cfg: DistillConfig, path: str | Path) -> None:

@@ -9,27 +9,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from samdistill._version import __version__
 from samdistill.atomic import check_out_dir
 from samdistill.config import DistillConfig, dump_config
-from samdistill.data.cache import CachedSet, EmbeddingCache, build_cache
+from samdistill.data.cache import EmbeddingCache
+from samdistill.data.datasets import open_dataset
 from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.machine import machine_info, num_threads
-from samdistill.methods.kdsam import KDSAMStage
+from samdistill.methods import METHODS
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train import distributed as dist_utils
 from samdistill.train.runlock import RunLock, held_run, run_lock
-from samdistill.train.seeding import seed_everything
-from samdistill.train.trainer import Phase, Trainer
+from samdistill.train.trainer import Trainer
 from samdistill.viz.overlays import save_side_by_side
 from samdistill.viz.plots import plot_curves
+
+
+def default_cache_dir(out_dir: Path) -> Path:
+    env = os.environ.get("SAMDISTILL_CACHE")
+    return Path(env) if env else out_dir.resolve().parent / ".samdistill-cache"
 
 
 def _logger(out: Path) -> logging.Logger:
@@ -40,6 +47,30 @@ def _logger(out: Path) -> logging.Logger:
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(h)
     return log
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
+    ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
+                      mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
+    train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
+    val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
+    if not train_ids:
+        raise UserError(f"the {cfg.data.train_split!r} split of {ds.name} is empty")
+    if ds.split_source.startswith("seeded") and dist_utils.context().is_main:
+        (out / "split.json").write_text(json.dumps(ds.split, indent=1))
+    cache = EmbeddingCache(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir(out), teacher)
+    ctx = dist_utils.context()  # under torchrun each rank computes its share of the missing entries
+    share = {"rank": ctx.rank, "world_size": ctx.world_size}
+    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main, **share)
+    val_keys = cache.build(ds, val_ids, flips=False, progress=progress and ctx.is_main, **share)
+    dist_utils.barrier()
+    return ds, cache, train_keys, val_keys, val_ids
 
 
 # settings that do not change what a run trains: a finished run that differs only in these is still that run
@@ -141,11 +172,10 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         log.info("cache: %s", cache_stats)
 
         seed_everything(cfg.seed)
-        setup = {"knowsam": _knowsam_setup, "nas": _nas_setup}.get(cfg.method, _kdsam_setup)
-        model, student, phases, extra = setup(cfg, teacher, cache, train_keys, val_keys)
-        labeled_ids = extra.pop("labeled_ids", None)
-        if labeled_ids is not None and ctx.is_main:  # which train images kept their labels (semi-supervised)
-            (out / "labeled.json").write_text(json.dumps(labeled_ids, indent=0))
+        built = METHODS.get(cfg.method)(cfg, teacher, cache, train_keys, val_keys)
+        model, student, phases, extra = built.model, built.student, built.phases, dict(built.extra)
+        if built.labeled_ids is not None and ctx.is_main:  # which train images kept their labels (semi-supervised)
+            (out / "labeled.json").write_text(json.dumps(built.labeled_ids, indent=0))
 
         ckpt = out / "checkpoints"
         trainer = Trainer(
@@ -164,7 +194,7 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
             return {"rank": ctx.rank, "best": result["best"], "steps": result["steps"]}
 
         final = load_model(ckpt / "best.pt") if (ckpt / "best.pt").exists() else student.eval()
-        student_name = {"knowsam": cfg.knowsam.student, "nas": "nas"}.get(cfg.method, cfg.student.name)
+        student_name = built.student_name
         provenance = {
             "method": cfg.method, "teacher": cfg.teacher, "teacher_id": cache.teacher_id, "data": str(cfg.data.path),
             "train_split": cfg.data.train_split, "best": result["best"], "samdistill": __version__, **extra,
@@ -185,102 +215,6 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         log.info("done: %s", json.dumps(summary["best"]))
         dist_utils.barrier()
         return summary
-
-
-def _kdsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, val_keys):
-    """KD SAM: a promptable student and its two stages (encoder, then decoder)."""
-    student = load_model(
-        cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
-        pretrained=cfg.student.pretrained,
-    ).to(cfg.device)
-    mem = cfg.cache.in_memory
-    all_train = [k for k in train_keys.values()]
-    prompted = [k for k in all_train if k not in cache.empty_keys]
-    val_set = CachedSet(cache, list(val_keys.values()), mem)
-    phases = []
-    if 1 in cfg.stages:
-        perceptual = None
-        if cfg.stage1.perceptual > 0:
-            from samdistill.losses.perceptual import DecoderPerceptual
-
-            if cfg.stage1.perceptual_net == "vgg16":
-                if not cfg.stage1.vgg16_weights:
-                    raise UserError("stage1.perceptual_net=vgg16 needs stage1.vgg16_weights=PATH (never downloaded)")
-                raise UserError("the VGG16 perceptual loss compares decoded masks and is available in stage 2 "
-                                "experiments only; use perceptual_net=decoder for stage 1")
-            perceptual = DecoderPerceptual(teacher).to(cfg.device)
-        phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
-                                                 perceptual=perceptual, device=cfg.device),
-                            CachedSet(cache, prompted if cfg.stage1.perceptual > 0 else all_train, mem),
-                            val_set, cfg.stage1.epochs, cfg.stage1.batch_size, cfg.stage1.optim))
-    if 2 in cfg.stages:
-        phases.append(Phase("stage2", KDSAMStage(stage=2, student=student, teacher=teacher, cfg=cfg.stage2,
-                                                 device=cfg.device),
-                            CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
-                            cfg.stage2.optim))
-    extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted)}
-    return student, student, phases, extra
-
-
-def _knowsam_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, val_keys):
-    """KnowSAM: the prompt-free student, SAM's prompt generator (+ adapters) and one semi-supervised phase."""
-    from samdistill.data.semi import SemiSet, TwoStreamBatchSampler, pick_labeled
-    from samdistill.methods.knowsam import KnowSAMMethod, KnowSAMParts
-    from samdistill.models.adapters import add_adapters, add_decoder_adapters
-    from samdistill.models.prompt_generator import PromptGenerator
-
-    k = cfg.knowsam
-    pre = teacher.preprocess.to_dict()
-    if k.input_size:
-        pre["input_size"] = k.input_size
-    student = load_model(k.student, preprocess=pre, fusion=k.fusion).to(cfg.device)
-    prompt_generator = adapters = decoder_adapters = None
-    if k.sam:
-        prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)
-        if k.adapters == "encoder":
-            adapters = add_adapters(teacher.image_encoder, k.adapter_ratio)
-        if k.decoder_adapters:
-            decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
-    parts = KnowSAMParts(student, prompt_generator, adapters, decoder_adapters)
-    ids = sorted({sid for sid, _ in train_keys})
-    labeled = set(pick_labeled(ids, k.labeled, seed=cfg.data.seed))
-    entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if k.unlabeled or sid in labeled]
-    train_set = SemiSet(CachedSet(cache, [key for _, key in entries], cfg.cache.in_memory),
-                        [sid in labeled for sid, _ in entries])
-    lab_idx, unl_idx = train_set.labeled_indices, train_set.unlabeled_indices
-
-    def sampler(g):
-        return TwoStreamBatchSampler(lab_idx, unl_idx, k.batch_size, k.labeled_bs, generator=g)
-
-    steps = len(sampler(None)) * k.epochs
-    method = KnowSAMMethod(parts=parts, teacher=teacher, cfg=k, total_steps=steps, device=cfg.device)
-    val_set = CachedSet(cache, list(val_keys.values()), cfg.cache.in_memory)
-    phase = Phase("knowsam", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler)
-    extra = {"n_labeled": len(labeled), "n_unlabeled": len(ids) - len(labeled) if k.unlabeled else 0,
-             "labeled_ids": sorted(labeled), "adapters": k.adapters}
-    return parts, student, [phase], extra
-
-
-def _nas_setup(cfg: DistillConfig, teacher, cache: EmbeddingCache, train_keys, val_keys):
-    """EfficientMedSAM: the searched architecture as a promptable student; logit + saliency distillation."""
-    from samdistill.methods.nas import NASDistillStage
-
-    t = cfg.nas.train
-    if not t.genotype:
-        raise UserError("nas training needs a genotype: --genotype runs/search/genotype.json (from `samdistill nas search`)")
-    student = load_model("nas", teacher=teacher, genotype=t.genotype, decoder=cfg.student.decoder).to(cfg.device)
-    mem = cfg.cache.in_memory
-    all_train = list(train_keys.values())
-    prompted = [k for k in all_train if k not in cache.empty_keys]
-    val_set = CachedSet(cache, list(val_keys.values()), mem)
-    phases = [
-        Phase("stage1", NASDistillStage(stage=1, student=student, teacher=teacher, cfg=t, device=cfg.device),
-              CachedSet(cache, all_train, mem), val_set, t.stage1_epochs, t.batch_size, t.optim1),
-        Phase("stage2", NASDistillStage(stage=2, student=student, teacher=teacher, cfg=t, device=cfg.device),
-              CachedSet(cache, prompted, mem), val_set, t.stage2_epochs, t.batch_size, t.optim2),
-    ]
-    return student, student, phases, {"n_train_entries": len(all_train), "n_train_prompted": len(prompted),
-                                      "genotype": str(t.genotype)}
 
 
 @torch.no_grad()

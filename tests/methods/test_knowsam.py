@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from samdistill.cli import main
-from samdistill.config import KnowSAMConfig, load_config
+from samdistill.config import load_config
+from samdistill.methods.knowsam import KnowSAMConfig
 from samdistill.data.semi import SemiSet, TwoStreamBatchSampler, pick_labeled
 from samdistill.data.transforms import apply_flips, confident_regions, paste, random_flips
 from samdistill.distill import distill

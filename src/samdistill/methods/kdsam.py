@@ -8,21 +8,75 @@ Stage 2 (decoder, and by default the encoder too), with jittered ground-truth bo
 ``loss = dice * Dice + bce * BCE + kd * KL(teacher mask | student mask, T) + iou * IoU-head MSE
 + mse * MSE(e_s, e_t)``; the teacher's logits come from its decoder on the cached embedding under
 the same box, so the teacher's encoder never runs during training.
+
+This file is the whole method: its run config (:class:`KDSAMConfig`), its :func:`build` (student and
+phases, registered in ``METHODS``) and its step (:class:`KDSAMStage`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
+from pydantic import Field
 
-from samdistill.config import Stage1Config, Stage2Config
+from samdistill.config import DistillConfig, OptimConfig, Strict
+from samdistill.data.cache import CachedSet, EmbeddingCache
+from samdistill.errors import UserError
+from samdistill.methods.registry import METHODS, Built
+from samdistill.models.zoo import load_model
+from samdistill.train.trainer import Phase
 from samdistill.eval.validation import promptable_validation
 from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
 from samdistill.losses.segmentation import bce_loss, dice_loss, iou_head_mse
 from samdistill.data.boxes import jitter, tight_boxes
+
+
+class StudentConfig(Strict):
+    name: str = "mobilenetv4_conv_small"
+    decoder: Literal["teacher", "slim"] = "teacher"
+    neck_width: Optional[int] = Field(None, ge=4)
+    pretrained: Optional[str] = None  # local timm weights file
+
+
+class Stage1Config(Strict):
+    """Encoder distillation: embedding MSE + perceptual (teacher decoder activations)."""
+
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(8, ge=1)
+    optim: OptimConfig = OptimConfig()
+    mse: float = Field(1.0, ge=0)
+    perceptual: float = Field(0.1, ge=0)
+    perceptual_net: Literal["decoder", "vgg16"] = "decoder"
+    vgg16_weights: Optional[str] = None
+
+
+class Stage2Config(Strict):
+    """Decoder (and encoder) training with prompts: Dice + BCE + logit KD + IoU head + embedding MSE."""
+
+    epochs: int = Field(5, ge=0)
+    batch_size: int = Field(8, ge=1)
+    optim: OptimConfig = OptimConfig(lr=3e-4)
+    train_encoder: bool = True
+    box_jitter: float = Field(5.0, ge=0)  # px in the input frame, uniform 0..s per side (LiteMedSAM trained with 0..5 at 256)
+    dice: float = Field(1.0, ge=0)
+    bce: float = Field(1.0, ge=0)
+    kd: float = Field(0.5, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    iou: float = Field(0.1, ge=0)
+    mse: float = Field(0.5, ge=0)
+
+
+class KDSAMConfig(DistillConfig):
+    """A KD SAM run: the shared fields + the student, the two stages and which of them run."""
+
+    method: Literal["kdsam"] = "kdsam"
+    student: StudentConfig = StudentConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    stages: list[Literal[1, 2]] = [1, 2]
 
 
 class KDSAMStage:
@@ -85,3 +139,39 @@ class KDSAMStage:
     def validate(self, loader) -> dict[str, float]:
         """Dice of the student in the input frame, tight box, and embedding MSE to the teacher."""
         return promptable_validation(self.student, loader, self.device)
+
+
+@METHODS.register("kdsam", config=KDSAMConfig, cli_keys={"student": "student.name"})
+def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
+    """KD SAM: a promptable student and its two stages (encoder, then decoder)."""
+    student = load_model(
+        cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
+        pretrained=cfg.student.pretrained,
+    ).to(cfg.device)
+    mem = cfg.cache.in_memory
+    all_train = [k for k in train_keys.values()]
+    prompted = [k for k in all_train if k not in cache.empty_keys]
+    val_set = CachedSet(cache, list(val_keys.values()), mem)
+    phases = []
+    if 1 in cfg.stages:
+        perceptual = None
+        if cfg.stage1.perceptual > 0:
+            from samdistill.losses.perceptual import DecoderPerceptual
+
+            if cfg.stage1.perceptual_net == "vgg16":
+                if not cfg.stage1.vgg16_weights:
+                    raise UserError("stage1.perceptual_net=vgg16 needs stage1.vgg16_weights=PATH (never downloaded)")
+                raise UserError("the VGG16 perceptual loss compares decoded masks and is available in stage 2 "
+                                "experiments only; use perceptual_net=decoder for stage 1")
+            perceptual = DecoderPerceptual(teacher).to(cfg.device)
+        phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
+                                                 perceptual=perceptual, device=cfg.device),
+                            CachedSet(cache, prompted if cfg.stage1.perceptual > 0 else all_train, mem),
+                            val_set, cfg.stage1.epochs, cfg.stage1.batch_size, cfg.stage1.optim))
+    if 2 in cfg.stages:
+        phases.append(Phase("stage2", KDSAMStage(stage=2, student=student, teacher=teacher, cfg=cfg.stage2,
+                                                 device=cfg.device),
+                            CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
+                            cfg.stage2.optim))
+    extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted)}
+    return Built(model=student, student=student, phases=phases, student_name=cfg.student.name, extra=extra)

@@ -21,21 +21,72 @@ One training step on a batch of labeled (L) and unlabeled (U) images (``labeled`
    and vice versa, and the mixed pairs are trained with CE + Dice.
 Students learn from SAM's detached output and SAM from the labels only, so one backward pass over
 the sum updates each part with its own terms. Every term has a weight (0 switches it off).
+
+This file is the whole method: its run config (:class:`KnowSAMRunConfig`, section ``knowsam``), its
+:func:`build` (registered in ``METHODS``) and its step (:class:`KnowSAMMethod`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from samdistill.config import DistillConfig, OptimConfig, Strict
+from samdistill.data.cache import CachedSet, EmbeddingCache
+from samdistill.methods.registry import METHODS, Built
+from samdistill.models.zoo import load_model
+from samdistill.train.trainer import Phase
 from samdistill.data.transforms import apply_flips, confident_regions, paste, photometric, random_flips
 from samdistill.eval.metrics import batch_dice
 from samdistill.losses.semi import ce_dice, consistency_mse, entropy_loss, softmax_kd
 from samdistill.models.students.fusion import entropy_map
+
+
+class KnowSAMConfig(Strict):
+    """Semi-supervised SAM-induced distillation into a prompt-free UNet + VNet (``method: knowsam``)."""
+
+    student: str = "knowsam_student"
+    input_size: int | None = Field(None, ge=32)  # student's input frame; None: the teacher's (SAM still sees its own)
+    labeled: float = Field(0.1, gt=0)  # <= 1: fraction of the train split (1 = all); > 1: a count
+    unlabeled: bool = True  # false: train on the labeled subset alone (the supervised baseline)
+    adapters: Literal["none", "encoder"] = "none"  # none: frozen encoder, cached embeddings (CPU-friendly)
+    decoder_adapters: bool = True  # adapters in SAM's mask decoder (the authors' code has them; work with adapters=none)
+    adapter_ratio: float = Field(0.25, gt=0, le=1)
+    prompt_tokens: int = Field(2, ge=1)
+    sam: bool = True  # false: no SAM at all (co-training only)
+    sam_decode: Literal["per_class", "foreground"] = "per_class"  # foreground: one decode, logits [0, l] (binary)
+    fusion: bool = True  # false: plain logit average instead of the Hybrid Aggregation Module
+    epochs: int = Field(10, ge=0)  # one epoch = one pass over the unlabeled images
+    batch_size: int = Field(8, ge=2)
+    labeled_bs: int = Field(4, ge=1)
+    optim: OptimConfig = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="linear",
+                                     warmup_steps=0, min_lr_ratio=0.0, clip_grad=None)
+    sam_optim: OptimConfig = OptimConfig(name="adam", lr=1e-4, weight_decay=0.0, schedule="linear", warmup_steps=0,
+                                         min_lr_ratio=0.0, clip_grad=None)
+    sup: float = Field(1.0, ge=0)
+    kd: float = Field(1.0, ge=0)
+    temperature: float = Field(10.0, gt=0)
+    consistency: float = Field(1.0, ge=0)
+    consistency_rampup: float = Field(0.4, ge=0)  # fraction of the run over which consistency ramps up
+    entropy: float = Field(0.9, ge=0)
+    kd_rampup: float = Field(0.0, ge=0)  # fraction of the run over which KD and entropy ramp up; 0: constant (published)
+    mix: float = Field(1.0, ge=0)
+    mix_after: float = Field(0.2, ge=0, le=1)  # fraction of the run before uncertainty-guided mixing starts
+    mix_grid: int = Field(4, ge=1)
+    mix_top_k: int = Field(5, ge=1)
+    strong_aug: float = Field(0.2, ge=0)
+
+
+class KnowSAMRunConfig(DistillConfig):
+    """A KnowSAM run: the shared fields + the ``knowsam`` section."""
+
+    method: Literal["knowsam"] = "knowsam"
+    knowsam: KnowSAMConfig = KnowSAMConfig()
 
 
 class KnowSAMParts(nn.Module):
@@ -222,3 +273,44 @@ class KnowSAMMethod:
                 pred = logits.argmax(1) > 0
                 scores[k] += batch_dice(pred, y).tolist()
         return {k: float(sum(v) / max(len(v), 1)) for k, v in scores.items()}
+
+
+@METHODS.register("knowsam", config=KnowSAMRunConfig,
+                  cli_keys={"student": "knowsam.student", "labeled": "knowsam.labeled"})
+def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
+    """KnowSAM: the prompt-free student, SAM's prompt generator (+ adapters) and one semi-supervised phase."""
+    from samdistill.data.semi import SemiSet, TwoStreamBatchSampler, pick_labeled
+    from samdistill.models.adapters import add_adapters, add_decoder_adapters
+    from samdistill.models.prompt_generator import PromptGenerator
+
+    k = cfg.knowsam
+    pre = teacher.preprocess.to_dict()
+    if k.input_size:
+        pre["input_size"] = k.input_size
+    student = load_model(k.student, preprocess=pre, fusion=k.fusion).to(cfg.device)
+    prompt_generator = adapters = decoder_adapters = None
+    if k.sam:
+        prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)
+        if k.adapters == "encoder":
+            adapters = add_adapters(teacher.image_encoder, k.adapter_ratio)
+        if k.decoder_adapters:
+            decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
+    parts = KnowSAMParts(student, prompt_generator, adapters, decoder_adapters)
+    ids = sorted({sid for sid, _ in train_keys})
+    labeled = set(pick_labeled(ids, k.labeled, seed=cfg.data.seed))
+    entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if k.unlabeled or sid in labeled]
+    train_set = SemiSet(CachedSet(cache, [key for _, key in entries], cfg.cache.in_memory),
+                        [sid in labeled for sid, _ in entries])
+    lab_idx, unl_idx = train_set.labeled_indices, train_set.unlabeled_indices
+
+    def sampler(g):
+        return TwoStreamBatchSampler(lab_idx, unl_idx, k.batch_size, k.labeled_bs, generator=g)
+
+    steps = len(sampler(None)) * k.epochs
+    method = KnowSAMMethod(parts=parts, teacher=teacher, cfg=k, total_steps=steps, device=cfg.device)
+    val_set = CachedSet(cache, list(val_keys.values()), cfg.cache.in_memory)
+    phase = Phase("knowsam", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler)
+    extra = {"n_labeled": len(labeled), "n_unlabeled": len(ids) - len(labeled) if k.unlabeled else 0,
+             "adapters": k.adapters}
+    return Built(model=parts, student=student, phases=[phase], student_name=k.student, extra=extra,
+                 labeled_ids=sorted(labeled))

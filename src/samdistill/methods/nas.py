@@ -14,18 +14,27 @@ student mask, T) + saliency * (S(embedding) + S(decoder image tokens)) + mse * M
 saliency loss between normalised channel-pooled activation maps of matched teacher/student stages
 (the image embedding, and the mask decoder's attention-refined image tokens), or input-gradient
 saliency of the mask logits (``saliency_kind=input_gradient``; runs the teacher's encoder each step).
+
+This file is the whole method: its run config (:class:`NASRunConfig`, section ``nas``), the search's
+step (:class:`SearchStep`, run by ``samdistill nas search``), and for ``nas train`` its :func:`build`
+(registered in ``METHODS``) and step (:class:`NASDistillStage`).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from samdistill.config import NASSearchConfig, OptimConfig
-
+from samdistill.config import DistillConfig, OptimConfig, Strict
+from samdistill.data.cache import CachedSet, EmbeddingCache
+from samdistill.errors import UserError
+from samdistill.methods.registry import METHODS, Built
+from samdistill.models.zoo import load_model
+from samdistill.train.trainer import Phase
 from samdistill.eval.validation import promptable_validation
 from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
@@ -36,30 +45,76 @@ from samdistill.losses.segmentation import bce_loss, dice_loss
 from samdistill.data.boxes import jitter, tight_boxes
 
 
+class NASSearchConfig(Strict):
+    """Differentiable architecture search of the student encoder (``samdistill nas search``)."""
+
+    epochs: int = Field(4, ge=1)  # passes over the weight half of the train split
+    warmup_epochs: int = Field(1, ge=0)  # weights only, before architecture steps start
+    batch_size: int = Field(4, ge=1)
+    w_lr: float = Field(1e-3, gt=0)
+    a_lr: float = Field(1e-2, gt=0)
+    beta: float = Field(0.5, ge=0)  # weight of the resource term in the architecture objective
+    resource: Literal["hinge", "linear"] = "hinge"  # hinge: max(0, E[MACs]/budget - 1); linear: E[MACs]/budget
+    max_skip: Optional[int] = Field(None, ge=0)  # skips kept per stage when deriving (default: layers - 1)
+    macs_budget: Optional[float] = Field(None, gt=0)  # encoder GMACs; default: teacher encoder / 30
+    sampling: Literal["softmax", "gumbel"] = "softmax"
+    tau: float = Field(1.0, gt=0)
+    widths: Optional[list[list[int]]] = None  # per stage; default [[24,32,48],[48,64,96],[96,128,192]]
+    layers: Optional[list[int]] = None  # searchable layers per stage; default [2, 3, 3]
+    neck_width: Optional[int] = Field(None, ge=8)
+    box_jitter: float = Field(5.0, ge=0)
+
+
+class NASTrainConfig(Strict):
+    """Distillation of the found architecture (``samdistill nas train --genotype g.json``)."""
+
+    genotype: Optional[str] = None
+    stage1_epochs: int = Field(8, ge=0)
+    stage2_epochs: int = Field(6, ge=0)
+    batch_size: int = Field(8, ge=1)
+    optim1: OptimConfig = OptimConfig(lr=2e-3)
+    optim2: OptimConfig = OptimConfig(lr=5e-4)
+    mse: float = Field(1.0, ge=0)
+    saliency: float = Field(1.0, ge=0)
+    saliency_kind: Literal["activation", "input_gradient"] = "activation"
+    kd: float = Field(0.5, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    dice: float = Field(1.0, ge=0)
+    bce: float = Field(1.0, ge=0)
+    box_jitter: float = Field(10.0, ge=0)
+
+
+class NASConfig(Strict):
+    search: NASSearchConfig = NASSearchConfig()
+    train: NASTrainConfig = NASTrainConfig()
+
+
+class NASStudentConfig(Strict):
+    """The found student's decoder (its encoder is the genotype)."""
+
+    decoder: Literal["teacher", "slim"] = "teacher"
+
+
+class NASRunConfig(DistillConfig):
+    """An EfficientMedSAM run (``nas search`` and ``nas train``): the shared fields + the ``nas`` section."""
+
+    method: Literal["nas"] = "nas"
+    student: NASStudentConfig = NASStudentConfig()
+    nas: NASConfig = NASConfig()
+
+
 #: batch keys of the architecture half: a search batch holds a weight batch (``image``, ``embedding``, ...) and,
 #: once architecture steps have started, an architecture batch beside it (``arch_image``, ``arch_embedding``, ...)
 ARCH = "arch_"
 
 
 class SearchStep:
-    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term.
-
-    Also the method the one Trainer runs for ``samdistill nas search``: :meth:`updates` does the weight step
-    on a batch's weight half and then, after ``warmup_epochs``, the architecture step on its ``arch_`` half
-    with the updated weights (first-order DARTS), each with its own optimiser (``w_optim``, ``a_optim``), and
-    records one row per step (losses, expected MACs, every architecture probability) in :attr:`rows`,
-    which the checkpoint keeps (:meth:`state_dict`).
-    """
+    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term."""
 
     def __init__(self, supernet, teacher, *, beta: float, budget_macs: float, box_jitter: float = 5.0,
-                 resource: str = "hinge", device: str = "cpu", warmup_epochs: int = 0,
-                 w_optim: OptimConfig | None = None, a_optim: OptimConfig | None = None) -> None:
+                 resource: str = "hinge", device: str = "cpu") -> None:
         self.net, self.beta, self.budget, self.jitter = supernet, beta, budget_macs, box_jitter
         self.resource = resource
-        defaults = NASSearchConfig()
-        self.w_optim, self.a_optim = w_optim or defaults.w_optim, a_optim or defaults.a_optim
-        self.warmup_epochs, self.epoch = warmup_epochs, 0
-        self.rows: list[dict[str, Any]] = []
         from samdistill.models.promptable import PromptableModel
 
         # the teacher's heads, frozen, as a model whose decode() batches like every other
@@ -106,64 +161,6 @@ class SearchStep:
         out["resource"] = torch.relu(ratio - 1) if self.resource == "hinge" else ratio
         out["loss"] = out["task"] + self.beta * out["resource"]
         return out
-
-    # ------------------------------------------------ what the Trainer calls (train/trainer.py's hooks)
-    def parameters(self) -> list[nn.Parameter]:
-        return list(self.net.parameters())
-
-    def param_groups(self) -> list[tuple[str, list[nn.Parameter], OptimConfig]]:
-        return [("weights", list(self.net.weight_parameters()), self.w_optim),
-                ("arch", list(self.net.arch_parameters()), self.a_optim)]
-
-    def train(self) -> None:
-        self.net.train()
-
-    def eval(self) -> None:
-        self.net.eval()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def searching(self) -> bool:
-        """Architecture steps in this epoch (the first ``warmup_epochs`` train the weights only)."""
-        return self.epoch >= self.warmup_epochs
-
-    def updates(self, batch: dict[str, Any]):
-        """The weight step on the batch's weight half, then (when :attr:`searching`) the architecture step
-        on its ``arch_`` half; the Trainer applies each before the next is computed."""
-        wl = self.weight_step({k: v for k, v in batch.items() if not k.startswith(ARCH)})
-        yield "weights", wl
-        row: dict[str, Any] = {"step": len(self.rows), "epoch": self.epoch + 1, "w_loss": float(wl["loss"].detach())}
-        if self.searching:
-            arch = {k[len(ARCH):]: v for k, v in batch.items() if k.startswith(ARCH)}
-            if not arch:
-                raise ValueError(f"an architecture step needs the batch's architecture half ({ARCH}* keys)")
-            al = self.arch_step(arch)
-            yield "arch", al
-            row.update({"a_loss": float(al["loss"].detach()), "a_task": float(al["task"].detach())})
-        row.update(self.record())
-        self.rows.append(row)
-
-    @torch.no_grad()
-    def record(self) -> dict[str, float]:
-        """Expected encoder GMACs and every architecture probability, now."""
-        net = self.net
-        row = {"expected_gmacs": float(net.expected_macs()) / 1e9}
-        probs = net.probabilities()
-        for li, p in enumerate(probs["alpha"]):
-            row.update({f"alpha{li}_{o}": float(v) for o, v in zip(net.space.ops, p)})
-        for si, p in enumerate(probs["beta"]):
-            row.update({f"beta{si}_{w}": float(v) for w, v in zip(net.space.widths[si], p)})
-        for si, p in enumerate(probs["gamma"]):
-            row[f"gamma{si + 1}_keep"] = float(p[0])
-        return row
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(r) for r in self.rows]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rows = [dict(r) for r in state["rows"]]
 
 
 class NASDistillStage:
@@ -233,3 +230,24 @@ class NASDistillStage:
 
     def validate(self, loader) -> dict[str, float]:
         return promptable_validation(self.student, loader, self.device)
+
+
+@METHODS.register("nas", config=NASRunConfig)
+def build(cfg: NASRunConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
+    """EfficientMedSAM: the searched architecture as a promptable student; logit + saliency distillation."""
+    t = cfg.nas.train
+    if not t.genotype:
+        raise UserError("nas training needs a genotype: --genotype runs/search/genotype.json (from `samdistill nas search`)")
+    student = load_model("nas", teacher=teacher, genotype=t.genotype, decoder=cfg.student.decoder).to(cfg.device)
+    mem = cfg.cache.in_memory
+    all_train = list(train_keys.values())
+    prompted = [k for k in all_train if k not in cache.empty_keys]
+    val_set = CachedSet(cache, list(val_keys.values()), mem)
+    phases = [
+        Phase("stage1", NASDistillStage(stage=1, student=student, teacher=teacher, cfg=t, device=cfg.device),
+              CachedSet(cache, all_train, mem), val_set, t.stage1_epochs, t.batch_size, t.optim1),
+        Phase("stage2", NASDistillStage(stage=2, student=student, teacher=teacher, cfg=t, device=cfg.device),
+              CachedSet(cache, prompted, mem), val_set, t.stage2_epochs, t.batch_size, t.optim2),
+    ]
+    extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted), "genotype": str(t.genotype)}
+    return Built(model=student, student=student, phases=phases, student_name="nas", extra=extra)
