@@ -61,7 +61,7 @@ def main() -> None:
     if not (search_dir / "summary.json").exists():
         cfg = load_config("nas", {**common, "data": {"path": str(data), "limit_train": args.search_limit},
                                   "nas": {"search": {"epochs": args.search_epochs, "macs_budget": args.macs_budget,
-                                                     "a_lr": args.a_lr}}})
+                                                     "a_optim": {"lr": args.a_lr}}}})
         t = time.time()
         nas_search(cfg, search_dir, progress=not args.quiet)
         timings["search_s"] = time.time() - t

@@ -85,27 +85,6 @@ def test_distill_labels_option_sets_data_labels(tmp_path, monkeypatch):
     assert len(seen) == 2  # a bad --labels stops before the run
 
 
-def test_data_labels_reach_the_dataset_distill_opens(tmp_path, tiny_model):
-    import numpy as np
-    from PIL import Image
-
-    from samdistill.data.synthetic import phantom
-    from samdistill.distill import build_cache
-
-    (tmp_path / "d" / "images").mkdir(parents=True)
-    (tmp_path / "d" / "masks").mkdir()
-    m = np.zeros((64, 64), np.uint8)
-    m[5:15, 5:15], m[30:50, 30:50] = 1, 2
-    for i in range(4):
-        Image.fromarray(np.ascontiguousarray(phantom(0, i, 96)[0][:64, :64])).save(tmp_path / "d" / "images" / f"c{i}.png")
-        Image.fromarray(m).save(tmp_path / "d" / "masks" / f"c{i}.png")
-    cfg = load_config("kdsam", {"teacher": "test_sam", "data": {"path": str(tmp_path / "d"), "labels": [2]},
-                                "cache": {"dir": str(tmp_path / "cache")}, "progress": False})
-    (tmp_path / "run").mkdir()
-    ds, *_ = build_cache(cfg, tiny_model, tmp_path / "run", progress=False)
-    assert ds.labels == (2,) and int(ds.load("c0").mask.sum()) == 400
-
-
 # --- one config per method: a run carries its own method's sections only ------------------------------------
 
 

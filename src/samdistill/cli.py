@@ -554,9 +554,12 @@ def nas_search_cmd(
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
     macs_budget: Optional[float] = typer.Option(None, help="Encoder budget in GMACs (default: teacher encoder / 30)."),
     beta: Optional[float] = typer.Option(None, help="Weight of E[MACs]/budget in the architecture objective."),
+    resume: bool = typer.Option(False, help="Continue the search in --out from its last checkpoint."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
 ) -> None:
     """Differentiable architecture search of the student encoder; writes a readable genotype.json.
+
+    Checkpoints go to OUT/checkpoints/ at every epoch end (and on SIGTERM); --resume continues from there.
 
     Example: samdistill nas search --data ../shared/data/kvasir_seg --out runs/search --macs-budget 1.2 nas.search.epochs=4
     """
@@ -570,7 +573,11 @@ def nas_search_cmd(
         if val is not None:
             set_dotted(cli, key, val)
     cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
-    s = nas_search(cfg, out, progress=cfg.progress)
+    s = nas_search(cfg, out, resume=resume, progress=cfg.progress)
+    if s.get("interrupted"):
+        typer.echo(f"stopped by {s['reason']} after {s['step']} steps; a checkpoint is in {out / 'checkpoints'}. "
+                   "Continue with the same command plus --resume.", err=True)
+        raise typer.Exit(143)
     if "rank" in s:  # a non-zero torchrun rank
         return
     typer.echo(f"found encoder: {s['encoder_gmacs']:.3f} GMACs (budget {s['budget_gmacs']:.3f}, teacher "

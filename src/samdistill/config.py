@@ -57,6 +57,7 @@ class OptimConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    betas: Optional[tuple[float, float]] = None  # adam/adamw moment decays; None: torch's (0.9, 0.999)
     warmup_steps: int = Field(20, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     clip_grad: Optional[float] = Field(1.0, gt=0)

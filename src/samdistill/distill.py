@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from samdistill._version import __version__
 from samdistill.atomic import check_out_dir
 from samdistill.config import DistillConfig, dump_config
-from samdistill.data.cache import EmbeddingCache
-from samdistill.data.datasets import open_dataset
+from samdistill.data.cache import build_cache
 from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.machine import machine_info, num_threads
@@ -29,14 +26,10 @@ from samdistill.methods import METHODS
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train import distributed as dist_utils
 from samdistill.train.runlock import RunLock, held_run, run_lock
+from samdistill.train.seeding import seed_everything
 from samdistill.train.trainer import Trainer
 from samdistill.viz.overlays import save_side_by_side
 from samdistill.viz.plots import plot_curves
-
-
-def default_cache_dir(out_dir: Path) -> Path:
-    env = os.environ.get("SAMDISTILL_CACHE")
-    return Path(env) if env else out_dir.resolve().parent / ".samdistill-cache"
 
 
 def _logger(out: Path) -> logging.Logger:
@@ -47,30 +40,6 @@ def _logger(out: Path) -> logging.Logger:
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(h)
     return log
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_cache(cfg: DistillConfig, teacher, out: Path, progress: bool = True):
-    ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
-                      mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
-    train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
-    val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
-    if not train_ids:
-        raise UserError(f"the {cfg.data.train_split!r} split of {ds.name} is empty")
-    if ds.split_source.startswith("seeded") and dist_utils.context().is_main:
-        (out / "split.json").write_text(json.dumps(ds.split, indent=1))
-    cache = EmbeddingCache(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir(out), teacher)
-    ctx = dist_utils.context()  # under torchrun each rank computes its share of the missing entries
-    share = {"rank": ctx.rank, "world_size": ctx.world_size}
-    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and ctx.is_main, **share)
-    val_keys = cache.build(ds, val_ids, flips=False, progress=progress and ctx.is_main, **share)
-    dist_utils.barrier()
-    return ds, cache, train_keys, val_keys, val_ids
 
 
 # settings that do not change what a run trains: a finished run that differs only in these is still that run

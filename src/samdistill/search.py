@@ -5,9 +5,17 @@ teacher-embedding cache, splits the train split into two seeded halves (operatio
 one, architecture parameters on the other), alternates weight and architecture steps (first-order
 DARTS) after ``warmup_epochs`` of weights only, and writes ``genotype.json`` (the most likely
 architecture), ``search.csv`` (losses, expected MACs and every architecture probability over time),
-``plots/arch_weights.png`` and ``summary.json`` (budget, expected and measured MACs of the result).
-Under ``torchrun`` each rank searches on a disjoint share of each half and gradients are averaged
-(weights and architecture alike), so every rank holds the same supernet; rank 0 writes.
+``plots/arch_weights.png``, ``supernet.pt`` and ``summary.json`` (budget, expected and measured MACs of
+the result).
+
+The search runs through the one :class:`~samdistill.train.trainer.Trainer`: the method is
+:class:`~samdistill.methods.nas.SearchStep` (its ``updates`` do the weight step, then the architecture
+step, each with its recipe optimiser ``nas.search.w_optim`` / ``a_optim``), one phase whose batches pair
+a weight-half batch with an architecture-half batch. So the search has what every run has: atomic
+checkpoints (``checkpoints/last.pt``, with the per-step record) that ``resume=True`` continues exactly,
+a checkpoint and a clean stop on SIGTERM, NaN/Inf steps skipped and counted, bf16 autocast on CUDA and
+``metrics.csv``. Under ``torchrun`` each rank searches on a disjoint share of the batches and gradients
+are averaged (weights and architecture alike), so every rank holds the same supernet; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -18,16 +26,14 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-from tqdm import tqdm
 
 from samdistill.atomic import atomic_torch_save, check_out_dir
 from samdistill.config import DistillConfig, dump_config
-from samdistill.data.cache import CachedSet
+from samdistill.data.cache import CachedSet, build_cache
 from samdistill.devices import check_device
-from samdistill.distill import build_cache, seed_everything
 from samdistill.errors import UserError
 from samdistill.eval.efficiency import count_macs, frozen
 from samdistill.machine import machine_info, num_threads
@@ -36,7 +42,8 @@ from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model
 from samdistill.train import distributed as dist_utils
 from samdistill.train.runlock import held_run, run_lock
-from samdistill.train.trainer import collate
+from samdistill.train.seeding import seed_everything
+from samdistill.train.trainer import Phase, Trainer
 
 
 def _space(cfg: DistillConfig, input_size: int) -> SearchSpace:
@@ -65,41 +72,87 @@ def encoder_macs(encoder: torch.nn.Module, input_size: int) -> int:
     return macs
 
 
-def _loader(ds, bs: int, seed: int) -> torch.utils.data.DataLoader:
-    """Seeded shuffle; under torchrun each rank gets a disjoint share (same number of batches)."""
-    ctx = dist_utils.context()
-    if ctx.enabled:
-        from torch.utils.data.distributed import DistributedSampler
+class PairedSet(torch.utils.data.Dataset):
+    """Index ``(i, j)``: item ``i`` of the weight half, and item ``j`` of the architecture half (``j`` not
+    None) beside it under ``arch_`` keys (:data:`~samdistill.methods.nas.ARCH`)."""
 
-        sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed,
-                                     drop_last=True)
-        return torch.utils.data.DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=collate, drop_last=True)
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, generator=g, collate_fn=collate, drop_last=True)
+    def __init__(self, weight_half: torch.utils.data.Dataset, arch_half: torch.utils.data.Dataset) -> None:
+        self.w, self.a = weight_half, arch_half
+
+    def __len__(self) -> int:
+        return len(self.w)
+
+    def __getitem__(self, ij: tuple[int, int | None]) -> dict[str, Any]:
+        from samdistill.methods.nas import ARCH
+
+        i, j = ij
+        item = dict(self.w[i])
+        if j is not None:
+            item.update({ARCH + k: v for k, v in self.a[j].items()})
+        return item
+
+
+class PairedBatches:
+    """One epoch of search batches: a seeded shuffle of each half; batch ``b`` holds weight items
+    ``b*bs ... (b+1)*bs - 1`` of that order (the last incomplete batch dropped) and, when ``arch``, as many
+    architecture items (wrapping round if that half were shorter)."""
+
+    def __init__(self, n_weight: int, n_arch: int, batch_size: int, generator: torch.Generator | None,
+                 arch: bool = True) -> None:
+        g = generator if generator is not None else torch.Generator()
+        self.w = torch.randperm(n_weight, generator=g).tolist()
+        self.a = torch.randperm(n_arch, generator=g).tolist()
+        self.bs, self.arch = batch_size, arch
+
+    def __len__(self) -> int:
+        return len(self.w) // self.bs
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        for b in range(len(self)):
+            pos = range(b * self.bs, (b + 1) * self.bs)
+            yield [(self.w[p], self.a[p % len(self.a)] if self.arch else None) for p in pos]
+
+
+def _write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """``search.csv``: one row per step (header only before the first epoch ends)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["step", "epoch", "w_loss"]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
 
 
 #: a distill run's own files: a search into its folder would overwrite its config.yaml and summary.json
 _DISTILL_RUN_FILES = ("checkpoints/last.pt", "checkpoints/last.prev.pt", "checkpoints/best.pt", "student.pt",
                       "metrics.csv")
+#: what a search writes that a distill run never does (``search.csv`` from its start): its own folder
+_SEARCH_FILES = ("search.csv", "genotype.json")
 
 
-def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
+               stop_after_steps: int | None = None) -> dict[str, Any]:
     """Search into ``out_dir`` (held under ``<out>/.lock``, one run per folder; a folder that holds a
-    distill run is refused). Rerunning into a folder of an earlier search replaces its files."""
+    distill run is refused). ``resume``: continue the search there from its last checkpoint (a fresh
+    search when it has none); without it, a search into the folder of an earlier search replaces its files.
+
+    Returns the summary, or ``{"interrupted": True, "reason", "step"}`` after SIGTERM (a checkpoint was
+    written; resume it) or ``stop_after_steps`` (tests: nothing written at that step, as if killed).
+    """
     out = check_out_dir(out_dir)
     check_device(cfg.device)
     ctx = dist_utils.init_from_env(cfg.device)
 
     def not_a_distill_run() -> None:
         marker = held_run(out, _DISTILL_RUN_FILES)
-        if marker is not None:
+        if marker is not None and held_run(out, _SEARCH_FILES) is None:
             raise UserError(f"{out} holds a distill run ({marker.relative_to(out)}); choose a new --out for the search")
 
     with run_lock(out, check=not_a_distill_run):
-        return _nas_search(cfg, out, ctx, progress=progress)
+        return _nas_search(cfg, out, ctx, resume=resume, progress=progress, stop_after_steps=stop_after_steps)
 
 
-def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, progress: bool) -> dict[str, Any]:
+def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, resume: bool, progress: bool,
+                stop_after_steps: int | None) -> dict[str, Any]:
     from samdistill.methods.nas import SearchStep
     from samdistill.viz.plots import plot_arch_weights
 
@@ -108,6 +161,8 @@ def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, p
     out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
         dump_config(cfg, out / "config.yaml")
+        if not (resume and (out / "search.csv").exists()):
+            _write_rows([], out / "search.csv")  # marks the folder as a search's from the start
     t0 = time.perf_counter()
     with num_threads(cfg.threads) as threads:
         seed_everything(cfg.seed)
@@ -123,50 +178,21 @@ def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, p
         budget = s.macs_budget * 1e9 if s.macs_budget else teacher_macs / 30
         net = SuperNet(_space(cfg, teacher.input_size)).to(cfg.device)
         net.sampling, net.tau = s.sampling, s.tau
-        dist_utils.broadcast_module(net)
         step = SearchStep(net, teacher, beta=s.beta, budget_macs=budget, box_jitter=s.box_jitter, resource=s.resource,
-                          device=cfg.device)
-        w_opt = torch.optim.AdamW(net.weight_parameters(), lr=s.w_lr, weight_decay=1e-4)
-        a_opt = torch.optim.Adam(net.arch_parameters(), lr=s.a_lr, betas=(0.5, 0.999), weight_decay=1e-3)
-        rows: list[dict[str, Any]] = []
-        it = 0
-        for epoch in range(s.epochs):
-            net.train()
-            a_iter = iter(_loader(a_set, s.batch_size, cfg.seed * 7919 + epoch))
-            bar = tqdm(_loader(w_set, s.batch_size, cfg.seed * 104729 + epoch), desc=f"search epoch {epoch + 1}/{s.epochs}",
-                       unit="batch", disable=not progress, leave=False)
-            for wb in bar:
-                wl = step.weight_step(wb)
-                w_opt.zero_grad(set_to_none=True)
-                wl["loss"].backward()
-                dist_utils.average_gradients(net.weight_parameters())
-                torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
-                w_opt.step()
-                row: dict[str, Any] = {"step": it, "epoch": epoch + 1, "w_loss": float(wl["loss"].detach())}
-                if epoch >= s.warmup_epochs:
-                    try:
-                        ab = next(a_iter)
-                    except StopIteration:
-                        a_iter = iter(_loader(a_set, s.batch_size, cfg.seed * 7919 + epoch + 10_000 * it))
-                        ab = next(a_iter)
-                    al = step.arch_step(ab)
-                    a_opt.zero_grad(set_to_none=True)
-                    al["loss"].backward()
-                    dist_utils.average_gradients(net.arch_parameters())
-                    a_opt.step()
-                    row.update({"a_loss": float(al["loss"].detach()), "a_task": float(al["task"].detach())})
-                with torch.no_grad():
-                    row["expected_gmacs"] = float(net.expected_macs()) / 1e9
-                    probs = net.probabilities()
-                    for li, p in enumerate(probs["alpha"]):
-                        row.update({f"alpha{li}_{o}": float(v) for o, v in zip(net.space.ops, p)})
-                    for si, p in enumerate(probs["beta"]):
-                        row.update({f"beta{si}_{w}": float(v) for w, v in zip(net.space.widths[si], p)})
-                    for si, p in enumerate(probs["gamma"]):
-                        row[f"gamma{si + 1}_keep"] = float(p[0])
-                rows.append(row)
-                bar.set_postfix(loss=f"{row['w_loss']:.3f}", gmacs=f"{row['expected_gmacs']:.2f}")
-                it += 1
+                          device=cfg.device, warmup_epochs=s.warmup_epochs, w_optim=s.w_optim, a_optim=s.a_optim)
+
+        def batches(g: torch.Generator) -> PairedBatches:  # architecture items only once the warm-up is over
+            return PairedBatches(half, len(keys) - half, s.batch_size, g, arch=step.searching)
+
+        phase = Phase("search", step, PairedSet(w_set, a_set), None, s.epochs, s.batch_size, s.w_optim,
+                      batch_sampler=batches)
+        trainer = Trainer(model=net, phases=[phase], out_dir=out, seed=cfg.seed, device=cfg.device, progress=progress,
+                          on_epoch_end=lambda _: _write_rows(step.rows, out / "search.csv"),
+                          stop_after_steps=stop_after_steps, checkpoint_every=cfg.checkpoint_every)
+        result = trainer.fit(resume=resume)
+        if result["interrupted"]:
+            return {"interrupted": True, "reason": result["reason"], "step": result["step"]}
+        rows, it = step.rows, len(step.rows)
         if not ctx.is_main:  # every rank holds the same architecture; rank 0 writes it
             dist_utils.barrier()
             return {"rank": ctx.rank, "steps": it}
@@ -176,11 +202,7 @@ def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, p
         genotype["encoder_gmacs"] = found_macs / 1e9
         genotype["encoder_params"] = sum(p.numel() for p in enc.parameters())
         write_genotype(genotype, out / "genotype.json")
-        with open(out / "search.csv", "w", newline="") as fh:
-            keys_ = list(dict.fromkeys(k for r in rows for k in r))
-            w = csv.DictWriter(fh, fieldnames=keys_)
-            w.writeheader()
-            w.writerows(rows)
+        _write_rows(rows, out / "search.csv")
         plot_arch_weights(rows, net.space, out / "plots" / "arch_weights.png")
         atomic_torch_save({"supernet": net.state_dict(), "space": dict(net.space.__dict__)}, out / "supernet.pt")
         summary = {
@@ -188,6 +210,7 @@ def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, p
             "expected_gmacs_final": rows[-1]["expected_gmacs"], "budget_gmacs": budget / 1e9,
             "teacher_encoder_gmacs": teacher_macs / 1e9, "teacher_over_student_macs": teacher_macs / max(found_macs, 1),
             "within_budget": found_macs <= budget, "beta": s.beta, "resource": s.resource, "sampling": s.sampling, "steps": it,
+            "skipped_steps": result["skipped_steps"],
             "n_weight_half": half, "n_arch_half": len(keys) - half, "seconds": time.perf_counter() - t0,
             "threads": threads, "machine": machine_info(), "dataset": ds.name,
         }

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from samdistill.data.cache import CachedSet, EmbeddingCache, content_key
+from samdistill.config import load_config
+from samdistill.data.cache import CachedSet, EmbeddingCache, build_cache, content_key
 from samdistill.data.datasets import open_dataset
 
 
@@ -82,3 +83,23 @@ def test_flip_entries_are_embeddings_of_the_flipped_image(tmp_path, tiny_model, 
     assert torch.allclose(flipped["embedding"].float(), want, atol=2e-2)
     assert not torch.allclose(flipped["embedding"].float(), plain["embedding"].float().flip(-1), atol=2e-2)
     assert content_key(cache.teacher_id, s.image, s.mask, True) == keys[(sid, True)]
+
+
+def test_data_labels_reach_the_dataset_distill_opens(tmp_path, tiny_model):
+    import numpy as np
+    from PIL import Image
+
+    from samdistill.data.synthetic import phantom
+
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    m = np.zeros((64, 64), np.uint8)
+    m[5:15, 5:15], m[30:50, 30:50] = 1, 2
+    for i in range(4):
+        Image.fromarray(np.ascontiguousarray(phantom(0, i, 96)[0][:64, :64])).save(tmp_path / "d" / "images" / f"c{i}.png")
+        Image.fromarray(m).save(tmp_path / "d" / "masks" / f"c{i}.png")
+    cfg = load_config("kdsam", {"teacher": "test_sam", "data": {"path": str(tmp_path / "d"), "labels": [2]},
+                                "cache": {"dir": str(tmp_path / "cache")}, "progress": False})
+    (tmp_path / "run").mkdir()
+    ds, *_ = build_cache(cfg, tiny_model, tmp_path / "run", progress=False)
+    assert ds.labels == (2,) and int(ds.load("c0").mask.sum()) == 400

@@ -185,3 +185,21 @@ def test_cli_search_then_train_then_eval_with_map(tmp_path, capsys):
                  "--out", str(tmp_path / "e"), "--map", "--no-progress"]) == 0
     assert "coco_mask_ap" in json.loads((tmp_path / "e" / "summary.json").read_text())
     assert main(["nas", "train", "--genotype", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"), *common]) == 2
+
+
+def test_search_optimisers_are_recipe_keys_whose_defaults_are_the_former_fixed_settings():
+    from samdistill.config import load_config
+    from samdistill.train.trainer import make_optimizer, schedule
+
+    s = load_config("nas").nas.search
+    net = SuperNet(TINY)
+    w = make_optimizer(list(net.weight_parameters()), s.w_optim)
+    a = make_optimizer(list(net.arch_parameters()), s.a_optim)
+    assert type(w) is torch.optim.AdamW and w.defaults["lr"] == 1e-3 and w.defaults["weight_decay"] == 1e-4
+    assert type(a) is torch.optim.Adam and a.defaults["lr"] == 1e-2 and a.defaults["weight_decay"] == 1e-3
+    assert tuple(a.defaults["betas"]) == (0.5, 0.999) and tuple(w.defaults["betas"]) == (0.9, 0.999)
+    assert all(schedule(100, o)(k) == 1.0 for o in (s.w_optim, s.a_optim) for k in (0, 50, 99))  # constant lr
+    assert (s.w_optim.clip_grad, s.a_optim.clip_grad) == (5.0, None)
+    step = SearchStep(net, load_model("test_sam"), beta=0.1, budget_macs=1e6, w_optim=s.w_optim, a_optim=s.a_optim)
+    assert [name for name, _, _ in step.param_groups()] == ["weights", "arch"]
+    assert load_config("nas", ["nas.search.a_optim.lr=0.05"]).nas.search.a_optim.lr == 0.05

@@ -118,3 +118,60 @@ def test_sigterm_checkpoint_is_mid_epoch_and_resumable_in_process(tmp_path, shar
     ref = shared[1]
     final = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])
+
+
+# ---------------------------------------------------------------------------- nas search, the same way
+SEARCH_ARGS = ["--teacher", "test_sam", "--data", "synthetic:n=24,size=64,seed=5", "nas.search.epochs=3",
+               "nas.search.warmup_epochs=1", "nas.search.batch_size=2", "nas.search.widths=[[8,16],[16,24]]",
+               "nas.search.layers=[1,1]", "nas.search.neck_width=16", "progress=false", "threads=1",
+               "checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def search_ref(tmp_path_factory):
+    """One uninterrupted search (and the cache the killed ones reuse)."""
+    from samdistill.config import merge, parse_overrides
+    from samdistill.search import nas_search
+
+    root = tmp_path_factory.mktemp("kill_search")
+    tree = merge({"method": "nas", "teacher": "test_sam", "data": {"path": "synthetic:n=24,size=64,seed=5"}},
+                 parse_overrides(SEARCH_ARGS[4:] + [f"cache.dir={root / 'cache'}"]))
+    nas_search(load_config("nas", tree), root / "ref", progress=False)
+    return root, torch.load(root / "ref" / "checkpoints" / "last.pt", weights_only=True)
+
+
+def _launch_search(root, out, resume=False):
+    cmd = [sys.executable, "-m", "samdistill", "nas", "search", *SEARCH_ARGS, f"cache.dir={root / 'cache'}",
+           "--out", str(out)] + (["--resume"] if resume else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_nas_search_resumes_to_the_same_genotype_and_supernet(tmp_path, search_ref, sig):
+    root, ref = search_ref
+    out = tmp_path / "search"
+    proc = _launch_search(root, out)
+    _wait_for_checkpoint(proc, out / "checkpoints" / "last.pt")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert not (out / "genotype.json").exists() and not (out / "summary.json").exists()  # stopped before the end
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert 0 < state["step"] < ref["step"] and len(state["method"]["rows"]) == state["step"]
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "stopped by SIGTERM" in err
+        assert not (out / ".lock").exists()
+    else:
+        assert proc.returncode == -signal.SIGKILL and (out / ".lock").exists()
+    done = _launch_search(root, out, resume=True)
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err[-1500:]
+    assert ("no longer running; taking it over" in err) == (sig == signal.SIGKILL)
+    assert (out / "genotype.json").read_text() == (root / "ref" / "genotype.json").read_text()
+    assert (out / "search.csv").read_text() == (root / "ref" / "search.csv").read_text()  # every step's record
+    final = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert final["step"] == ref["step"]
+    assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])  # weights and alpha/beta/gamma
+    sn, sn_ref = (torch.load(p / "supernet.pt", weights_only=True)["supernet"] for p in (out, root / "ref"))
+    assert sn.keys() == sn_ref.keys() and all(torch.equal(sn[k], sn_ref[k]) for k in sn_ref)
+    assert any(k.startswith("alpha") for k in sn_ref)

@@ -19,14 +19,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from samdistill.atomic import atomic_torch_save
-from samdistill.data.datasets import SegDataset
+from samdistill.data.datasets import SegDataset, open_dataset
+from samdistill.errors import UserError
+
+if TYPE_CHECKING:
+    from samdistill.config import DistillConfig
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -199,3 +203,47 @@ class CachedSet(torch.utils.data.Dataset):
             "mask": entry["mask"].float(),
             "id": entry["id"],
         }
+
+
+def default_cache_dir(out_dir: Path) -> Path:
+    """``$SAMDISTILL_CACHE``, else ``.samdistill-cache`` beside the run folder (shared by the runs there)."""
+    env = os.environ.get("SAMDISTILL_CACHE")
+    return Path(env) if env else out_dir.resolve().parent / ".samdistill-cache"
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size under ``torchrun`` (0, 1 without it)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
+                ) -> tuple[SegDataset, EmbeddingCache, dict[tuple[str, bool], str], dict[tuple[str, bool], str], list[str]]:
+    """Open a run's dataset (``cfg.data``) and fill its teacher-embedding cache (``cfg.cache``) for the train
+    split (with flips when asked) and the validation split: ``(dataset, cache, train_keys, val_keys, val_ids)``.
+
+    The jobs that train from cached embeddings (``distill``, ``nas search``) start here. A seeded split (no
+    ``split.json`` in the dataset) is written to ``out/split.json``. Under ``torchrun`` each rank computes its
+    share of the missing entries and every rank waits for the others before returning; rank 0 writes.
+    """
+    rank, world = _rank_and_world()
+    ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
+                      mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
+    train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
+    val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
+    if not train_ids:
+        raise UserError(f"the {cfg.data.train_split!r} split of {ds.name} is empty")
+    if ds.split_source.startswith("seeded") and rank == 0:
+        (out / "split.json").write_text(json.dumps(ds.split, indent=1))
+    cache = EmbeddingCache(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir(out), teacher)
+    share: dict[str, Any] = {"rank": rank, "world_size": world}
+    train_keys = cache.build(ds, train_ids, flips=cfg.cache.flips, progress=progress and rank == 0, **share)
+    val_keys = cache.build(ds, val_ids, flips=False, progress=progress and rank == 0, **share)
+    if world > 1:  # the other ranks' shares are on disk before anyone reads them
+        import torch.distributed as dist
+
+        dist.barrier()
+    return ds, cache, train_keys, val_keys, val_ids

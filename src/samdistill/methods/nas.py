@@ -51,8 +51,12 @@ class NASSearchConfig(Strict):
     epochs: int = Field(4, ge=1)  # passes over the weight half of the train split
     warmup_epochs: int = Field(1, ge=0)  # weights only, before architecture steps start
     batch_size: int = Field(4, ge=1)
-    w_lr: float = Field(1e-3, gt=0)
-    a_lr: float = Field(1e-2, gt=0)
+    # operation weights (first-order DARTS, on the weight half) and architecture parameters (on the other
+    # half): constant learning rates; weight gradients clipped at 5, architecture ones not
+    w_optim: OptimConfig = OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=0, min_lr_ratio=1.0,
+                                       clip_grad=5.0)
+    a_optim: OptimConfig = OptimConfig(name="adam", lr=1e-2, weight_decay=1e-3, betas=(0.5, 0.999), warmup_steps=0,
+                                       min_lr_ratio=1.0, clip_grad=None)
     beta: float = Field(0.5, ge=0)  # weight of the resource term in the architecture objective
     resource: Literal["hinge", "linear"] = "hinge"  # hinge: max(0, E[MACs]/budget - 1); linear: E[MACs]/budget
     max_skip: Optional[int] = Field(None, ge=0)  # skips kept per stage when deriving (default: layers - 1)
@@ -109,12 +113,24 @@ ARCH = "arch_"
 
 
 class SearchStep:
-    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term."""
+    """Weight and architecture steps of the search; ``budget_macs`` normalises the MACs term.
+
+    Also the method the one Trainer runs for ``samdistill nas search``: :meth:`updates` does the weight step
+    on a batch's weight half and then, after ``warmup_epochs``, the architecture step on its ``arch_`` half
+    with the updated weights (first-order DARTS), each with its own optimiser (``w_optim``, ``a_optim``), and
+    records one row per step (losses, expected MACs, every architecture probability) in :attr:`rows`,
+    which the checkpoint keeps (:meth:`state_dict`).
+    """
 
     def __init__(self, supernet, teacher, *, beta: float, budget_macs: float, box_jitter: float = 5.0,
-                 resource: str = "hinge", device: str = "cpu") -> None:
+                 resource: str = "hinge", device: str = "cpu", warmup_epochs: int = 0,
+                 w_optim: OptimConfig | None = None, a_optim: OptimConfig | None = None) -> None:
         self.net, self.beta, self.budget, self.jitter = supernet, beta, budget_macs, box_jitter
         self.resource = resource
+        defaults = NASSearchConfig()
+        self.w_optim, self.a_optim = w_optim or defaults.w_optim, a_optim or defaults.a_optim
+        self.warmup_epochs, self.epoch = warmup_epochs, 0
+        self.rows: list[dict[str, Any]] = []
         from samdistill.models.promptable import PromptableModel
 
         # the teacher's heads, frozen, as a model whose decode() batches like every other
@@ -161,6 +177,64 @@ class SearchStep:
         out["resource"] = torch.relu(ratio - 1) if self.resource == "hinge" else ratio
         out["loss"] = out["task"] + self.beta * out["resource"]
         return out
+
+    # ------------------------------------------------ what the Trainer calls (train/trainer.py's hooks)
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def param_groups(self) -> list[tuple[str, list[nn.Parameter], OptimConfig]]:
+        return [("weights", list(self.net.weight_parameters()), self.w_optim),
+                ("arch", list(self.net.arch_parameters()), self.a_optim)]
+
+    def train(self) -> None:
+        self.net.train()
+
+    def eval(self) -> None:
+        self.net.eval()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def searching(self) -> bool:
+        """Architecture steps in this epoch (the first ``warmup_epochs`` train the weights only)."""
+        return self.epoch >= self.warmup_epochs
+
+    def updates(self, batch: dict[str, Any]):
+        """The weight step on the batch's weight half, then (when :attr:`searching`) the architecture step
+        on its ``arch_`` half; the Trainer applies each before the next is computed."""
+        wl = self.weight_step({k: v for k, v in batch.items() if not k.startswith(ARCH)})
+        yield "weights", wl
+        row: dict[str, Any] = {"step": len(self.rows), "epoch": self.epoch + 1, "w_loss": float(wl["loss"].detach())}
+        if self.searching:
+            arch = {k[len(ARCH):]: v for k, v in batch.items() if k.startswith(ARCH)}
+            if not arch:
+                raise ValueError(f"an architecture step needs the batch's architecture half ({ARCH}* keys)")
+            al = self.arch_step(arch)
+            yield "arch", al
+            row.update({"a_loss": float(al["loss"].detach()), "a_task": float(al["task"].detach())})
+        row.update(self.record())
+        self.rows.append(row)
+
+    @torch.no_grad()
+    def record(self) -> dict[str, float]:
+        """Expected encoder GMACs and every architecture probability, now."""
+        net = self.net
+        row = {"expected_gmacs": float(net.expected_macs()) / 1e9}
+        probs = net.probabilities()
+        for li, p in enumerate(probs["alpha"]):
+            row.update({f"alpha{li}_{o}": float(v) for o, v in zip(net.space.ops, p)})
+        for si, p in enumerate(probs["beta"]):
+            row.update({f"beta{si}_{w}": float(v) for w, v in zip(net.space.widths[si], p)})
+        for si, p in enumerate(probs["gamma"]):
+            row[f"gamma{si + 1}_keep"] = float(p[0])
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state["rows"]]
 
 
 class NASDistillStage:

@@ -4,6 +4,18 @@ A *method* is a small object: ``parameters()`` (what trains), ``train()``/``eval
 {"loss": ..., other named terms}`` and ``validate(loader) -> {"dice": ...}``. A run is a list of
 *phases* (e.g. KD SAM's stage 1 and stage 2), each with its own method, data, epochs and optimiser.
 
+Optional hooks a method may have (the loop names no method; it looks for these):
+
+- ``param_groups() -> [(name, params, OptimConfig)]``: one optimiser + schedule per group;
+- ``updates(batch)``, instead of ``step``: a generator of ``(group name, losses)``, several updates per
+  batch, each back-propagated and applied to its group's optimiser before the generator goes on, so a later
+  update sees the earlier one's weights (first-order DARTS: a weight step, then an architecture step).
+  Its loss terms are reported as ``<group>_<term>``; its gradients are averaged over ranks (no DDP
+  wrapper, which assumes one backward per forward);
+- ``set_epoch(epoch)``: called before each epoch's data is drawn (also the one a resume continues);
+- ``state_dict()`` / ``load_state_dict(state)``: the method's own record (plain values), kept in the
+  checkpoint so that a resumed run carries on with it.
+
 The loop: AdamW or SGD, linear warm-up then cosine decay per phase, gradient clipping, bf16 autocast
 on CUDA (fp32 on CPU), seeded shuffles, NaN/Inf steps skipped and counted (stop after too many in a
 row), validation every ``val_every`` epochs with best-checkpoint keeping, atomic checkpoints at every
@@ -72,9 +84,10 @@ class _Interrupted(Exception):
 def make_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    betas = {"betas": tuple(cfg.betas)} if cfg.betas is not None else {}
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **betas)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **betas)
 
 
 def warmup_cosine(total_steps: int, cfg: OptimConfig) -> Callable[[int], float]:
@@ -200,6 +213,8 @@ class Trainer:
             "history": plain(list(self.history)),
             "skipped_steps": self.skipped_steps,
             "rng": rng_state(),
+            "method": plain(self.phases[phase_idx].method.state_dict())
+            if hasattr(self.phases[phase_idx].method, "state_dict") else None,
         }
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -217,9 +232,12 @@ class Trainer:
         """One optimiser + LR schedule per parameter group (``method.param_groups()`` when the method
         has several, e.g. SGD for students and Adam for SAM's adapters), else one for everything."""
         if hasattr(phase.method, "param_groups"):
-            groups = [(ps, cfg) for _, ps, cfg in phase.method.param_groups()]
+            named = phase.method.param_groups()
+            groups = [(ps, cfg) for _, ps, cfg in named]
+            self._group_index = {name: i for i, (name, _, _) in enumerate(named)}
         else:
             groups = [([p for p in phase.method.parameters() if p.requires_grad], phase.optim)]
+            self._group_index = {}
         total = self.steps_per_epoch(phase) * phase.epochs
         opts = [make_optimizer(ps, cfg) for ps, cfg in groups]
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, schedule(total, cfg)) for o, (_, cfg) in zip(opts, groups)]
@@ -260,8 +278,11 @@ class Trainer:
             if pi < start_phase or phase.epochs == 0:
                 continue
             opts, scheds = self._optimizers(phase)
-            runner = dist_utils.wrap(self.model, phase.method, self.device) if self.ctx.enabled else None
-            first_epoch, skip, partial = 0, 0, None
+            several = hasattr(phase.method, "updates")
+            runner = dist_utils.wrap(self.model, phase.method, self.device) if self.ctx.enabled and not several else None
+            if self.ctx.enabled and several:  # no DDP to do it: every rank starts from rank 0's weights
+                dist_utils.broadcast_module(self.model)
+            first_epoch, skip, partial, rng = 0, 0, None, None
             if restored is not None and pi == start_phase:
                 first_epoch, skip, partial = start_epoch, start_batch, restored.get("partial")
                 if start_epoch > 0 or start_batch > 0:
@@ -269,11 +290,16 @@ class Trainer:
                         o.load_state_dict(s)
                     for sc, s in zip(scheds, restored["scheduler"]):
                         sc.load_state_dict(s)
-                set_rng_state(restored["rng"])
+                rng = restored["rng"]
+                if start_batch == 0:
+                    set_rng_state(rng)
+                    rng = None  # (inside an epoch: _epoch sets it once that epoch's batches are drawn)
+                if restored.get("method") is not None and hasattr(phase.method, "load_state_dict"):
+                    phase.method.load_state_dict(restored["method"])
                 restored = None
             for epoch in range(first_epoch, phase.epochs):
-                row = self._epoch(pi, phase, epoch, opts, scheds, runner, skip, partial)
-                skip, partial = 0, None
+                row = self._epoch(pi, phase, epoch, opts, scheds, runner, skip, partial, rng)
+                skip, partial, rng = 0, None, None
                 self.history.append(row)
                 if self.ctx.is_main:
                     self._write_metrics()
@@ -291,23 +317,32 @@ class Trainer:
         }
 
     def _epoch(self, pi: int, phase: Phase, epoch: int, opts, scheds, runner=None, skip: int = 0,
-               partial: dict | None = None) -> dict[str, Any]:
+               partial: dict | None = None, rng: dict | None = None) -> dict[str, Any]:
+        """One epoch; ``skip`` batches already trained (resume inside it, with the RNG state ``rng`` saved then)."""
         method = phase.method
         method.train()
+        if hasattr(method, "set_epoch"):
+            method.set_epoch(epoch)
         loader = self._train_loader(phase, pi, epoch)
         acc = dict(partial or {"sums": {}, "n_batches": 0, "n_images": 0, "seconds": 0.0})
         sums: dict[str, float] = dict(acc["sums"])
         t0 = time.perf_counter() - acc["seconds"]
-        bar = tqdm(loader, desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", unit="batch",
+        batches = iter(loader)  # a loader without a generator (batch samplers) draws its base seed from torch's RNG here
+        if rng is not None:  # so a resume inside the epoch restores the RNG after that draw, as it was at the stop
+            set_rng_state(rng)
+        bar = tqdm(batches, total=len(loader), desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", unit="batch",
                    disable=not self.progress, leave=False, initial=skip)
         for b, batch in enumerate(bar):
             if b < skip:  # resuming inside this epoch: these batches were trained before the stop
                 continue
-            with self._autocast():
-                losses = runner(batch) if runner is not None else method.step(batch)
-            loss = losses["loss"]
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
+            if hasattr(method, "updates"):
+                losses, loss = self._updates(method, batch, opts, scheds)
+            else:
+                with self._autocast():
+                    losses = runner(batch) if runner is not None else method.step(batch)
+                loss = losses["loss"]
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
             if not torch.isfinite(loss):
                 self.bad_steps += 1
                 self.skipped_steps += 1
@@ -318,12 +353,13 @@ class Trainer:
                     )
                 continue
             self.bad_steps = 0
-            loss.backward()
-            for opt, sched, clip in zip(opts, scheds, self._clip):
-                if clip:
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
-                opt.step()
-                sched.step()
+            if not hasattr(method, "updates"):  # (updates() applied its own steps)
+                loss.backward()
+                for opt, sched, clip in zip(opts, scheds, self._clip):
+                    if clip:
+                        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+                    opt.step()
+                    sched.step()
             self.global_step += 1
             acc["n_batches"] += 1
             acc["n_images"] += len(batch["id"])
@@ -360,6 +396,41 @@ class Trainer:
                 if self.on_best and self.ctx.is_main:
                     self.on_best(self.model, dict(self.best))
         return row
+
+    def _updates(self, method: Method, batch: dict[str, Any], opts, scheds) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Run ``method.updates(batch)``: each yielded loss is back-propagated, its gradients averaged over
+        ranks and clipped, and its group's optimiser stepped before the next update is computed. Returns the
+        losses (``<group>_<term>``) and the first non-finite loss (the batch's remaining updates are then not
+        run, and the loop counts the step as skipped) or else the first update's loss."""
+        losses: dict[str, torch.Tensor] = {}
+        first: torch.Tensor | None = None
+        updates = method.updates(batch)
+        while True:
+            with self._autocast():  # the method's forward runs inside next()
+                try:
+                    name, part = next(updates)
+                except StopIteration:
+                    break
+            if name not in self._group_index:
+                raise KeyError(f"update for parameter group {name!r}; the method's groups are {list(self._group_index)}")
+            i = self._group_index[name]
+            opts[i].zero_grad(set_to_none=True)
+            loss = part["loss"]
+            if not torch.isfinite(loss):
+                updates.close()
+                return losses, loss
+            first = loss if first is None else first
+            loss.backward()
+            params = [p for g in opts[i].param_groups for p in g["params"]]
+            dist_utils.average_gradients(params)
+            if self._clip[i]:
+                torch.nn.utils.clip_grad_norm_(params, self._clip[i])
+            opts[i].step()
+            scheds[i].step()
+            losses.update({f"{name}_{k}": v for k, v in part.items()})
+        if first is None:
+            raise RuntimeError("the method's updates() yielded no update")
+        return losses, first
 
     def _write_metrics(self) -> None:
         keys: list[str] = []

@@ -140,5 +140,9 @@ OPS: dict[str, Callable[[int], nn.Module]] = {
 
 @functools.lru_cache(maxsize=None)
 def op_macs(name: str, c: int, h: int, w: int) -> int:
-    """MACs of candidate ``name`` at ``c`` channels and ``h x w``."""
-    return int(OPS[name](c).macs(c, h, w))
+    """MACs of candidate ``name`` at ``c`` channels and ``h x w``.
+
+    Builds the op, whose initialisation would draw from torch's global RNG the first time a size is asked
+    for (then cached): forked, so a search that resumes draws the same random numbers as one that did not stop."""
+    with torch.random.fork_rng(devices=[]):
+        return int(OPS[name](c).macs(c, h, w))
