@@ -115,15 +115,28 @@ def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None =
 
 def export_model(
     model: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
-    opset: int = 17, force: bool = False,
+    opset: int = 17, force: bool = False, int8: bool = False, calibrate: str | os.PathLike | None = None,
+    calibrate_n: int = 32,
 ) -> dict[str, Any]:
     """Export a model to ONNX and verify it against PyTorch (see :mod:`samdistill.deploy.onnx`):
     promptable models as encoder + decoder graphs, prompt-free students as one graph, with a
     ``manifest.json`` naming them. ``out_dir`` is written whole or not at all; a non-empty one is refused
-    unless ``force``, which replaces it as a whole. Returns the verification report."""
+    unless ``force``, which replaces it as a whole. ``int8``: quantise the promptable graphs, calibrated on
+    the first ``calibrate_n`` train images of ``calibrate`` (see :mod:`samdistill.deploy.quantize`); the
+    report is then int8 vs fp32. Returns the verification report."""
     from samdistill.deploy.onnx import check_export_target, export_onnx
+    from samdistill.errors import UserError
 
+    if int8 and calibrate is None:
+        raise UserError("--int8 needs --calibrate DATA (train-split images to calibrate the int8 ranges on)")
+    if calibrate is not None and not int8:
+        raise UserError("--calibrate is for --int8 exports; add --int8 or drop --calibrate")
     # before loading: --force must not delete the model being exported (or its weights)
     check_export_target(Path(out_dir), keep=[p for p in (model, checkpoint) if p is not None], force=force)
     m = load_model(model, checkpoint=checkpoint)
-    return export_onnx(m, out_dir, opset=opset, force=force, source=str(model))
+    finish = None
+    if int8:
+        from samdistill.deploy.quantize import int8_step
+
+        finish = int8_step(m, str(calibrate), n=calibrate_n)
+    return export_onnx(m, out_dir, opset=opset, force=force, source=str(model), finish=finish)

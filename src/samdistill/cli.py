@@ -287,6 +287,9 @@ def export(
     checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
     opset: int = typer.Option(17, min=13, help="ONNX opset."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out as a whole (only once the new export is complete and verified)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantise the encoder and decoder to int8 (onnxruntime static QDQ, per-channel weights); needs --calibrate."),
+    calibrate: Optional[str] = typer.Option(None, "--calibrate", help="Dataset whose train-split images calibrate the int8 ranges (path or synthetic:...)."),
+    calibrate_n: int = typer.Option(32, "--calibrate-n", min=1, help="Number of train images to calibrate on."),
 ) -> None:
     """Export to ONNX, verified with onnxruntime: promptable models as encoder + prompt/decoder graphs,
     prompt-free (KnowSAM) students as one graph (model.onnx). The folder is written whole or not at all,
@@ -295,14 +298,18 @@ def export(
     Example: samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx
 
     Example (re-export over an earlier export): samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx --force
+
+    Example (int8, its own folder; verified against the fp32 graphs): samdistill export runs/kvasir_r18/student.pt --out runs/kvasir_r18/onnx_int8 --int8 --calibrate ../shared/data/kvasir_seg
     """
     from samdistill.api import export_model
     from samdistill.deploy.onnx import read_export
 
-    r = export_model(model, out, checkpoint=checkpoint, opset=opset, force=force)
+    r = export_model(model, out, checkpoint=checkpoint, opset=opset, force=force, int8=int8, calibrate=calibrate,
+                     calibrate_n=calibrate_n)
+    diff = "max |int8 - fp32|" if r.get("precision") == "int8" else "max |onnx - torch|"
     for c in r["checks"]:
         extra = f", Dice agreement {c['dice_agreement']:.4f}" if "dice_agreement" in c else ""
-        typer.echo(f"  {c['graph']:<8} {c.get('case', ''):<8} shape {c['shape']}: max |onnx - torch| "
+        typer.echo(f"  {c['graph']:<8} {c.get('case', ''):<8} shape {c['shape']}: {diff} "
                    f"{c['max_abs_diff']:.2e}{extra}")
     typer.echo(f"wrote {', '.join(read_export(out, check=False).files)} in {out}")  # as the manifest names them
 

@@ -40,6 +40,8 @@ FORMAT = "samdistill-onnx/1"
 MANIFEST = "manifest.json"
 # roles of the graph files for each kind, in the order they are listed
 GRAPH_ROLES = {"promptable": ("encoder", "decoder"), "promptfree": ("model",)}
+# a step on the staged folder after the graphs are verified: (folder, report) -> (report, extra manifest fields)
+Finish = Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
 
 
 class EncoderGraph(nn.Module):
@@ -158,21 +160,26 @@ def _agreement(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 def export_promptable(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0, force: bool = False,
-                      source: str | None = None) -> dict[str, Any]:
+                      source: str | None = None, finish: Finish | None = None) -> dict[str, Any]:
     """Write ``encoder.onnx``, ``decoder.onnx``, ``preprocess.json``, ``verification.json`` and
     ``manifest.json`` into ``out_dir`` (whole or not at all; non-empty refused unless ``force``).
-    ``source``: the model as the user named it, recorded in the manifest. Returns the verification report."""
+    ``source``: the model as the user named it, recorded in the manifest. ``finish``: a step run on the
+    staged folder after the fp32 graphs are verified (e.g. :func:`samdistill.deploy.quantize.int8_step`).
+    Returns the verification report."""
     return _export("promptable", _write_promptable, model, out_dir, opset=opset, seed=seed, force=force,
-                   source=source)
+                   source=source, finish=finish)
 
 
 def export_onnx(model, out_dir: str | Path, *, opset: int = 17, seed: int = 0, force: bool = False,
-                source: str | None = None) -> dict[str, Any]:
+                source: str | None = None, finish: Finish | None = None) -> dict[str, Any]:
     """Export either kind of model in the graph layout its kind needs (see ``GRAPH_ROLES``): a prompt-free
     model as one graph (:func:`export_promptfree`), a promptable one as encoder + decoder
-    (:func:`export_promptable`). Returns the verification report."""
-    export = export_promptfree if getattr(model, "kind", None) == "promptfree" else export_promptable
-    return export(model, out_dir, opset=opset, seed=seed, force=force, source=source)
+    (:func:`export_promptable`). ``finish``: see :func:`export_promptable`. Returns the verification report."""
+    if getattr(model, "kind", None) == "promptfree":
+        if finish is not None:
+            raise UserError("--int8 is for promptable students for now; export this prompt-free model without --int8")
+        return export_promptfree(model, out_dir, opset=opset, seed=seed, force=force, source=source)
+    return export_promptable(model, out_dir, opset=opset, seed=seed, force=force, source=source, finish=finish)
 
 
 def _write_promptable(model, out: Path, *, opset: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -251,19 +258,23 @@ _ROLE_ORDER = ("encoder", "decoder", "model", "preprocess", "verification")
 
 
 def _export(kind: str, write: Callable[..., tuple[dict[str, Any], dict[str, Any]]], model, out_dir: str | Path, *,
-            opset: int, seed: int, force: bool, source: str | None) -> dict[str, Any]:
+            opset: int, seed: int, force: bool, source: str | None, finish: Finish | None = None) -> dict[str, Any]:
     """Write one export into a staged sibling of ``out_dir``; it replaces ``out_dir`` only when the graphs,
-    their verification, the specs and the manifest are all written."""
+    their verification, the specs and the manifest are all written. ``finish(folder, report)`` may then
+    rewrite the graphs in the staged folder and returns (the report to store, extra manifest fields)."""
     from samdistill.atomic import staged_dir
 
     out = Path(out_dir)
     check_export_target(out, keep=[source] if source else [], force=force)
     with staged_dir(out, force=force, owned_by="samdistill export") as tmp:
         report, spec = write(model, tmp, opset=opset, seed=seed)
+        extra: dict[str, Any] = {}
+        if finish is not None:
+            report, extra = finish(tmp, report)
         (tmp / "preprocess.json").write_text(json.dumps(spec, indent=2))
         (tmp / "verification.json").write_text(json.dumps(report, indent=2))
         manifest = _manifest(tmp, kind, family=getattr(model, "family", None), opset=opset, source=source,
-                             report=report)
+                             report=report) | extra
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return report
 

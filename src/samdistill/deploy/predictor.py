@@ -107,8 +107,10 @@ class Predictor:
             low, iou = dec.run(None, {"embeddings": emb, "point_coords": coords, "point_labels": labels})
             return low, iou
 
+        # an int8 export (samdistill export --int8) says so in its manifest
+        int8 = (export.manifest or {}).get("precision") == "int8"
         return cls(preprocess=Preprocess.from_dict(spec["preprocess"]), encode=encode, decode=decode,
-                   name=folder.name, backend="onnx")
+                   name=folder.name, backend="onnx-int8" if int8 else "onnx")
 
     # ------------------------------------------------------------------ use
     def set_image(self, image: np.ndarray) -> None:

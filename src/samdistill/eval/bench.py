@@ -41,7 +41,7 @@ def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
         n = 0
         for f in read_export(p, check=False).graphs.values():  # the graphs the manifest names, not a stale file
             n += sum(int(np.prod(t.dims)) for t in onnx.load(str(f), load_external_data=False).graph.initializer)
-        info.update(backend="onnx", params_total=n, encoder_gmacs=None, decoder_gmacs=None)
+        info.update(backend=pred.backend, params_total=n, encoder_gmacs=None, decoder_gmacs=None)
         return pred, info
     from samdistill.models.zoo import load_model
 

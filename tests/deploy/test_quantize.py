@@ -1,0 +1,115 @@
+"""int8 export (samdistill export --int8 --calibrate DATA): the folder holds quantised graphs under the
+usual names, the manifest says int8 and how, onnxruntime runs them, and they agree with the fp32 export."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from samdistill.api import export_model
+from samdistill.cli import main
+from samdistill.data.datasets import open_dataset
+from samdistill.data.prompts import tight_box
+from samdistill.deploy.onnx import read_export
+from samdistill.deploy.predictor import Predictor
+from samdistill.eval.bench import _describe
+from samdistill.eval.metrics import dice
+from samdistill.models.zoo import load_model, save_model
+
+DATA = "synthetic:n=8,size=64"
+# int8 vs fp32 on the synthetic images, pooled Dice of the masks (measured: >= 0.999 for the tiny student)
+MIN_AGREEMENT = 0.95
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("int8")
+    able = save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(), root / "able.pt")
+    export_model(able, root / "fp32")
+    report = export_model(able, root / "int8", int8=True, calibrate=DATA)
+    return root, report
+
+
+def _ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_folder_holds_quantised_graphs_and_a_manifest_that_says_so(exports):
+    root, report = exports
+    ex = read_export(root / "int8")  # hashes checked: the manifest names the int8 graphs
+    assert ex.kind == "promptable" and sorted(p.name for p in ex.graphs.values()) == ["decoder.onnx", "encoder.onnx"]
+    for g in ("encoder.onnx", "decoder.onnx"):
+        assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(root / "int8" / g)
+        assert "QuantizeLinear" not in _ops(root / "fp32" / g)
+    m = ex.manifest
+    assert m["precision"] == "int8" and "precision" not in read_export(root / "fp32").manifest
+    q = m["quantization"]
+    assert q["format"] == "QDQ" and q["weights"] == "int8, per channel"
+    assert q["quantised_ops"] == {"encoder": ["Conv", "Relu", "Add"], "decoder": ["MatMul", "Gemm"]}
+    assert set(q["kept_fp32"]) == {"encoder", "decoder"} and "/MatMul_1" in q["fp32_nodes"]["decoder"]
+    cal = q["calibration"]
+    ds = open_dataset(DATA)
+    assert cal["data"] == DATA and cal["split"] == "train" and cal["ids"] == ds.ids("train")
+    assert cal["n"] == len(ds.ids("train")) == 6 and cal["n_requested"] == 32  # all 6 train images
+    assert cal["verified_on"] == ds.ids("val") and not set(cal["verified_on"]) & set(cal["ids"])
+    # the stored verification is int8 vs fp32, with the fp32-vs-torch report kept beside it
+    stored = json.loads((root / "int8" / "verification.json").read_text())
+    assert stored == json.loads(json.dumps(report))
+    assert stored["precision"] == "int8" and stored["fp32"]["max_abs_diff"] < 1e-3
+    assert [c["graph"] for c in stored["checks"]] == ["encoder", "decoder", "enc+dec"]
+    assert stored["min_dice_agreement"] >= MIN_AGREEMENT
+    assert m["verification"]["min_dice_agreement"] == stored["min_dice_agreement"]
+
+
+def test_int8_predictor_agrees_with_the_fp32_export_and_bench_tells_them_apart(exports):
+    root, _ = exports
+    p8, p32 = Predictor.load(root / "int8"), Predictor.load(root / "fp32")
+    assert (p8.backend, p32.backend) == ("onnx-int8", "onnx")
+    ds = open_dataset(DATA)
+    got, ref = [], []
+    for s in ds.iter_samples(ds.ids("train") + ds.ids("val") + ds.ids("test")):
+        box = tight_box(s.mask)[None]
+        for p, out in ((p8, got), (p32, ref)):
+            p.set_image(s.image)
+            masks, iou = p.predict(boxes=box)
+            assert masks.shape == (1, *s.mask.shape) and np.isfinite(iou).all()
+            out.append(masks[0].ravel())
+    assert dice(np.concatenate(ref)[None], np.concatenate(got)[None]) >= MIN_AGREEMENT
+    assert _describe(str(root / "int8"))[1]["backend"] == "onnx-int8"
+    assert _describe(str(root / "fp32"))[1]["backend"] == "onnx"
+
+
+def test_cli_int8_export_records_calibrate_n(tmp_path, exports, capsys):
+    root, _ = exports
+    out = tmp_path / "int8"
+    assert main(["export", str(root / "able.pt"), "--out", str(out), "--int8", "--calibrate", DATA,
+                 "--calibrate-n", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "max |int8 - fp32|" in said and said.strip().splitlines()[-1].startswith("wrote encoder.onnx")
+    cal = read_export(out).manifest["quantization"]["calibration"]
+    assert cal["n"] == 2 and cal["ids"] == open_dataset(DATA).ids("train")[:2]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--int8"], "--int8 needs --calibrate"),
+    (["--calibrate", DATA], "--calibrate is for --int8"),
+    (["--int8", "--calibrate", "no/such/data"], "data not found: no/such/data"),  # before any graph is written
+])
+def test_cli_int8_errors_are_one_line(tmp_path, exports, capsys, args, says):
+    root, _ = exports
+    out = tmp_path / "x"
+    assert main(["export", str(root / "able.pt"), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err
+    assert not out.exists()
+
+
+def test_int8_of_a_prompt_free_student_is_a_one_line_error(tmp_path, tiny_model, capsys):
+    free = save_model(load_model("test_knowsam_student", teacher=tiny_model).eval(), tmp_path / "free.pt")
+    out = tmp_path / "x"
+    assert main(["export", str(free), "--out", str(out), "--int8", "--calibrate", DATA]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "promptable students" in err
+    assert not out.exists()
