@@ -25,7 +25,7 @@ from samdistill.machine import machine_info, num_threads
 from samdistill.methods import METHODS
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train import distributed as dist_utils
-from samdistill.train.runlock import RunLock, held_run, run_lock
+from samdistill.train.runlock import SEARCH_FILES, RunLock, held_run, run_lock
 from samdistill.train.seeding import seed_everything
 from samdistill.train.trainer import Trainer
 from samdistill.viz.overlays import save_side_by_side
@@ -110,11 +110,12 @@ def distill(
         raise UserError(f"resume must be True, False or 'auto', not {resume!r}")
 
     def fresh_folder_only() -> None:
+        search = held_run(out, SEARCH_FILES)  # (its checkpoints are a supernet's: not a run to resume either)
+        if search is not None:
+            raise UserError(f"{out} holds an architecture search ({search.name}); choose a new --out for the run")
         marker = None if resume else held_run(out)
         if marker is None:
             return
-        if marker.name == "genotype.json":
-            raise UserError(f"{out} holds an architecture search ({marker.name}); choose a new --out for the run")
         raise UserError(f"{out} holds a run ({marker.relative_to(out)}); add --resume to continue it or choose a "
                         "new --out")
 

@@ -41,7 +41,7 @@ from samdistill.models.nas.genotype import GenotypeEncoder, write_genotype
 from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model
 from samdistill.train import distributed as dist_utils
-from samdistill.train.runlock import held_run, run_lock
+from samdistill.train.runlock import SEARCH_FILES, held_run, run_lock
 from samdistill.train.seeding import seed_everything
 from samdistill.train.trainer import Phase, Trainer
 
@@ -125,8 +125,6 @@ def _write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 #: a distill run's own files: a search into its folder would overwrite its config.yaml and summary.json
 _DISTILL_RUN_FILES = ("checkpoints/last.pt", "checkpoints/last.prev.pt", "checkpoints/best.pt", "student.pt",
                       "metrics.csv")
-#: what a search writes that a distill run never does (``search.csv`` from its start): its own folder
-_SEARCH_FILES = ("search.csv", "genotype.json")
 
 
 def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
@@ -144,7 +142,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool =
 
     def not_a_distill_run() -> None:
         marker = held_run(out, _DISTILL_RUN_FILES)
-        if marker is not None and held_run(out, _SEARCH_FILES) is None:
+        if marker is not None and held_run(out, SEARCH_FILES) is None:
             raise UserError(f"{out} holds a distill run ({marker.relative_to(out)}); choose a new --out for the search")
 
     with run_lock(out, check=not_a_distill_run):

@@ -156,6 +156,20 @@ def test_nas_search_is_locked_and_refuses_a_distill_run(tiny_run, tmp_path, hold
     assert not (busy / "config.yaml").exists()
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_distill_never_takes_over_or_resumes_a_search_folder(tmp_path, capsys, resume):
+    """A search writes checkpoints/last.pt too (a supernet's); search.csv, there from its start, tells them apart."""
+    search = tmp_path / "search"
+    (search / "checkpoints").mkdir(parents=True)
+    (search / "checkpoints" / "last.pt").write_bytes(b"a supernet's training state")
+    (search / "search.csv").write_text("step,epoch,w_loss\n")
+    argv = ["distill", "--teacher", "test_sam", "--student", "test_resnet18", "--data", "synthetic:n=8",
+            "progress=false", "--out", str(search)] + (["--resume"] if resume else [])
+    assert main(argv) == 2
+    assert f"{search} holds an architecture search (search.csv); choose a new --out" in capsys.readouterr().err
+    assert sorted(p.name for p in search.iterdir()) == ["checkpoints", "search.csv"]  # nothing written
+
+
 def test_torchrun_ranks_all_stop_when_rank0_finds_the_folder_locked(tmp_path, holder):
     """Only rank 0 takes the lock; its refusal reaches rank 1 too (no rank left waiting)."""
     with socket.socket() as sock:

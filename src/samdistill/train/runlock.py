@@ -34,6 +34,9 @@ LOCK_NAME = ".lock"
 #: files that mean a folder already holds a (trained or finished) run, not just a started one
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/last.prev.pt", "checkpoints/best.pt", "student.pt", "metrics.csv",
              "summary.json", "genotype.json")
+#: files that only an architecture search writes (``search.csv`` from its start): a folder holding one is a
+#: search's, which ``nas search --resume`` continues and a distill run never takes over (nor resumes)
+SEARCH_FILES = ("genotype.json", "search.csv")
 
 
 @dataclass(frozen=True)
