@@ -64,3 +64,64 @@ def test_nan_steps_are_skipped_then_the_run_stops_without_nan_weights(tmp_path):
         Trainer(model=model, phases=[phase], out_dir=tmp_path, progress=False).fit()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert not math.isnan(float(model.weight.detach()))
+
+
+class TwoUpdates:
+    """A method with two parameter groups updated one after the other on each batch (``updates``), like
+    the architecture search's weight step then architecture step."""
+
+    def __init__(self, nan_b_from=None):
+        self.model = torch.nn.ParameterDict({"a": torch.nn.Parameter(torch.zeros(())),
+                                             "b": torch.nn.Parameter(torch.zeros(()))})
+        self.seen, self.epochs, self.nan_b_from = [], [], nan_b_from
+
+    def param_groups(self):
+        sgd = OptimConfig(name="sgd", lr=0.5, momentum=0.0, weight_decay=0.0, warmup_steps=0, min_lr_ratio=1.0,
+                          clip_grad=None)
+        return [("a", [self.model["a"]], sgd), ("b", [self.model["b"]], sgd)]
+
+    def parameters(self):
+        return list(self.model.parameters())
+
+    def train(self):
+        pass
+
+    def eval(self):
+        pass
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+    def updates(self, batch):
+        a, b = self.model["a"], self.model["b"]
+        yield "a", {"loss": (a - 1).pow(2)}
+        self.seen.append(float(a.detach()))  # what the second update sees: a after its step
+        loss = (b - a.detach()).pow(2)
+        if self.nan_b_from is not None and len(self.seen) >= self.nan_b_from:
+            loss = loss * float("nan")
+        yield "b", {"loss": loss}
+
+    def state_dict(self):
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state):
+        self.seen = list(state["seen"])
+
+
+def test_updates_are_applied_in_turn_each_to_its_group_and_the_method_state_is_checkpointed(tmp_path):
+    m = TwoUpdates()
+    phase = Phase("p", m, ToySet(), None, 2, 4, OptimConfig())
+    res = Trainer(model=m.model, phases=[phase], out_dir=tmp_path, progress=False).fit()
+    # a = 0 -> 1 after its first SGD step (grad -2, lr 0.5): the b update already sees the new a
+    assert m.seen[0] == 1.0 and float(m.model["b"].detach()) == pytest.approx(1.0) and res["steps"] == 4
+    assert m.epochs == [0, 1] and {"train_a_loss", "train_b_loss"} <= set(res["history"][0])
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["method"] == {"seen": m.seen} and len(m.seen) == 4
+
+
+def test_a_non_finite_update_skips_the_rest_of_its_batch_and_counts(tmp_path):
+    m = TwoUpdates(nan_b_from=3)  # from the third batch on, the b update's loss is NaN
+    phase = Phase("p", m, ToySet(), None, 10, 4, OptimConfig())
+    with pytest.raises(TrainingDiverged):
+        Trainer(model=m.model, phases=[phase], out_dir=tmp_path, progress=False).fit()
+    assert math.isfinite(float(m.model["b"].detach())) and len(m.seen) == 2 + 5  # two good batches, then five bad in a row
