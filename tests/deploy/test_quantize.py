@@ -85,11 +85,11 @@ def test_cli_int8_export_records_calibrate_n(tmp_path, exports, capsys):
     root, _ = exports
     out = tmp_path / "int8"
     assert main(["export", str(root / "able.pt"), "--out", str(out), "--int8", "--calibrate", DATA,
-                 "--calibrate-n", "2"]) == 0
+                 "--calibrate-n", "4"]) == 0  # 4: onnxruntime's range folding once failed on a multiple of 4
     said = capsys.readouterr().out
     assert "max |int8 - fp32|" in said and said.strip().splitlines()[-1].startswith("wrote encoder.onnx")
     cal = read_export(out).manifest["quantization"]["calibration"]
-    assert cal["n"] == 2 and cal["ids"] == open_dataset(DATA).ids("train")[:2]
+    assert cal["n"] == 4 and cal["ids"] == open_dataset(DATA).ids("train")[:4]
 
 
 @pytest.mark.parametrize("args, says", [

@@ -179,7 +179,17 @@ def _quantize(src, dst, feeds, op_types, exclude, activations) -> None:
                     op_types_to_quantize=list(op_types), nodes_to_exclude=list(exclude), per_channel=True,
                     activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"CalibMaxIntermediateOutputs": 4})
+                    extra_options={"CalibMaxIntermediateOutputs": _flush_every(len(feeds))})
+
+
+def _flush_every(n: int, at_least: int = 4) -> int:
+    """How many calibration outputs onnxruntime keeps before folding them into the ranges (memory stays
+    bounded). Never a divisor of ``n``: onnxruntime 1.32 raises "No data is collected" when the last
+    batch leaves nothing unfolded."""
+    k = at_least
+    while k <= n and n % k == 0:
+        k += 1
+    return k
 
 
 def _box_feeds(emb: np.ndarray, boxes: np.ndarray) -> list[dict[str, np.ndarray]]:
