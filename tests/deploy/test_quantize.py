@@ -113,3 +113,52 @@ def test_int8_of_a_prompt_free_student_is_a_one_line_error(tmp_path, tiny_model,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "promptable students" in err
     assert not out.exists()
+
+
+class _Data:
+    """A dataset stand-in: ``masks`` per split, id -> (image, mask)."""
+
+    def __init__(self, splits: dict[str, list[bool]]) -> None:
+        self.splits = {k: [f"{k}{i}" for i in range(len(v))] for k, v in splits.items()}
+        self.full = {f"{k}{i}": f for k, v in splits.items() for i, f in enumerate(v)}
+
+    def ids(self, split):
+        return self.splits.get(split, [])
+
+    def load(self, i):
+        from types import SimpleNamespace
+
+        mask = np.zeros((40, 30), bool)
+        if self.full[i]:
+            mask[5:20, 3:10] = True  # tight box x 3..9, y 5..19
+        return SimpleNamespace(image=np.full((40, 30, 3), 100, np.uint8), mask=mask)
+
+
+@pytest.fixture()
+def student(tiny_model):
+    return load_model("test_efficientvit_b0", teacher=tiny_model)
+
+
+def test_calibration_skips_empty_masks_and_verifies_on_unused_train_images_without_a_val_split(student, monkeypatch):
+    from samdistill.deploy.quantize import calibration_set
+
+    monkeypatch.setattr("samdistill.data.datasets.open_dataset", lambda data: _Data({"train": [False, True, True, True, True]}))
+    cal = calibration_set(student, "fake", n=2)
+    assert cal.ids == ["train1", "train2"] and cal.holdout_ids == ["train3", "train4"]
+    assert cal.images.shape == (2, 3, student.input_size, student.input_size)
+    scale = student.input_size / 40  # longest side 40 -> input_size
+    np.testing.assert_allclose(cal.boxes[0], np.array([3, 5, 9, 19]) * scale, rtol=1e-6)
+    assert cal.describe()["n"] == 2 and cal.describe()["n_requested"] == 2
+
+
+@pytest.mark.parametrize("splits, says", [
+    ({"train": [False, False], "val": [True]}, "no image with a non-empty mask"),
+    ({"train": [True, True]}, "lower --calibrate-n"),
+])
+def test_calibration_refuses_what_it_cannot_calibrate_or_verify_on(student, monkeypatch, splits, says):
+    from samdistill.deploy.quantize import calibration_set
+    from samdistill.errors import UserError
+
+    monkeypatch.setattr("samdistill.data.datasets.open_dataset", lambda data: _Data(splits))
+    with pytest.raises(UserError, match=says):
+        calibration_set(student, "fake", n=32)
