@@ -215,6 +215,10 @@ def test_a_method_registered_in_a_test_runs_through_distill(tmp_path, toy_method
                  f"cache.dir={tmp_path / 'cache'}", "progress=false", "overlays=0", "threads=1"]) == 0
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["student"] == "test_resnet18"
     assert "best val Dice" in capsys.readouterr().out
+    assert main(["list"]) == 0  # samdistill list shows every registered method with its build's first doc line
+    listed = capsys.readouterr().out.split("methods (samdistill distill --method NAME):\n")[1].splitlines()
+    assert [line.split()[0] for line in listed] == ["kdsam", "knowsam", "nas", "toy"]
+    assert "Toy: embedding regression, one phase." in listed[-1]
 
 
 def test_cli_options_a_method_does_not_take_are_one_line_errors(tmp_path, capsys):
