@@ -38,16 +38,26 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Load ``model``, open ``data``, evaluate (box/point prompts, or none for prompt-free students); returns
     the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]. ``labels``: masks are label maps, foreground =
-    these values. ``out_dir`` that is a file, lies under one or is not writable: ``UserError`` before any work."""
+    these values. ``out_dir`` that is a file, lies under one or is not writable: ``UserError`` before any work.
+    ``prompt`` ``clicks:K`` / ``clicks:K:point``: also the interactive protocol (``summary["interactive"]``)."""
+    from samdistill.errors import UserError
+    from samdistill.eval.interactive import parse_click_prompt
+
     check_out_dir(out_dir)
     check_device(device)
+    click = parse_click_prompt(prompt)  # clicks:K[:point] -> (first, K); None for box/components/point
+    kind, clicks = click if click else (prompt, 0)
+    if kind not in ("box", "components", "point"):
+        raise UserError(f"--prompt {prompt!r}: use box, components, point, clicks:K or clicks:K:point")
+    if clicks and box_jitter:
+        raise UserError("--prompt clicks:K starts from the tight box: drop --box-jitter")
     ds = open_dataset(data, layout=layout, on_error=on_error, mask_threshold=mask_threshold, labels=labels, seed=seed)
     m = load_model(model, checkpoint=checkpoint, device=device)
     name = Path(str(model)).stem if Path(str(model)).is_file() else str(model)
     return evaluate(
         m, ds, out_dir=out_dir, model_name=name, split=split, limit=limit,
-        protocol=PromptProtocol(kind=prompt, jitter=box_jitter, seed=seed),  # type: ignore[arg-type]
-        threads=threads, device=device, progress=progress, coco_map=coco_map,
+        protocol=PromptProtocol(kind=kind, jitter=box_jitter, seed=seed),  # type: ignore[arg-type]
+        threads=threads, device=device, progress=progress, coco_map=coco_map, clicks=clicks,
     )
 
 

@@ -28,12 +28,6 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
-class PromptChoice(str, Enum):
-    box = "box"
-    components = "components"
-    point = "point"
-
-
 class OnErrorChoice(str, Enum):
     raise_ = "raise"
     skip = "skip"
@@ -149,7 +143,8 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images of the split."),
     checkpoint: Optional[Path] = typer.Option(None, help="Official weights file for sam_*/medsam/mobilesam."),
     layout: Optional[str] = typer.Option(None, help="Dataset layout when auto-detection is not enough."),
-    prompt: PromptChoice = typer.Option(PromptChoice.box, help="box (tight) | components (box per component) | point."),
+    prompt: str = typer.Option("box", help="box (tight) | components (box per component) | point | clicks:K "
+                               "(tight box, then up to K corrective clicks; clicks:K:point starts from one point)."),
     box_jitter: float = typer.Option(0.0, min=0.0, help="Move each box side out by uniform 0..S px (seeded)."),
     seed: int = typer.Option(0, help="Seed for prompt jitter and for the split when there is no split.json."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (stated in the summary)."),
@@ -175,7 +170,7 @@ def eval_cmd(
 
     summary = evaluate_model(
         model, data, out_dir=out, split=split, limit=limit, checkpoint=checkpoint, layout=layout,
-        prompt=prompt.value, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
+        prompt=prompt, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
         on_error=on_error.value, mask_threshold=mask_threshold, labels=parse_labels(labels) if labels else None,
         progress=progress, coco_map=coco_map,
     )
@@ -647,6 +642,11 @@ def _print_summary(s: dict, out: Path) -> None:
     if s["skipped"]["count"] or s["excluded_empty_gt"]["count"]:
         typer.echo(f"  skipped bad files: {s['skipped']['count']}; excluded (empty ground truth): "
                    f"{s['excluded_empty_gt']['count']}")
+    if "interactive" in s:
+        it, nc = s["interactive"], s["interactive"]["noc"]
+        typer.echo(f"  Dice after the first prompt, then each click: {' '.join(f'{d:.4f}' for d in it['dice_clicks'])}")
+        typer.echo(f"  NoC@{nc['threshold'] * 100:g}: " + (f"{nc['mean']:.2f}" if nc["mean"] is not None else "-")
+                   + f" over {nc['reached']} images, {nc['never']} never reach it; wrote {out / 'per_image_clicks.csv'}")
     typer.echo(f"  wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
 
 

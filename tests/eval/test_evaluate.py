@@ -152,3 +152,82 @@ def test_evaluate_itself_checks_out_dir(tmp_path, tiny_model):
     f.write_text("x")
     with pytest.raises(UserError, match="existing file"):
         evaluate(tiny_model, open_dataset("synthetic:n=5,size=64"), out_dir=f, model_name="t", progress=False)
+
+
+# ------------------------------------------------------------------ --prompt clicks:K (interactive protocol)
+def test_eval_clicks_protocol(tmp_path, tiny_model):
+    from samdistill.api import evaluate_model
+
+    s = evaluate_model("test_sam", "synthetic:n=6,size=64", out_dir=tmp_path / "ev", split="all", limit=3,
+                       prompt="clicks:2", progress=False)
+    it = s["interactive"]
+    assert it["first"] == "box" and it["clicks"] == 2 and it["n"] == s["n"] == 3 and len(it["dice_clicks"]) == 3
+    assert it["dice_clicks"][0] == pytest.approx(s["dice"])  # the first prompt is --prompt box's tight box
+    assert s["prompt"]["kind"] == "box" and s["prompt"]["jitter"] == 0.0
+    assert it["noc"]["threshold"] == 0.9 and it["noc"]["reached"] + it["noc"]["never"] == 3
+    assert "per_image" not in it
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "per_image_clicks.csv")))
+    assert [r["id"] for r in rows] == [r["id"] for r in csv.DictReader(open(tmp_path / "ev" / "per_image.csv"))]
+    assert [float(r["dice_0"]) for r in rows] == pytest.approx(
+        [float(r["dice"]) for r in csv.DictReader(open(tmp_path / "ev" / "per_image.csv"))])
+    assert "dice_2" in rows[0] and "dice_3" not in rows[0]
+    curves = [[float(r[f"dice_{i}"]) for i in range(3)] for r in rows]
+    assert np.mean(curves, axis=0) == pytest.approx(it["dice_clicks"])
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["interactive"] == it
+
+    p = evaluate_model("test_sam", "synthetic:n=6,size=64", out_dir=tmp_path / "ev2", split="all", limit=3,
+                       prompt="clicks:1:point", progress=False)
+    assert p["interactive"]["first"] == "point" and len(p["interactive"]["dice_clicks"]) == 2
+    assert p["interactive"]["dice_clicks"][0] == pytest.approx(p["dice"]) and p["prompt"]["kind"] == "point"
+
+    plain = evaluate_model("test_sam", "synthetic:n=6,size=64", out_dir=tmp_path / "ev3", split="all", limit=3,
+                           progress=False)
+    assert "interactive" not in plain and not (tmp_path / "ev3" / "per_image_clicks.csv").exists()
+    assert plain["dice"] == s["dice"]  # the click pass leaves the box evaluation as it was
+
+
+@pytest.mark.parametrize("bad, kw, match", [
+    ("clicks:0", {}, "clicks:K"),
+    ("clicks:2:scribble", {}, "first prompt is box or point"),
+    ("scribble", {}, "use box, components, point, clicks:K or clicks:K:point"),
+    ("clicks:2", {"box_jitter": 3.0}, "drop --box-jitter"),
+])
+def test_eval_bad_click_prompts_are_user_errors_before_any_work(tmp_path, bad, kw, match):
+    from samdistill.api import evaluate_model
+    from samdistill.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        evaluate_model("test_sam", "synthetic:n=6,size=64", out_dir=tmp_path / "bad", prompt=bad, progress=False, **kw)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_refuses_clicks_it_cannot_run(tmp_path, tiny_model):
+    from samdistill.errors import UserError
+    from samdistill.models.zoo import load_model
+
+    ds = open_dataset("synthetic:n=6,size=64")
+    free = load_model("test_knowsam_student", teacher=tiny_model)
+    for model, kw in ((free, {}), (tiny_model, {"protocol": PromptProtocol(kind="components")}),
+                      (tiny_model, {"protocol": PromptProtocol(jitter=2.0)}), (tiny_model, {"device": "cuda"})):
+        with pytest.raises(UserError, match="clicks:K needs a promptable model"):
+            evaluate(model, ds, out_dir=tmp_path / "ev", model_name="t", clicks=2, progress=False, **kw)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_cli_eval_clicks_prints_the_curve_and_noc(tmp_path, capsys):
+    from samdistill.cli import main
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "test_sam", "--data", "synthetic:n=6,size=64", "--split", "all", "--limit", "2",
+                 "--prompt", "clicks:2", "--no-progress", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    it = json.loads((out / "summary.json").read_text())["interactive"]
+    assert "Dice after the first prompt, then each click: " + " ".join(f"{d:.4f}" for d in it["dice_clicks"]) in text
+    assert "NoC@90: " in text and f"{it['noc']['never']} never reach it" in text
+    assert str(out / "per_image_clicks.csv") in text
+    assert main(["eval", "--model", "test_sam", "--data", "synthetic:n=6,size=64", "--prompt", "clicks:x",
+                 "--no-progress", "--out", str(tmp_path / "bad")]) == 2
+    assert "clicks:K" in _one_line_error(capsys)
+    assert main(["eval", "--model", "test_sam", "--data", "synthetic:n=6,size=64", "--prompt", "clicks:2",
+                 "--box-jitter", "2", "--no-progress", "--out", str(tmp_path / "bad")]) == 2
+    assert "drop --box-jitter" in _one_line_error(capsys)

@@ -126,13 +126,19 @@ def evaluate(
     device: str = "cpu",
     progress: bool = True,
     coco_map: bool = False,
+    clicks: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``.
-    ``coco_map``: also COCO mask mAP@[.5:.95] (one instance per image, scored by the model)."""
+    ``coco_map``: also COCO mask mAP@[.5:.95] (one instance per image, scored by the model). ``clicks``: also
+    the interactive protocol (:mod:`samdistill.eval.interactive`) from ``protocol``'s first prompt (tight box or
+    point), up to ``clicks`` corrective clicks: ``summary["interactive"]`` and ``per_image_clicks.csv``."""
     seg = segmenter(model)
     if seg is None:
         raise UserError(f"{model_name} is not a segmentation model samdistill can evaluate")
     prompt_free = seg.prompt_free  # no prompts to simulate, so empty-ground-truth images are scored too
+    if clicks and (prompt_free or protocol.kind == "components" or protocol.jitter or device != "cpu"):
+        raise UserError("--prompt clicks:K needs a promptable model, a tight box or a point first, and --device cpu "
+                        "(the clicks are decoded through the CPU Predictor)")
     out = check_out_dir(out_dir)  # a file, under a file, or read-only: one-line error, not a traceback
     out.mkdir(parents=True, exist_ok=True)
     ids = dataset.ids(split, limit)
@@ -233,5 +239,13 @@ def evaluate(
         "machine": machine_info(),
         "samdistill": __version__,
     }
+    if clicks:  # a second pass: each image encoded once more, then decoded 1 + K times through the Predictor
+        from samdistill.eval.interactive import click_summary, write_per_image_clicks
+
+        with num_threads(threads):
+            cs = click_summary(model, dataset, split=split, limit=limit, first=protocol.kind, clicks=clicks,
+                               progress=progress)
+        write_per_image_clicks(cs, out / "per_image_clicks.csv")
+        summary["interactive"] = {k: v for k, v in cs.items() if k != "per_image"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
