@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from samdistill.dice import dice
 from samdistill.errors import UserError
 
 FORMAT = "samdistill-onnx/1"
@@ -154,8 +155,6 @@ def _session(path: Path):
 
 def _agreement(ref: np.ndarray, got: np.ndarray) -> float:
     """Dice of the foregrounds (> 0) of two outputs, pooled over all their masks (flattened to one row)."""
-    from samdistill.eval.metrics import dice  # verification measures; the runtime (Predictor) imports no eval
-
     return dice((ref > 0).reshape(1, -1), (got > 0).reshape(1, -1))
 
 

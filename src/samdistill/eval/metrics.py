@@ -2,9 +2,9 @@
 
 Each metric is a pure function on two ``HxW`` boolean arrays, and :class:`MetricAccumulator`
 collects per-image values and reports their means (mean over images, not over pixels).
-:func:`dice` is the one Dice of the package (eval, bench, validation during training, the KnowSAM
-validation, the demo's agreement figures, the ONNX verification); :func:`batch_dice` is the same
-arithmetic on a batch of tensors, for the per-epoch validation.
+:func:`dice` and :func:`batch_dice` are the one Dice of the package, defined in :mod:`samdistill.dice`
+(below eval, so that deploy and the methods score masks without importing eval) and part of this
+metric set.
 
 Conventions for empty masks (MONAI returns NaN/inf there; we fix the value and say so in summaries):
 both empty -> Dice 1, IoU 1, NSD 1, HD95 0; exactly one empty -> Dice 0, IoU 0, NSD 0,
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from samdistill.dice import batch_dice, dice  # noqa: F401  (the one Dice, part of eval's metric set)
 
 EMPTY_CONVENTION = (
     "both empty: dice=iou=nsd=1, hd95=0; exactly one empty: dice=iou=nsd=0, hd95=image diagonal (px)"
@@ -44,28 +46,6 @@ def _empty_case(pred: np.ndarray, gt: np.ndarray, both: float, one: float) -> fl
     if p != g:
         return one
     return None
-
-
-def batch_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Dice per item of two boolean (or {0, 1}) batches ``Bx...`` of the same shape -> ``B`` float32.
-
-    ``2 |P & T| / (|P| + |T|)`` from the overlap counts in float32 (exactly MONAI ``compute_dice``'s
-    arithmetic for masks under 2**24 pixels). Empty masks: both empty -> 1, exactly one empty -> 0.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    p, t = pred.bool().flatten(1), target.bool().flatten(1)
-    inter = (p & t).sum(1).float()
-    denom = (p.sum(1) + t.sum(1)).float()
-    return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
-
-
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two ``HxW`` boolean masks (:func:`batch_dice` of one image): both empty -> 1, exactly one
-    empty -> 0."""
-    pred, gt = _check(pred, gt)
-    pred, gt = np.ascontiguousarray(pred), np.ascontiguousarray(gt)  # torch takes no negative strides
-    return float(batch_dice(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])[0])
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -42,7 +42,7 @@ from samdistill.methods.registry import METHODS, Built
 from samdistill.models.zoo import load_model
 from samdistill.train.trainer import Phase
 from samdistill.data.transforms import apply_flips, confident_regions, paste, photometric, random_flips
-from samdistill.eval.metrics import batch_dice
+from samdistill.dice import batch_dice
 from samdistill.losses.semi import ce_dice, consistency_mse, entropy_loss, softmax_kd
 from samdistill.models.students.fusion import entropy_map
 

@@ -35,7 +35,7 @@ from samdistill.errors import UserError
 from samdistill.methods.registry import METHODS, Built
 from samdistill.models.zoo import load_model
 from samdistill.train.trainer import Phase
-from samdistill.eval.validation import promptable_validation
+from samdistill.train.validation import promptable_validation
 from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd

@@ -1,6 +1,6 @@
 """The per-epoch validation score of promptable students on cached entries (no teacher run).
 
-Dice (:func:`samdistill.eval.metrics.batch_dice`) of the student's mask under the tight ground-truth box,
+Dice (:func:`samdistill.dice.batch_dice`) of the student's mask under the tight ground-truth box,
 in the input frame at the logits' resolution, per image (images with an empty ground truth cannot be
 prompted and are left out), and the embedding MSE to the teacher's cached embedding. Cheap by design: the full metrics come from ``samdistill eval``.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from samdistill.eval.metrics import batch_dice
+from samdistill.dice import batch_dice
 from samdistill.losses.targets import target_like
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from samdistill.eval.validation import promptable_validation
+from samdistill.train.validation import promptable_validation
 
 
 class _Student:
