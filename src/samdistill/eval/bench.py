@@ -3,14 +3,22 @@
 For every model, with the same prompts (tight box from the ground truth) and the same pipeline
 (:class:`samdistill.Predictor`): Dice / IoU / HD95 at the original resolution, COCO mask mAP@[.5:.95]; parameters and
 MACs (PyTorch models); batch-1 latency of the encoder, the decoder and end to end (median over the
-images after a warm-up); throughput at batch 16 (encoder on a 16-image batch + 16 decoder calls).
-Models are timed back to back in this process, so their ratios are meaningful even on a busy machine.
+images after 3 warm-up runs); throughput at batch 16 (encoder on a 16-image batch + 16 decoder calls).
+The two latencies a user feels (DESIGN.md section 8b), from the same per-image pass: ``first_click_ms``
+= read the image file + preprocess + encoder + decoder (tight box) + postprocess to the original size;
+``next_click_ms`` = ``Predictor.predict`` for a new box (the tight box jittered by a few px, seeded) on
+the cached embedding: decoder + postprocess (None for a prompt-free model, which takes no prompt; its
+first click is image in -> mask out). A generated dataset (``synthetic``) has no files: its images are
+written once as PNG to a temporary folder so the read is timed too.
+Models are timed back to back in this process with the same thread count (ONNX sessions included), so
+their ratios are meaningful even on a busy machine.
 Writes ``bench.json``, ``bench.md`` and ``pareto.png`` (accuracy vs latency and vs MACs).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,7 @@ from tqdm import tqdm
 
 from samdistill.atomic import check_out_dir
 from samdistill.data.datasets import open_dataset
+from samdistill.data.images import read_image
 from samdistill.data.prompts import tight_box
 from samdistill.deploy.predictor import Predictor
 from samdistill.eval.coco_map import CocoMaskAP
@@ -29,11 +38,17 @@ from samdistill.machine import machine_info, num_threads
 from samdistill.viz.pareto import pareto_plot
 
 
-def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
+#: Warm-up passes (read + encode + both decodes) on the first image before anything is timed (DESIGN.md section 8).
+WARMUP = 3
+#: A next click's box: the tight box with each side moved by up to this many pixels (seeded).
+JITTER_PX = 3
+
+
+def _describe(spec: str, threads: int | None = None) -> tuple[Predictor, dict[str, Any]]:
     p = Path(spec)
     info: dict[str, Any] = {"model": spec}
     if p.is_dir():
-        pred = Predictor.load(p)  # checks the folder's manifest and hashes
+        pred = Predictor.load(p, threads=threads)  # checks the folder's manifest and hashes
         import onnx
 
         from samdistill.deploy.onnx import read_export
@@ -54,30 +69,75 @@ def _describe(spec: str) -> tuple[Predictor, dict[str, Any]]:
     return Predictor.from_torch(m, name=p.stem if p.is_file() else spec), info
 
 
-def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) -> dict[str, Any]:
-    pred, info = _describe(spec)
+def jittered_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, px: int = JITTER_PX) -> np.ndarray:
+    """``box`` (``x0, y0, x1, y1``) with each side moved by up to ``px`` pixels, kept inside the ``h x w`` image and
+    at least one pixel wide: the new box of a next click."""
+    h, w = hw
+    b = np.asarray(box, np.float64).reshape(4) + rng.integers(-px, px + 1, 4)
+    x0, x1 = np.clip([b[0], b[2]], 0, w - 1)
+    y0, y1 = np.clip([b[1], b[3]], 0, h - 1)
+    x0, x1 = min(x0, max(x1 - 1, 0)), max(x1, min(x0 + 1, w - 1))
+    y0, y1 = min(y0, max(y1 - 1, 0)), max(y1, min(y0 + 1, h - 1))
+    return np.array([[x0, y0, x1, y1]])
+
+
+def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True, threads: int | None = None,
+                image_dir: Path | None = None) -> dict[str, Any]:
+    """One model's row. ``image_dir``: where the images of a dataset without files (``synthetic``) are written
+    so a first click reads a file like a user's does (a temporary folder when None)."""
+    pred, info = _describe(spec, threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        return _bench_row(pred, info, dataset, ids, progress=progress, image_dir=Path(image_dir or tmp))
+
+
+def _image_file(dataset, sample, image_dir: Path) -> Path:
+    """The file a user would open for ``sample``: the dataset's own, or (no files) the image written once as PNG."""
+    rec = dataset.by_id.get(sample.id)
+    if rec is not None and rec.image is not None:
+        return Path(rec.image)
+    f = image_dir / f"{sample.id}.png"
+    if not f.is_file():
+        from PIL import Image
+
+        Image.fromarray(sample.image).save(f)
+    return f
+
+
+def _bench_row(pred: Predictor, info: dict[str, Any], dataset, ids: list[str], *, progress: bool,
+               image_dir: Path) -> dict[str, Any]:
     acc, coco = MetricAccumulator(), CocoMaskAP()
-    enc_t, dec_t, e2e_t = [], [], []
+    enc_t, dec_t, e2e_t, first_t, next_t = [], [], [], [], []
+    rng = np.random.default_rng(0)  # the same next-click boxes for every model
     warmed = False
     for sample in tqdm(dataset.iter_samples(ids), total=len(ids), desc=f"bench {info['model']}", disable=not progress):
         if not sample.mask.any() and not pred.prompt_free:
             continue
+        path = _image_file(dataset, sample, image_dir)
         box = tight_box(sample.mask)[None]
         prompt = {} if pred.prompt_free else {"boxes": box}
-        if not warmed:
-            pred.set_image(sample.image)
+        again = None if pred.prompt_free else {"boxes": jittered_box(box[0], sample.mask.shape, rng)}
+        for _ in range(0 if warmed else WARMUP):  # the first image, untimed: the same calls as the timed pass
+            pred.set_image(read_image(path))
             pred.predict(**prompt)
-            warmed = True
+            if again is not None:
+                pred.predict(**again)
+        warmed = True
+        t_read = time.perf_counter()
+        image = read_image(path)
         t0 = time.perf_counter()
-        pred.set_image(sample.image)
+        pred.set_image(image)
         t1 = time.perf_counter()
         masks, iou = pred.predict(**prompt)
         t2 = time.perf_counter()
+        if again is not None:  # a new box on the cached embedding: what a next click costs
+            pred.predict(**again)
+            next_t.append((time.perf_counter() - t2) * 1e3)
         acc.add(image_metrics(masks[0], sample.mask))
         coco.add(sample.mask, masks[0], 1.0 if pred.prompt_free else float(iou[0]))
         enc_t.append((t1 - t0) * 1e3)
         dec_t.append((t2 - t1) * 1e3)
         e2e_t.append((t2 - t0) * 1e3)
+        first_t.append((t2 - t_read) * 1e3)
     means = acc.aggregate()
     # throughput at batch 16: one batched encoder call + 16 decoder calls, best of 3
     s = pred.preprocess.input_size
@@ -103,6 +163,8 @@ def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True) ->
         "nsd": means.get("nsd"), "coco_mask_ap": coco.compute(),
         "latency_ms": {"preprocess_plus_encoder": float(np.median(enc_t)), "decoder_plus_postprocess": float(np.median(dec_t)),
                        "end_to_end": float(np.median(e2e_t))},
+        "first_click_ms": float(np.median(first_t)) if first_t else None,
+        "next_click_ms": float(np.median(next_t)) if next_t else None,
         "throughput_img_s_batch16": 16 / best,
         "peak_memory_mb_batch16": peak,
     }
@@ -117,10 +179,14 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
     ids = ds.ids(split, limit)
     t0 = time.perf_counter()
     with num_threads(threads) as used:
-        rows = [bench_model(m, ds, ids, progress=progress) for m in models]
+        with tempfile.TemporaryDirectory() as tmp:  # one copy of a generated dataset's images for all models
+            rows = [bench_model(m, ds, ids, progress=progress, threads=used, image_dir=Path(tmp)) for m in models]
     ref = rows[0]
     for r in rows:
         r["speedup_end_to_end_vs_first"] = ref["latency_ms"]["end_to_end"] / r["latency_ms"]["end_to_end"]
+        for k in ("first_click", "next_click"):  # None where either side takes no prompt
+            a, b = ref.get(f"{k}_ms"), r.get(f"{k}_ms")
+            r[f"{k}_speedup_vs_first"] = a / b if a and b else None
         r["throughput_ratio_vs_first"] = r["throughput_img_s_batch16"] / ref["throughput_img_s_batch16"]
     result = {"dataset": ds.name, "split": split, "limit": limit, "prompt": "tight box from the ground truth",
               "threads": used, "device": "cpu", "rows": rows, "seconds": time.perf_counter() - t0,
@@ -135,10 +201,18 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
 def bench_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# bench: {r['dataset']}/{r['split']} ({r['prompt']}), {r['threads']} threads, CPU\n",
-        "| model | backend | n | Dice | IoU | HD95 px | mAP | params M | enc GMACs | enc ms | dec ms | end-to-end ms | img/s @16 | "
-        "peak MiB @16 | speed-up vs first | throughput vs first |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | backend | n | Dice | IoU | HD95 px | mAP | params M | enc GMACs | enc ms | dec ms | end-to-end ms | "
+        "first click ms | next click ms | img/s @16 | peak MiB @16 | speed-up vs first | first click vs first | "
+        "next click vs first | throughput vs first |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def ms(v: float | None) -> str:  # None: a prompt-free model has no next click (or a row from an older bench)
+        return "–" if v is None else f"{v:.1f}"
+
+    def ratio(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f}x"
+
     for x in r["rows"]:
         g = f"{x['encoder_gmacs']:.2f}" if x.get("encoder_gmacs") is not None else "(as source)"
         lat = x["latency_ms"]
@@ -146,12 +220,17 @@ def bench_markdown(r: dict[str, Any]) -> str:
             f"| {x['model']} | {x['backend']} | {x['n']} | {x['dice']:.4f} | {x['iou']:.4f} | {x['hd95']:.2f} | "
             f"{x.get('coco_mask_ap', {}).get('map', float('nan')):.4f} | "
             f"{x['params_total'] / 1e6:.2f} | {g} | {lat['preprocess_plus_encoder']:.1f} | "
-            f"{lat['decoder_plus_postprocess']:.1f} | {lat['end_to_end']:.1f} | {x['throughput_img_s_batch16']:.2f} | "
+            f"{lat['decoder_plus_postprocess']:.1f} | {lat['end_to_end']:.1f} | {ms(x.get('first_click_ms'))} | "
+            f"{ms(x.get('next_click_ms'))} | {x['throughput_img_s_batch16']:.2f} | "
             f"{x['peak_memory_mb_batch16'] if x.get('peak_memory_mb_batch16') is not None else float('nan'):.0f} | "
-            f"{x['speedup_end_to_end_vs_first']:.1f}x | {x['throughput_ratio_vs_first']:.1f}x |"
+            f"{x['speedup_end_to_end_vs_first']:.1f}x | {ratio(x.get('first_click_speedup_vs_first'))} | "
+            f"{ratio(x.get('next_click_speedup_vs_first'))} | {x['throughput_ratio_vs_first']:.1f}x |"
         )
     m = r["machine"]
     lines.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; run took {r['seconds'] / 60:.1f} min. "
-                 "Latency: median over the images after one warm-up, batch 1. Peak memory: extra resident memory during "
-                 "the batch-16 pass (RSS high-water mark reset first).")
+                 f"Latency: median over the images after {WARMUP} warm-up runs, batch 1. First click: read the image file "
+                 "+ preprocess + encoder + decoder (tight box) + postprocess to the original size; next click: decoder + "
+                 f"postprocess for a new box (tight box jittered by up to {JITTER_PX} px) on the cached embedding (– for a "
+                 "prompt-free model). Peak memory: extra resident memory during the batch-16 pass (RSS high-water mark "
+                 "reset first).")
     return "\n".join(lines) + "\n"
