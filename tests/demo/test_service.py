@@ -42,6 +42,8 @@ def test_box_gives_every_models_mask_as_the_api_does(service, tiny_pair):
         assert mask.shape == (120, 160) and (mask == want).all() and m["area_px"] == int(want.sum())
         assert _decode(m["overlay_png"]).shape == (120, 160, 3)
         assert m["encoder_ms"] > 0 and m["decoder_ms"] > 0 and m["encoder_cached"] is False
+        # a new box costs this request's decoder + postprocess; this first one also read and encoded the image
+        assert m["next_click_ms"] == m["decoder_ms"] and m["first_click_ms"] >= m["encoder_ms"] + m["decoder_ms"]
         assert m["dice_gt"] is None
     a, b = (_decode(m["mask_png"]) > 0 for m in out["models"])
     assert out["dice_between"] == [{"a": "test_sam", "b": "student", "dice": round(dice(a, b), 4)}]
@@ -58,6 +60,7 @@ def test_new_box_reuses_the_embedding(service, monkeypatch):
     assert calls == []  # no encoder ran for the second prompt
     for m1, m2 in zip(first["models"], second["models"]):
         assert m2["encoder_cached"] is True and m2["encoder_ms"] == m1["encoder_ms"]
+        assert m2["next_click_ms"] == m2["decoder_ms"] > 0 and m2["first_click_ms"] is None  # embedding cached
     assert second["prompt"]["points"] == [[30.0, 30.0]] and second["prompt"]["labels"] == [0]
 
 
@@ -124,6 +127,42 @@ def test_prompt_free_student_needs_no_prompt(tiny_pair):
     ref = Predictor.from_torch(ks)
     ref.set_image(np.repeat(disk_image()[:, :, None], 3, axis=2))
     assert out["models"][0]["prompt_free"] and out["models"][0]["area_px"] == int(ref.predict()[0].sum())
+    assert out["models"][0]["next_click_ms"] is None and out["models"][0]["first_click_ms"] > 0  # no prompt
+
+
+class _Slow:
+    """A promptable stand-in whose encoder and decoder take known times."""
+
+    prompt_free, backend = False, "fake"
+    encode_s, decode_s = 0.2, 0.05
+
+    def set_image(self, image):
+        time.sleep(self.encode_s)
+        self.state = image.shape[:2]
+
+    def get_state(self):
+        return self.state
+
+    def set_state(self, state):
+        self.state = state
+
+    def predict(self, boxes=None, points=None, labels=None):
+        time.sleep(self.decode_s)
+        return np.zeros((1, *self.state), bool), np.ones(1)
+
+
+def test_next_click_is_the_decoder_and_first_click_adds_read_and_encoder(monkeypatch):
+    import samdistill.data.images as images
+
+    decode = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda *a, **k: (time.sleep(0.1), decode(*a, **k))[1])
+    svc = DemoService({"slow": _Slow()})
+    image_id = svc.add_upload(png(disk_image()), "d.png")["image_id"]
+    first = svc.segment(image_id, box=[50, 28, 118, 92])["models"][0]
+    assert 50 <= first["next_click_ms"] < 200 and first["encoder_ms"] >= 200
+    assert first["first_click_ms"] >= 100 + 200 + 50  # read (upload decode) + encoder + decoder
+    again = svc.segment(image_id, box=[40, 20, 110, 90])["models"][0]
+    assert 50 <= again["next_click_ms"] < 200 and again["first_click_ms"] is None
 
 
 class _Threshold:

@@ -90,6 +90,13 @@ function render(result) {
     card.dataset.model = m.name;
     card.dataset.area = m.area_px;
     const enc = m.encoder_cached ? `${fmt(m.encoder_ms)} ms (cached from the first request)` : `${fmt(m.encoder_ms)} ms`;
+    // what a user waits for: the next click (a new box on this image: decoder + postprocess, this request's
+    // time) and, on an image's first request, the first click (read + encoder + decoder + postprocess)
+    const first = m.first_click_ms === null || m.first_click_ms === undefined ? ""
+      : `<dt>first click</dt><dd class="first-click">${fmt(m.first_click_ms)} ms (read + encoder + decoder)</dd>`;
+    const clicks = first + (m.prompt_free
+      ? `<dt>decoder</dt><dd>${fmt(m.decoder_ms)} ms (postprocess only: prompt-free)</dd>`
+      : `<dt>next click</dt><dd class="next-click">${fmt(m.next_click_ms)} ms (decoder + postprocess: a new box on this image)</dd>`);
     const safe = m.name.replace(/[^\w.-]+/g, "_");
     card.innerHTML = `
       <h3><span class="dot" style="background:${m.colour}"></span><span class="name"></span>
@@ -97,7 +104,7 @@ function render(result) {
       <img class="overlay" alt="">
       <dl>
         <dt>encoder</dt><dd>${enc}</dd>
-        <dt>decoder</dt><dd>${fmt(m.decoder_ms)} ms (this request)</dd>
+        ${clicks}
         <dt>mask area</dt><dd class="area">${m.area_px} px</dd>
         <dt>predicted IoU</dt><dd>${fmt(m.iou_pred, 3)}</dd>
         ${m.dice_gt === null ? "" : `<dt>Dice vs ground truth</dt><dd>${fmt(m.dice_gt, 4)}</dd>`}
