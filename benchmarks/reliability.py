@@ -41,7 +41,11 @@ def cli(argv: list[str]) -> dict:
     e = err.getvalue()
     lines = [ln for ln in e.splitlines() if ln.strip() and "Warning" not in ln]
     first = next((ln for ln in lines if ln.startswith("error")), lines[0] if lines else "")
-    return {"rc": rc, "stderr": first[:220], "traceback": "Traceback" in e, "stdout": out.getvalue()}
+    tmp = lambda text: text.replace(_TMP[0], "<tmp>") if _TMP else text  # noqa: E731  (no machine paths in results)
+    return {"rc": rc, "stderr": tmp(first)[:220], "traceback": "Traceback" in e, "stdout": tmp(out.getvalue())}
+
+
+_TMP: list[str] = []  # the scratch folder of this run, written as <tmp> in the results
 
 
 def folder(root: Path, name: str, n: int = 6) -> Path:
@@ -642,6 +646,7 @@ def machine() -> str:
 def main() -> None:
     t0 = time.time()
     root = Path(tempfile.mkdtemp(prefix="samdistill-reliability-"))
+    _TMP.append(str(root))
     try:
         rows = (data_cases(root) + model_config_cases(root) + runtime_cases(root) + run_folder_cases(root)
                 + read_only_case(root) + predict_cases(root) + export_cases(root) + data_guard_cases(root))
@@ -663,6 +668,7 @@ def main() -> None:
     payload = {"rows": [{k: v for k, v in r.items()} for r in rows], "tracebacks": tracebacks, "crashes": crashes,
                "not_as_expected": unexpected, "machine": machine(),
                "seconds": time.time() - t0}
+    payload = json.loads(json.dumps(payload).replace(str(root), "<tmp>"))
     write_results("reliability", payload, "\n".join(md) + "\n")
 
 
