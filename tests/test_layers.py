@@ -78,3 +78,10 @@ def test_there_is_one_dice():
             if any(isinstance(n, ast.FunctionDef) and n.name in {"dice", "_dice", "np_dice", "dice_score"}
                    for n in ast.walk(ast.parse(p.read_text())))]
     assert [str(p) for p in defs] == ["dice.py"]
+
+
+def test_config_sits_on_the_base_only():
+    """config.py (recipes, validation) is below every job and method: the methods hand it their run configs."""
+    base = {"errors", "devices", "registry", "atomic", "_version"}
+    above = sorted(m for m in imports(SRC / "config.py") if m.split(".")[1] not in base)
+    assert not above, f"config.py imports {above}"

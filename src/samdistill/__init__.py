@@ -20,4 +20,6 @@ from samdistill.api import (  # noqa: E402
     save_model,
 )
 
+import samdistill.methods  # noqa: E402,F401  (registers every method, and its run config with samdistill.config)
+
 __all__ = ["Predictor", "__version__", "evaluate_model", "list_datasets", "list_models", "load_model", "open_dataset", "save_model"]

@@ -10,7 +10,7 @@ import difflib
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -93,14 +93,21 @@ class DistillConfig(Strict):
             raise ValueError(str(exc)) from None
 
 
+_RUN_CONFIGS: list[Callable[[], dict[str, type[DistillConfig]]]] = []
+
+
+def provide_run_configs(provider: Callable[[], dict[str, type[DistillConfig]]]) -> None:
+    """Called once by the methods registry (``samdistill.methods``) with a function that lists each registered
+    method's run config. So config, at the bottom of the layers, imports no method: the methods hand it theirs
+    (the package ``samdistill`` imports ``samdistill.methods``, so they are registered before any recipe loads)."""
+    _RUN_CONFIGS[:] = [provider]
+
+
 def run_config_types() -> dict[str, type[DistillConfig]]:
-    """Each registered method's run config, by method name.
-
-    Read from the methods registry, whose files register themselves, so this module names no method.
-    """
-    from samdistill.methods import METHODS
-
-    return {e.name: e.meta["config"] for e in METHODS}
+    """Each registered method's run config, by method name."""
+    if not _RUN_CONFIGS:
+        raise RuntimeError("no methods are registered: import samdistill.methods before loading a recipe")
+    return _RUN_CONFIGS[0]()
 
 
 @functools.lru_cache(maxsize=8)

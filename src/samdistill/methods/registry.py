@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from samdistill.config import provide_run_configs
 from samdistill.registry import Registry
 from samdistill.train.trainer import Phase
 
@@ -55,3 +56,4 @@ class MethodRegistry(Registry[Callable[..., Built]]):
 
 
 METHODS = MethodRegistry("method")
+provide_run_configs(lambda: {e.name: e.meta["config"] for e in METHODS})  # config reads them; it imports no method
