@@ -79,8 +79,22 @@ def render_only(stems: Iterable[str], markdown: Callable[[dict], str]) -> None:
         print(f"rendered {RESULTS / (stem + '.md')} from its .json")
 
 
+def portable(text: str) -> str:
+    """``text`` with this machine's absolute paths made portable: the repository root becomes a path relative
+    to it, the shared data folder ``../shared/data``, the temp folder ``<tmp>``. Results name runs and data so
+    that they read the same on any checkout."""
+    import tempfile
+
+    repo = str(ROOT.parent.resolve())
+    for prefix, to in ((str(SHARED_DATA.resolve()), "../shared/data"), (repo + "/", ""), (repo, "."),
+                       (str(Path(tempfile.gettempdir()).resolve()), "<tmp>")):
+        text = text.replace(prefix, to)
+    return text
+
+
 def write_results(stem: str, payload: dict, markdown: str) -> None:
+    """``results/<stem>.json`` and ``.md``, with no absolute path of this machine in either (:func:`portable`)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
-    (RESULTS / f"{stem}.md").write_text(markdown)
+    (RESULTS / f"{stem}.json").write_text(portable(json.dumps(payload, indent=2)))
+    (RESULTS / f"{stem}.md").write_text(portable(markdown))
     print(f"wrote {RESULTS / (stem + '.json')} and .md")

@@ -90,3 +90,19 @@ def test_litemedsam_reference_renders_its_committed_json_but_for_the_dice_labels
     then = md.replace("| reference (official recipe) |", "| reference (official recipe, numpy Dice) |").replace(
         "| samdistill eval |", "| samdistill eval (MONAI Dice) |")
     assert md != then and then == (RESULTS / f"{stem}.md").read_text()
+
+
+def test_results_name_no_absolute_path_of_a_machine(monkeypatch):
+    import re
+    import tempfile
+
+    common = _script("_common", monkeypatch)
+    repo = str(BENCH.parent.resolve())
+    text = f'{{"a": "{repo}/benchmarks/results/runs/x/student.pt", "b": "{common.SHARED_DATA.resolve()}/busi", ' \
+           f'"c": "{Path(tempfile.gettempdir()).resolve()}/s/x.png"}}'
+    assert common.portable(text) == '{"a": "benchmarks/results/runs/x/student.pt", "b": "../shared/data/busi", ' \
+                                    '"c": "<tmp>/s/x.png"}'
+    absolute = re.compile(r'"(/(?:work|tmp|root|home)/[^"]*)"|`(/(?:work|tmp|root|home)/[^`]*)`')
+    found = {p.name: m.group(0) for p in sorted((BENCH / "results").glob("*")) if p.suffix in (".json", ".md")
+             for m in [absolute.search(p.read_text())] if m}
+    assert not found, found
