@@ -309,19 +309,6 @@ def export(
     typer.echo(f"wrote {', '.join(read_export(out, check=False).files)} in {out}")  # as the manifest names them
 
 
-def _replace_csv_column(path: Path, column: str, old: str, new: str) -> None:
-    import csv
-
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r[column] = new if r[column] == old else r[column]
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="Model name, samdistill checkpoint, or a folder from `samdistill export`."),
@@ -385,12 +372,9 @@ def predict(
         with staged_dir(out, force=force, owned_by="samdistill predict") as tmp:
             with num_threads(threads):
                 pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
-                row = predict_volume(pred, input, b, slice_index, tmp, axis=axis, progress=progress)
-            # predict_volume named the mask by its staged path; volumes.csv must name where it ends up
-            mask = out / Path(row["mask"]).name
-            _replace_csv_column(tmp / "volumes.csv", "mask", str(tmp / mask.name), str(mask))
+                row = predict_volume(pred, input, b, slice_index, tmp, axis=axis, progress=progress, final_dir=out)
         typer.echo(f"{row['volume']}: {row['voxels']} voxels = {row['volume_mm3']:.1f} mm3 over {row['slices']} "
-                   f"slices; wrote {mask} and {out / 'volumes.csv'}")
+                   f"slices; wrote {row['mask']} and {out / 'volumes.csv'}")
         return
     from samdistill.deploy.predictor import predict_images
 

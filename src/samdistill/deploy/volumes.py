@@ -412,10 +412,11 @@ def segment_volume(predictor, volume: np.ndarray, box: list[float] | np.ndarray,
 
 
 def predict_volume(predictor, path: str | Path, box, slice_index: int, out_dir: str | Path, *, axis: int = 2,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, final_dir: str | Path | None = None) -> dict[str, Any]:
     """Segment a NIfTI volume (or a DICOM series folder) from one box; write ``<name>_mask.nii.gz`` (same
     geometry) and ``volumes.csv``. A DICOM series' fallbacks for missing tags are printed (stderr) as
-    ``note: ...`` and kept in the row's (and the CSV's) ``notes``."""
+    ``note: ...`` and kept in the row's (and the CSV's) ``notes``. ``final_dir``: where ``out_dir`` will end
+    up when it is a staged folder (the mask is named there in the row and the CSV); default ``out_dir``."""
     nib = _nib()
     notes: list[str] = []
     if Path(path).is_dir():
@@ -436,7 +437,8 @@ def predict_volume(predictor, path: str | Path, box, slice_index: int, out_dir: 
     voxel_mm3 = float(np.prod(mask_img.header.get_zooms()[:3]))
     slices = int(np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(1).sum())
     row = {"volume": Path(path).name, "voxels": int(mask.sum()), "voxel_mm3": voxel_mm3,
-           "volume_mm3": float(mask.sum() * voxel_mm3), "slices": slices, "mask": str(mask_path),
+           "volume_mm3": float(mask.sum() * voxel_mm3), "slices": slices,
+           "mask": str(Path(final_dir) / mask_path.name if final_dir is not None else mask_path),
            "notes": "; ".join(notes)}
     with open(out / "volumes.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(row))
