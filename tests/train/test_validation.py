@@ -1,4 +1,5 @@
-"""The per-epoch validation scores with the one Dice: its empty-mask convention at the logits' resolution."""
+"""The per-epoch validation scores with the one Dice, in the input frame: a coarse student's logits are
+upsampled to the mask, so students on different grids are scored alike."""
 
 import pytest
 import torch
@@ -23,12 +24,12 @@ def _batch(mask):
     return [{"image": torch.zeros(1, 3, 8, 8), "embedding": torch.zeros(1, 256, 1, 1), "mask": mask[None]}]
 
 
-def test_validation_dice_follows_the_empty_convention_at_the_logits_resolution():
+def test_validation_dice_is_taken_in_the_input_frame():
     tiny = torch.zeros(8, 8)
-    tiny[0, 0] = 1  # 1 of the 16 pixels of its 2x2 cell: empty at the logits' resolution
-    assert promptable_validation(_Student(-1.0), _batch(tiny))["dice"] == 1.0  # both empty (was 0 before issue 22)
-    assert promptable_validation(_Student(1.0), _batch(tiny))["dice"] == 0.0  # prediction only
+    tiny[0, 0] = 1  # 1 of 64 input pixels; at the 2x2 logits' resolution it would vanish
+    assert promptable_validation(_Student(-1.0), _batch(tiny))["dice"] == 0.0  # missed: no longer "both empty"
+    assert promptable_validation(_Student(1.0), _batch(tiny))["dice"] == pytest.approx(2 * 1 / (64 + 1))
     big = torch.zeros(8, 8)
-    big[:4, :4] = 1  # one full cell of four
-    assert promptable_validation(_Student(1.0), _batch(big))["dice"] == pytest.approx(2 * 1 / (4 + 1))
+    big[:4, :4] = 1
+    assert promptable_validation(_Student(1.0), _batch(big))["dice"] == pytest.approx(2 * 16 / (64 + 16))
     assert promptable_validation(_Student(1.0), _batch(torch.zeros(8, 8)))["dice"] == 0.0  # empty gt: left out, none left

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from samdistill.data.prompts import interior_point
@@ -59,3 +60,27 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> Click | None:
     positive = fp is None or (fn is not None and fn.sum() >= fp.sum())
     x, y = interior_point(fn if positive else fp, border_outside=True)
     return Click(x, y, positive)
+
+
+def disagreement_points(student_fg: torch.Tensor, teacher_fg: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training-time corrective click of prompt-in-the-loop distillation (KD SAM stage 2).
+
+    One point per row, drawn uniformly at random (torch's global RNG: seeded and checkpointed) from the
+    pixels where the student's and the teacher's masks disagree (``BxHxW`` boolean, same size), labelled
+    as the teacher would correct the student: 1 (add) where the teacher says foreground, 0 (remove) where
+    it says background. A row where the two agree everywhere gets SAM's padding point (label -1, which the
+    prompt encoder ignores). Returns ``(Bx1x2 coords (x, y) in the input frame of side size, Bx1 labels)``.
+    """
+    if student_fg.shape != teacher_fg.shape or student_fg.ndim != 3:
+        raise ValueError(f"masks must be BxHxW of one shape, got {tuple(student_fg.shape)} and {tuple(teacher_fg.shape)}")
+    b, h, w = student_fg.shape
+    region = (student_fg != teacher_fg).flatten(1)
+    score = torch.rand(region.shape, device=region.device).masked_fill(~region, -1.0)
+    idx = score.argmax(1)
+    found = region.any(1)
+    x = ((idx % w).float() + 0.5) * (size / w)
+    y = (torch.div(idx, w, rounding_mode="floor").float() + 0.5) * (size / h)
+    labels = teacher_fg.flatten(1).gather(1, idx[:, None]).long()
+    labels = torch.where(found[:, None], labels, torch.full_like(labels, -1))
+    coords = torch.stack([x, y], dim=1)[:, None] * found[:, None, None]
+    return coords, labels

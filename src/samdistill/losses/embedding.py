@@ -10,5 +10,21 @@ from samdistill.losses.registry import LOSSES
 
 @LOSSES.register("embedding_mse")
 def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all elements. ``student``, ``teacher``: ``Bx256xgxg``. Returns a scalar."""
-    return F.mse_loss(student, teacher.to(student.dtype))
+    """Mean squared error over all elements. ``student``: ``Bx256xgxg``; ``teacher``: ``Bx256xGxG``,
+    brought to the student's grid by :func:`pooled_embedding` when ``G != g``. Returns a scalar."""
+    return F.mse_loss(student, pooled_embedding(teacher, student.shape[-1]).to(student.dtype))
+
+
+def pooled_embedding(embedding: torch.Tensor, grid: int) -> torch.Tensor:
+    """``Bx256xGxG -> Bx256xgxg`` by averaging each ``(G/g)x(G/g)`` block (unchanged when ``g == G``).
+
+    The target of a coarse-grid student: each student token stands for the block of teacher tokens it
+    covers. Averaging keeps the embedding in the space the teacher's decoder reads (its weights start
+    the student's decoder), which a learned up-projection of the student's grid would not guarantee.
+    """
+    g = embedding.shape[-1]
+    if g == grid:
+        return embedding
+    if g % grid:
+        raise ValueError(f"cannot pool a {g}x{g} embedding to {grid}x{grid}")
+    return F.avg_pool2d(embedding, g // grid)

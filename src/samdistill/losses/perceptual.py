@@ -32,14 +32,20 @@ def decoder_activations(prompt_encoder, mask_decoder, emb: torch.Tensor, boxes: 
 
 
 class capture_decoder_tokens:
-    """Context manager: records the image tokens (``keys``, ``Bx(g*g)x256``) that a SAM mask decoder's
-    two-way transformer produces during ``decode`` calls, so a loss can use them without a second pass."""
+    """Context manager: records what a SAM mask decoder's two-way transformer produces during ``decode``
+    calls, so a loss can use them without a second pass: the image tokens (``keys``, ``Bx(g*g)x256``)
+    and the output tokens (``BxTx256``: the IoU token, the mask tokens, then the prompt tokens)."""
 
     def __init__(self, mask_decoder) -> None:
-        self.transformer, self.keys = mask_decoder.transformer, []
+        self.transformer, self.keys, self.queries = mask_decoder.transformer, [], []
+        self.n_output_tokens = 1 + mask_decoder.num_mask_tokens
 
     def __enter__(self) -> "capture_decoder_tokens":
-        self._h = self.transformer.register_forward_hook(lambda m, i, o: self.keys.append(o[1]))
+        def hook(m, i, o):
+            self.queries.append(o[0])
+            self.keys.append(o[1])
+
+        self._h = self.transformer.register_forward_hook(hook)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -49,16 +55,27 @@ class capture_decoder_tokens:
     def image_tokens(self) -> torch.Tensor:
         return torch.cat(self.keys)
 
+    @property
+    def output_tokens(self) -> torch.Tensor:
+        """``Bx(1+M)x256``: the IoU token and the M mask tokens after the transformer (what the IoU head
+        and the hypernetworks read), from every call recorded."""
+        return torch.cat([q[:, : self.n_output_tokens] for q in self.queries])
+
 
 class DecoderPerceptual(nn.Module):
     """Activations of the teacher's (frozen) mask decoder as the feature network.
 
-    ``forward(student_emb Bx256xgxg, teacher_emb Bx256xgxg, boxes Bx4 input frame) -> scalar``.
+    ``forward(student_emb Bx256xgxg, teacher_emb Bx256xGxG, boxes Bx4 input frame) -> scalar``. A student
+    on a coarser grid (``grid``) is compared with the teacher's embedding pooled to its grid
+    (:func:`samdistill.losses.embedding.pooled_embedding`), both read by the teacher's decoder with the
+    positional encoding of that grid.
     """
 
-    def __init__(self, teacher) -> None:
+    def __init__(self, teacher, grid: int | None = None) -> None:
         super().__init__()
         self.prompt_encoder = copy.deepcopy(teacher.prompt_encoder).eval()
+        if grid is not None:
+            self.prompt_encoder.image_embedding_size = (int(grid), int(grid))
         self.mask_decoder = copy.deepcopy(teacher.mask_decoder).eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -67,9 +84,11 @@ class DecoderPerceptual(nn.Module):
         return list(decoder_activations(self.prompt_encoder, self.mask_decoder, emb, boxes))
 
     def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        from samdistill.losses.embedding import pooled_embedding
+
         fs = self.features(student_emb, boxes)
         with torch.no_grad():
-            ft = self.features(teacher_emb.to(student_emb.dtype), boxes)
+            ft = self.features(pooled_embedding(teacher_emb, student_emb.shape[-1]).to(student_emb.dtype), boxes)
         return sum(F.mse_loss(a, b) for a, b in zip(fs, ft)) / len(fs)
 
 

@@ -6,8 +6,17 @@ mask decoder activations on both embeddings (or VGG16 features of the decoded ma
 
 Stage 2 (decoder, and by default the encoder too), with jittered ground-truth boxes:
 ``loss = dice * Dice + bce * BCE + kd * KL(teacher mask | student mask, T) + iou * IoU-head MSE
-+ mse * MSE(e_s, e_t)``; the teacher's logits come from its decoder on the cached embedding under
-the same box, so the teacher's encoder never runs during training.
++ iou_kd * MSE(iou_s, iou_t) + token_kd * MSE(output tokens_s, output tokens_t) + mse * MSE(e_s, e_t)``;
+the teacher's logits, IoU predictions and output tokens (IoU + mask tokens after its two-way
+transformer) come from its decoder on the cached embedding under the same prompt, so the teacher's
+encoder never runs during training. The mask terms are computed at the teacher's low-res mask size
+(the student's logits upsampled to it), so a student on a coarser grid (``student.grid``) is taught
+the teacher's mask at the teacher's resolution.
+
+Prompt-in-the-loop (``stage2.loop_iters`` rounds, EdgeSAM's idea adapted to a cached teacher): after
+the box, a point is drawn where the student's and the teacher's masks disagree (positive where the
+teacher says foreground), both decode again with the box and every point so far, and the loss above is
+taken on every round (averaged), so the student learns to follow corrections the way the teacher does.
 
 This file is the whole method: its run config (:class:`KDSAMConfig`), its :func:`build` (student and
 phases, registered in ``METHODS``) and its step (:class:`KDSAMStage`).
@@ -27,6 +36,10 @@ from samdistill.methods.registry import METHODS, Built
 from samdistill.models.zoo import load_model
 from samdistill.train.trainer import Phase
 from samdistill.train.validation import promptable_validation
+import torch.nn.functional as F
+
+from samdistill.data.clicks import disagreement_points
+from samdistill.losses.perceptual import capture_decoder_tokens
 from samdistill.losses.targets import target_like
 from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
@@ -37,6 +50,9 @@ from samdistill.data.boxes import jitter, tight_boxes
 class StudentConfig(Strict):
     name: str = "mobilenetv4_conv_small"
     decoder: Literal["teacher", "slim"] = "teacher"
+    grid: Optional[int] = Field(None, ge=4)  # embedding grid; None: the teacher's (64 for LiteMedSAM)
+    slim_depth: int = Field(1, ge=1)  # decoder=slim: two-way transformer blocks (the teacher has 2)
+    slim_mlp_dim: int = Field(512, ge=8)  # decoder=slim: MLP width of each block (the teacher: 2048)
     neck_width: Optional[int] = Field(None, ge=4)
     pretrained: Optional[str] = None  # local timm weights file
 
@@ -66,6 +82,9 @@ class Stage2Config(Strict):
     kd: float = Field(0.5, ge=0)
     temperature: float = Field(1.0, gt=0)
     iou: float = Field(0.1, ge=0)
+    iou_kd: float = Field(0.0, ge=0)  # MSE to the teacher's IoU predictions
+    token_kd: float = Field(0.0, ge=0)  # MSE to the teacher's IoU + mask tokens after its transformer
+    loop_iters: int = Field(0, ge=0)  # prompt-in-the-loop: corrective points after the box, decoded again
     mse: float = Field(0.5, ge=0)
 
 
@@ -118,23 +137,46 @@ class KDSAMStage:
             return out
         c: Stage2Config = self.cfg  # type: ignore[assignment]
         boxes = jitter(tight_boxes(mask), c.box_jitter, size)
-        logits, iou_pred = self.student.decode(emb_s, boxes=boxes)
-        target = target_like(mask, logits)
-        out = {"dice": dice_loss(logits, target), "bce": bce_loss(logits, target)}
-        loss = c.dice * out["dice"] + c.bce * out["bce"]
-        if c.kd > 0:
-            with torch.no_grad():
-                t_logits, _ = self.teacher.decode(emb_t, boxes=boxes)
-            out["kd"] = logit_kd(logits, t_logits, c.temperature)
-            loss = loss + c.kd * out["kd"]
-        if c.iou > 0:
-            out["iou"] = iou_head_mse(iou_pred, logits, target)
-            loss = loss + c.iou * out["iou"]
+        points = None
+        rounds = []
+        for r in range(1 + c.loop_iters):
+            if r:
+                new = disagreement_points(logits.detach()[:, 0] > 0, t_logits[:, 0] > 0, size)
+                points = new if points is None else (torch.cat([points[0], new[0]], 1), torch.cat([points[1], new[1]], 1))
+            logits, t_logits, terms = self._round(emb_s, emb_t, mask, boxes, points)
+            rounds.append(terms)
+        out = {k: sum(t[k] for t in rounds) / len(rounds) for k in rounds[0]}
+        loss = sum(getattr(c, k) * v for k, v in out.items())
         if c.mse > 0 and c.train_encoder:
             out["mse"] = embedding_mse(emb_s, emb_t)
             loss = loss + c.mse * out["mse"]
         out["loss"] = loss
         return out
+
+    def _round(self, emb_s, emb_t, mask, boxes, points):
+        """One decode of student and teacher under the same prompt; the mask terms at the teacher's
+        low-res size. Returns (student logits there, teacher logits, {term: value})."""
+        c: Stage2Config = self.cfg  # type: ignore[assignment]
+        with capture_decoder_tokens(self.student.mask_decoder) as cap_s:
+            logits, iou_pred = self.student.decode(emb_s, boxes=boxes, points=points)
+        t_logits = None
+        if c.kd > 0 or c.iou_kd > 0 or c.token_kd > 0 or c.loop_iters > 0:
+            with torch.no_grad(), capture_decoder_tokens(self.teacher.mask_decoder) as cap_t:
+                t_logits, t_iou = self.teacher.decode(emb_t, boxes=boxes, points=points)
+        size = self.teacher.mask_prompt_size  # the teacher's low-res mask side
+        if logits.shape[-1] != size:
+            logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        target = target_like(mask, logits)
+        out = {"dice": dice_loss(logits, target), "bce": bce_loss(logits, target)}
+        if c.kd > 0:
+            out["kd"] = logit_kd(logits, t_logits, c.temperature)
+        if c.iou > 0:
+            out["iou"] = iou_head_mse(iou_pred, logits, target)
+        if c.iou_kd > 0:
+            out["iou_kd"] = F.mse_loss(iou_pred, t_iou)
+        if c.token_kd > 0:
+            out["token_kd"] = F.mse_loss(cap_s.output_tokens, cap_t.output_tokens)
+        return logits, t_logits, out
 
     def validate(self, loader) -> dict[str, float]:
         """Dice of the student in the input frame, tight box, and embedding MSE to the teacher."""
@@ -146,7 +188,8 @@ def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys
     """KD SAM: a promptable student and its two stages (encoder, then decoder)."""
     student = load_model(
         cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
-        pretrained=cfg.student.pretrained,
+        pretrained=cfg.student.pretrained, grid=cfg.student.grid,
+        slim={"depth": cfg.student.slim_depth, "mlp_dim": cfg.student.slim_mlp_dim},
     ).to(cfg.device)
     mem = cfg.cache.in_memory
     all_train = [k for k in train_keys.values()]
@@ -163,7 +206,7 @@ def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys
                     raise UserError("stage1.perceptual_net=vgg16 needs stage1.vgg16_weights=PATH (never downloaded)")
                 raise UserError("the VGG16 perceptual loss compares decoded masks and is available in stage 2 "
                                 "experiments only; use perceptual_net=decoder for stage 1")
-            perceptual = DecoderPerceptual(teacher).to(cfg.device)
+            perceptual = DecoderPerceptual(teacher, grid=student.embedding_grid).to(cfg.device)
         phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
                                                  perceptual=perceptual, device=cfg.device),
                             CachedSet(cache, prompted if cfg.stage1.perceptual > 0 else all_train, mem),

@@ -1,7 +1,7 @@
 """The per-epoch validation score of promptable students on cached entries (no teacher run).
 
 Dice (:func:`samdistill.dice.batch_dice`) of the student's mask under the tight ground-truth box,
-in the input frame at the logits' resolution, per image (images with an empty ground truth cannot be
+in the input frame (the logits upsampled to it when a coarse-grid student's are smaller), per image (images with an empty ground truth cannot be
 prompted and are left out), and the embedding MSE to the teacher's cached embedding. Cheap by design: the full metrics come from ``samdistill eval``.
 """
 
@@ -27,5 +27,7 @@ def promptable_validation(student, loader, device: str = "cpu") -> dict[str, flo
         if not keep.any():
             continue
         logits, _ = student.decode(emb_s[keep], boxes=tight_boxes(mask[keep]))
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = torch.nn.functional.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
         dices += batch_dice(logits > 0, target_like(mask[keep], logits) > 0).tolist()
     return {"dice": float(sum(dices) / max(len(dices), 1)), "mse": float(sum(mses) / max(len(mses), 1))}

@@ -2,8 +2,16 @@
 encoder, handed to SAM's prompt encoder and mask decoder (copied from the teacher), i.e. the same
 :class:`PromptableModel` assembly as the teachers.
 
-``decoder="teacher"`` keeps the teacher's decoder size; ``decoder="slim"`` uses a one-block,
-narrow-MLP two-way transformer, initialised from the teacher wherever the shapes agree.
+``decoder="teacher"`` keeps the teacher's decoder size; ``decoder="slim"`` uses a shallower two-way
+transformer (``slim_depth`` blocks, ``slim_mlp_dim`` wide MLPs), initialised from the teacher wherever
+the shapes agree.
+
+``grid`` (with a teacher): the student's embedding grid, coarser than the teacher's (64 -> 32 or 16).
+The decoder's cost is in its number of image tokens (g*g), so a 16x16 grid decodes a prompt in ~1/14 of
+the MACs of 64x64. The neck emits that grid; SAM's prompt encoder is rebuilt for it (same weights: its
+positional encoding is a function of the normalised coordinate) and the mask decoder's weights are
+the teacher's (attention and MLPs act per token, whatever their number). The low-res mask is then
+``4g x 4g``, upsampled to the input frame like the teacher's.
 Backbones start from random init (no network). ``pretrained="PATH"`` loads timm ImageNet weights from
 a local file (timm's ``pretrained_cfg_overlay=dict(file=...)``); nothing is ever downloaded.
 """
@@ -32,7 +40,7 @@ BACKBONES: dict[str, tuple[str, int]] = {
     "tinyvit_5m": ("tiny_vit_5m_224", 128),
 }
 
-SLIM_DECODER = {"depth": 1, "mlp_dim": 512, "num_heads": 8}
+SLIM_DECODER = {"depth": 1, "mlp_dim": 512}
 
 
 class TimmEncoder(nn.Module):
@@ -130,11 +138,13 @@ def build_student(
     preprocess: dict | None = None,
     heads: dict[str, int] | None = None,
     decoder: str = "teacher",
+    slim: dict[str, int] | None = None,
     neck_width: int | None = None,
     pretrained: str | bool | None = None,
     registry_name: str | None = None,
 ) -> PromptableModel:
-    """Assemble a student. With ``teacher``: its frame, grid and heads (weights copied). Without: from config."""
+    """Assemble a student. With ``teacher``: its frame and heads (weights copied), its grid unless ``grid``
+    is given. Without: from config. ``slim``: ``{"depth", "mlp_dim"}`` of a ``decoder="slim"``."""
     if family not in BACKBONES:
         raise UserError(f"unknown student backbone {family!r}; valid: {', '.join(BACKBONES)}")
     if decoder not in ("teacher", "slim"):
@@ -142,7 +152,10 @@ def build_student(
     timm_name, default_width = BACKBONES[family]
     if teacher is not None:
         pp = teacher.preprocess
-        grid = teacher.embedding_grid
+        tg = teacher.embedding_grid
+        if grid is not None and (grid > tg or tg % grid or grid < 4):
+            raise UserError(f"student.grid must divide the teacher's embedding grid ({tg}) and be >= 4, got {grid}")
+        grid = tg if grid is None else int(grid)
         heads = heads_config(teacher)
     else:
         if preprocess is None or grid is None or heads is None:
@@ -151,7 +164,10 @@ def build_student(
     if input_size is not None and input_size != pp.input_size:
         pp = Preprocess.from_dict({**pp.to_dict(), "input_size": input_size})
         grid = grid * input_size // teacher.input_size if teacher is not None else grid
-    student_heads = {**heads, **SLIM_DECODER} if decoder == "slim" else dict(heads)
+    slim = {**SLIM_DECODER, **(slim or {})} if decoder == "slim" else None
+    if slim is not None and (slim["depth"] < 1 or slim["mlp_dim"] < 8):
+        raise UserError(f"a slim decoder needs depth >= 1 and mlp_dim >= 8, got {slim}")
+    student_heads = {**heads, **slim} if slim is not None else dict(heads)
     width = neck_width or default_width
     encoder = TimmEncoder(timm_name, input_size=pp.input_size, grid=grid, width=width, pretrained=pretrained)
     pe, md = sam_heads(student_heads, grid, pp.input_size)
@@ -161,7 +177,8 @@ def build_student(
     model = PromptableModel(
         image_encoder=encoder, prompt_encoder=pe, mask_decoder=md, preprocess=pp,
         family=registry_name or family,
-        config={"preprocess": pp.to_dict(), "grid": grid, "heads": heads, "decoder": decoder, "neck_width": width},
+        config={"preprocess": pp.to_dict(), "grid": grid, "heads": heads, "decoder": decoder, "neck_width": width,
+                **({"slim": slim} if slim is not None else {})},
     )
     return model.train()
 
