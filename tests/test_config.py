@@ -26,7 +26,7 @@ def test_a_recipe_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "kdsam").write_text("seed: 11\n")
     assert load_config("kdsam").seed == 11
-    with pytest.raises(UserError, match="recipe not found: ../kdsam .*shipped recipe: kdsam, knowsam, nas"):
+    with pytest.raises(UserError, match="recipe not found: ../kdsam .*shipped recipe: kdsam, knowsam, meanteacher, nas"):
         load_config("../kdsam")  # a name never walks out of the recipes folder
 
 
@@ -124,7 +124,7 @@ def test_another_methods_key_is_a_one_line_error_naming_its_method(recipe, overr
 
 
 def test_an_unknown_method_lists_the_registered_ones():
-    with pytest.raises(UserError, match=r"unknown method 'kdsm'; did you mean 'kdsam'\? \(valid: kdsam, knowsam, nas"):
+    with pytest.raises(UserError, match=r"unknown method 'kdsm'; did you mean 'kdsam'\? \(valid: kdsam, knowsam, meanteacher, nas"):
         load_config("kdsam", ["method=kdsm"])
 
 

@@ -217,7 +217,7 @@ def test_a_method_registered_in_a_test_runs_through_distill(tmp_path, toy_method
     assert "best val Dice" in capsys.readouterr().out
     assert main(["list"]) == 0  # samdistill list shows every registered method with its build's first doc line
     listed = capsys.readouterr().out.split("methods (samdistill distill --method NAME):\n")[1].splitlines()
-    assert [line.split()[0] for line in listed] == ["kdsam", "knowsam", "nas", "toy"]
+    assert [line.split()[0] for line in listed] == ["kdsam", "knowsam", "meanteacher", "nas", "toy"]
     assert "Toy: embedding regression, one phase." in listed[-1]
 
 

@@ -180,8 +180,8 @@ def eval_cmd(
 @app.command()
 def distill(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stage1.epochs=3."),
-    method: str = typer.Option("kdsam", help="Distillation method: kdsam (promptable student) | knowsam (prompt-free, semi-supervised)."),
-    recipe: Optional[str] = typer.Option(None, help="Recipe: a YAML file, or a shipped recipe's name (kdsam, knowsam, nas; default: the --method's)."),
+    method: str = typer.Option("kdsam", help="Distillation method: kdsam (promptable student) | knowsam (prompt-free, semi-supervised) | meanteacher (prompt-free UNet, Mean Teacher; meanteacher.skd=true adds SAM KD)."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe: a YAML file, or a shipped recipe's name (kdsam, knowsam, meanteacher, nas; default: the --method's)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher model name (default from the recipe: litemedsam)."),
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
     student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`)."),

@@ -14,7 +14,7 @@ STUDENTS = [n for n in list_models("student") if MODELS.entry(n).meta.get("backb
 def test_every_backbone_has_a_full_and_a_test_variant():
     assert set(STUDENTS) == set(BACKBONES) | {f"test_{b}" for b in BACKBONES}
     others = set(list_models("student")) - set(STUDENTS)
-    assert others == {"knowsam_student", "test_knowsam_student", "nas"}
+    assert others == {"knowsam_student", "test_knowsam_student", "unet_student", "test_unet_student", "nas"}
 
 
 @pytest.mark.parametrize("name", STUDENTS)

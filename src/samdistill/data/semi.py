@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -94,3 +94,17 @@ class SemiSet(Dataset):
     @property
     def unlabeled_indices(self) -> list[int]:
         return [i for i, f in enumerate(self.flags) if not f]
+
+
+def semi_train_set(base: Callable[[list[str]], Dataset], train_keys: Mapping[tuple[str, bool], str], labeled: float,
+                   *, unlabeled: bool = True, seed: int = 0) -> tuple[SemiSet, list[str], int]:
+    """A run's semi-supervised train set: ``(set, labeled ids, number of unlabeled ids)``.
+
+    ``train_keys``: ``(image id, flipped) -> cache key`` of the train split; ``labeled``: as in
+    :func:`pick_labeled` (seeded by ``seed``); ``unlabeled=False`` leaves the unlabeled images out (the
+    supervised baseline); ``base``: cache keys -> the dataset over them (e.g. a ``CachedSet``)."""
+    ids = sorted({sid for sid, _ in train_keys})
+    picked = set(pick_labeled(ids, labeled, seed=seed))
+    entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if unlabeled or sid in picked]
+    train_set = SemiSet(base([key for _, key in entries]), [sid in picked for sid, _ in entries])
+    return train_set, sorted(picked), len(ids) - len(picked) if unlabeled else 0

@@ -26,6 +26,26 @@ def apply_flips(t: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor) -> to
     return torch.where(vflip.view(shape), t.flip(-2), t)
 
 
+def to_frame(images: torch.Tensor, masks: torch.Tensor | None = None, size: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images ``Bx3xSxS`` (and masks ``BxSxS``) in one input frame -> the same frame at ``size`` px.
+
+    Every model's frame is the same resize-longest-side + pad, so shrinking a padded frame gives the
+    smaller model's frame (images antialiased, like ``Preprocess.image``; masks nearest, dtype kept)."""
+    if size is None or images.shape[-1] == size:
+        return images, masks
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if masks is not None:
+        masks = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].to(masks.dtype)
+    return images, masks
+
+
+def clipped_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tensor:
+    """``x`` + Gaussian noise (``std``) clipped to ±``clip``: the Mean Teacher's input perturbation
+    (as in the SSL4MIS code: std 0.1, clip 0.2)."""
+    return x + (torch.randn(x.shape) * std).clamp(-clip, clip).to(x)
+
+
 def photometric(x: torch.Tensor, strength: float = 0.2) -> torch.Tensor:
     """Per-sample brightness shift and contrast scale (uniform ±strength, in normalised units) plus
     Gaussian noise (std strength/2). ``Bx3xHxW``."""

@@ -28,7 +28,6 @@ This file is the whole method: its run config (:class:`KnowSAMRunConfig`, sectio
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
@@ -41,9 +40,11 @@ from samdistill.data.cache import CachedSet, EmbeddingCache
 from samdistill.methods.registry import METHODS, Built
 from samdistill.models.zoo import load_model
 from samdistill.train.trainer import Phase
-from samdistill.data.transforms import apply_flips, confident_regions, paste, photometric, random_flips
+from samdistill.data.transforms import apply_flips, confident_regions, paste, photometric, random_flips, to_frame
 from samdistill.dice import batch_dice
+from samdistill.losses.ramps import sigmoid_rampup
 from samdistill.losses.semi import ce_dice, consistency_mse, entropy_loss, softmax_kd
+from samdistill.models.prompt_generator import learned_prompt_logits
 from samdistill.models.students.fusion import entropy_map
 
 
@@ -62,6 +63,8 @@ class KnowSAMConfig(Strict):
     sam_decode: Literal["per_class", "foreground"] = "per_class"  # foreground: one decode, logits [0, l] (binary)
     fusion: bool = True  # false: plain logit average instead of the Hybrid Aggregation Module
     epochs: int = Field(10, ge=0)  # one epoch = one pass over the unlabeled images
+    max_steps: int | None = Field(None, ge=1, description="optimiser-step budget in place of epochs: the run "
+                                  "trains exactly this many steps; the LR decay and ramp-ups follow it")
     batch_size: int = Field(8, ge=2)
     labeled_bs: int = Field(4, ge=1)
     optim: OptimConfig = OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="linear",
@@ -101,15 +104,6 @@ class KnowSAMParts(nn.Module):
         self.adapters = adapters
         self.decoder_adapters = decoder_adapters
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-
-
-def sigmoid_rampup(progress: float, length: float = 1.0) -> float:
-    """exp(-5 (1 - p)²) with p = progress / length clipped to [0, 1] (Laine & Aila's ramp-up); 1 after
-    the end, and always 1 when ``length`` is 0 (no ramp)."""
-    if length <= 0:
-        return 1.0
-    p = min(max(progress / length, 0.0), 1.0)
-    return float(math.exp(-5.0 * (1.0 - p) ** 2))
 
 
 class KnowSAMMethod:
@@ -153,34 +147,13 @@ class KnowSAMMethod:
         ``S`` = ``size``, by default the student's frame (``fused``'s size)."""
         t = self.teacher
         emb = t.encode(images) if self.parts.adapters is not None or embeddings is None else embeddings
-        tokens = self.parts.prompt_generator(emb)
-        m = t.mask_prompt_size
-        prompt = F.interpolate(fused.detach(), size=(m, m), mode="bilinear", align_corners=False)
-        if self.cfg.sam_decode == "foreground" and self.num_classes == 2:
-            # binary shortcut: one decode (SAM's native sigmoid mask); softmax([0, l]) == sigmoid(l)
-            fg = t.decode_tokens(emb, tokens[:, 1], (prompt[:, 1:2] - prompt[:, :1]))
-            logits = torch.cat([torch.zeros_like(fg), fg], dim=1)
-        else:
-            outs = [t.decode_tokens(emb, tokens[:, c], prompt[:, c : c + 1]) for c in range(self.num_classes)]
-            logits = torch.cat(outs, dim=1)
-        s = size or fused.shape[-1]
-        if logits.shape[-1] != s:
-            logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
-        return logits
+        return learned_prompt_logits(t, self.parts.prompt_generator, emb, fused,
+                                     foreground=self.cfg.sam_decode == "foreground", size=size)
 
     # ------------------------------------------------------------------ one step
     def to_student_frame(self, images: torch.Tensor, masks: torch.Tensor | None = None):
-        """Teacher-frame images (and masks) -> the student's input frame (``knowsam.input_size``).
-
-        Both frames are the same resize-longest-side + pad, so shrinking the padded teacher frame gives
-        the student's frame (antialiased, like :meth:`Preprocess.image`; masks nearest)."""
-        s = self.student.input_size
-        if images.shape[-1] == s:
-            return images, masks
-        images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        if masks is not None:
-            masks = F.interpolate(masks[:, None].float(), size=(s, s), mode="nearest")[:, 0].to(masks.dtype)
-        return images, masks
+        """Teacher-frame images (and masks) -> the student's input frame (``knowsam.input_size``)."""
+        return to_frame(images, masks, self.student.input_size)
 
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.cfg
@@ -279,7 +252,7 @@ class KnowSAMMethod:
                   cli_keys={"student": "knowsam.student", "labeled": "knowsam.labeled"})
 def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
     """KnowSAM: the prompt-free student, SAM's prompt generator (+ adapters) and one semi-supervised phase."""
-    from samdistill.data.semi import SemiSet, TwoStreamBatchSampler, pick_labeled
+    from samdistill.data.semi import TwoStreamBatchSampler, semi_train_set
     from samdistill.models.adapters import add_adapters, add_decoder_adapters
     from samdistill.models.prompt_generator import PromptGenerator
 
@@ -296,21 +269,18 @@ def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val
         if k.decoder_adapters:
             decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
     parts = KnowSAMParts(student, prompt_generator, adapters, decoder_adapters)
-    ids = sorted({sid for sid, _ in train_keys})
-    labeled = set(pick_labeled(ids, k.labeled, seed=cfg.data.seed))
-    entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if k.unlabeled or sid in labeled]
-    train_set = SemiSet(CachedSet(cache, [key for _, key in entries], cfg.cache.in_memory),
-                        [sid in labeled for sid, _ in entries])
+    train_set, labeled, n_unlabeled = semi_train_set(lambda keys: CachedSet(cache, keys, cfg.cache.in_memory),
+                                                     train_keys, k.labeled, unlabeled=k.unlabeled, seed=cfg.data.seed)
     lab_idx, unl_idx = train_set.labeled_indices, train_set.unlabeled_indices
 
     def sampler(g):
         return TwoStreamBatchSampler(lab_idx, unl_idx, k.batch_size, k.labeled_bs, generator=g)
 
-    steps = len(sampler(None)) * k.epochs
+    steps = k.max_steps or len(sampler(None)) * k.epochs  # what the ramp-ups span (the trainer's LR schedule too)
     method = KnowSAMMethod(parts=parts, teacher=teacher, cfg=k, total_steps=steps, device=cfg.device)
     val_set = CachedSet(cache, list(val_keys.values()), cfg.cache.in_memory)
-    phase = Phase("knowsam", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler)
-    extra = {"n_labeled": len(labeled), "n_unlabeled": len(ids) - len(labeled) if k.unlabeled else 0,
-             "adapters": k.adapters}
+    phase = Phase("knowsam", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler,
+                  max_steps=k.max_steps)
+    extra = {"n_labeled": len(labeled), "n_unlabeled": n_unlabeled, "adapters": k.adapters}
     return Built(model=parts, student=student, phases=[phase], student_name=k.student, extra=extra,
-                 labeled_ids=sorted(labeled))
+                 labeled_ids=labeled)

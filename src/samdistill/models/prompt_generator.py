@@ -4,11 +4,14 @@ For each class, ``tokens_per_class`` learned queries attend over the (projected)
 and come out as sparse prompt embeddings for SAM's mask decoder:
 ``tokens[c] = q[c] + W_o softmax(q[c] W_q (E W_k)^T / sqrt(d)) (E W_v)``.
 ``Bx256xgxg -> BxCxKx256``.
+
+:func:`learned_prompt_logits` is how a method segments with SAM through it (KnowSAM, Mean Teacher + SKD).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -29,3 +32,28 @@ class PromptGenerator(nn.Module):
         attn = torch.einsum("nd,bld->bnl", q, self.kproj(feats)) * self.scale
         tokens = self.queries + self.out(torch.einsum("bnl,bld->bnd", attn.softmax(-1), self.v(feats)))
         return tokens.reshape(b, self.num_classes, self.k, -1)
+
+
+def learned_prompt_logits(teacher, prompt_generator: PromptGenerator, embeddings: torch.Tensor,
+                          mask_logits: torch.Tensor, *, foreground: bool = False, size: int | None = None
+                          ) -> torch.Tensor:
+    """SAM's ``BxCxSxS`` class logits with learned prompts: one decode per class, the generator's tokens
+    in place of boxes and ``mask_logits`` (``BxCxHxW``, a student's prediction, detached here) as the
+    dense mask prompt.
+
+    ``foreground`` (binary tasks): one decode instead of two, SAM's native sigmoid mask as logits ``[0, l]``
+    (softmax([0, l]) == sigmoid(l)). ``S`` = ``size``, by default ``mask_logits``'s size."""
+    tokens = prompt_generator(embeddings)
+    m = teacher.mask_prompt_size
+    prompt = F.interpolate(mask_logits.detach(), size=(m, m), mode="bilinear", align_corners=False)
+    num_classes = mask_logits.shape[1]
+    if foreground and num_classes == 2:
+        fg = teacher.decode_tokens(embeddings, tokens[:, 1], prompt[:, 1:2] - prompt[:, :1])
+        logits = torch.cat([torch.zeros_like(fg), fg], dim=1)
+    else:
+        outs = [teacher.decode_tokens(embeddings, tokens[:, c], prompt[:, c : c + 1]) for c in range(num_classes)]
+        logits = torch.cat(outs, dim=1)
+    s = size or mask_logits.shape[-1]
+    if logits.shape[-1] != s:
+        logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
+    return logits

@@ -31,6 +31,7 @@ _FAMILY_MODULES = (
     "samdistill.models.teachers.test_sam",
     "samdistill.models.students.promptable",
     "samdistill.models.students.fusion",
+    "samdistill.models.students.unet_student",
     "samdistill.models.nas.genotype",
 )
 _populated = False

@@ -13,8 +13,13 @@ Optional hooks a method may have (the loop names no method; it looks for these):
   Its loss terms are reported as ``<group>_<term>``; its gradients are averaged over ranks (no DDP
   wrapper, which assumes one backward per forward);
 - ``set_epoch(epoch)``: called before each epoch's data is drawn (also the one a resume continues);
+- ``after_step()``: called after each applied optimiser step (not after a skipped non-finite one), e.g. to
+  move an EMA teacher (Mean Teacher) towards the new weights;
 - ``state_dict()`` / ``load_state_dict(state)``: the method's own record (plain values), kept in the
   checkpoint so that a resumed run carries on with it.
+
+A phase runs ``epochs`` epochs, or, with ``max_steps``, exactly that many batches (optimiser steps): as many
+epochs as that takes, the last one cut short, and the LR schedule spans ``max_steps``.
 
 The loop: AdamW or SGD, linear warm-up then cosine decay per phase, gradient clipping, bf16 autocast
 on CUDA (fp32 on CPU), seeded shuffles, NaN/Inf steps skipped and counted (stop after too many in a
@@ -28,6 +33,7 @@ trainable model is wrapped in DDP, metrics are all-reduced, and only rank 0 writ
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import signal
 import threading
@@ -66,6 +72,9 @@ class Phase:
     optim: OptimConfig
     #: optional ``generator -> batch sampler`` (e.g. two-stream labeled/unlabeled batches)
     batch_sampler: Callable[[torch.Generator], Any] | None = None
+    #: a budget of optimiser steps (batches) in place of ``epochs``: the phase runs
+    #: ceil(max_steps / steps per epoch) epochs, the last one cut short, and its schedule spans max_steps
+    max_steps: int | None = None
 
 
 class TrainingDiverged(RuntimeError):
@@ -228,6 +237,18 @@ class Trainer:
             return len(phase.batch_sampler(torch.Generator())) // w
         return math.ceil((len(phase.train_set) // w if w > 1 else len(phase.train_set)) / phase.batch_size)
 
+    def phase_epochs(self, phase: Phase) -> int:
+        """Epochs the phase runs: ``epochs``, or as many as ``max_steps`` batches need."""
+        if phase.max_steps is None:
+            return phase.epochs
+        return math.ceil(phase.max_steps / max(self.steps_per_epoch(phase), 1))
+
+    def phase_steps(self, phase: Phase) -> int:
+        """Optimiser steps (batches) the phase runs; its LR schedule spans them."""
+        if phase.max_steps is not None:
+            return phase.max_steps
+        return self.steps_per_epoch(phase) * phase.epochs
+
     def _optimizers(self, phase: Phase):
         """One optimiser + LR schedule per parameter group (``method.param_groups()`` when the method
         has several, e.g. SGD for students and Adam for SAM's adapters), else one for everything."""
@@ -238,7 +259,7 @@ class Trainer:
         else:
             groups = [([p for p in phase.method.parameters() if p.requires_grad], phase.optim)]
             self._group_index = {}
-        total = self.steps_per_epoch(phase) * phase.epochs
+        total = self.phase_steps(phase)
         opts = [make_optimizer(ps, cfg) for ps, cfg in groups]
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, schedule(total, cfg)) for o, (_, cfg) in zip(opts, groups)]
         self._clip = [cfg.clip_grad for _, cfg in groups]
@@ -275,7 +296,8 @@ class Trainer:
                 self.history, self.skipped_steps = restored["history"], restored.get("skipped_steps", 0)
         t_run = time.perf_counter()
         for pi, phase in enumerate(self.phases):
-            if pi < start_phase or phase.epochs == 0:
+            n_epochs = self.phase_epochs(phase)
+            if pi < start_phase or n_epochs == 0:
                 continue
             opts, scheds = self._optimizers(phase)
             several = hasattr(phase.method, "updates")
@@ -297,7 +319,7 @@ class Trainer:
                 if restored.get("method") is not None and hasattr(phase.method, "load_state_dict"):
                     phase.method.load_state_dict(restored["method"])
                 restored = None
-            for epoch in range(first_epoch, phase.epochs):
+            for epoch in range(first_epoch, n_epochs):
                 row = self._epoch(pi, phase, epoch, opts, scheds, runner, skip, partial, rng)
                 skip, partial, rng = 0, None, None
                 self.history.append(row)
@@ -330,8 +352,11 @@ class Trainer:
         batches = iter(loader)  # a loader without a generator (batch samplers) draws its base seed from torch's RNG here
         if rng is not None:  # so a resume inside the epoch restores the RNG after that draw, as it was at the stop
             set_rng_state(rng)
-        bar = tqdm(batches, total=len(loader), desc=f"{phase.name} epoch {epoch + 1}/{phase.epochs}", unit="batch",
-                   disable=not self.progress, leave=False, initial=skip)
+        n_epochs, spe = self.phase_epochs(phase), self.steps_per_epoch(phase)
+        # with max_steps the last epoch stops after the budget's remaining batches
+        budget = len(loader) if phase.max_steps is None else min(len(loader), phase.max_steps - epoch * spe)
+        bar = tqdm(itertools.islice(batches, budget), total=budget, desc=f"{phase.name} epoch {epoch + 1}/{n_epochs}",
+                   unit="batch", disable=not self.progress, leave=False, initial=skip)
         for b, batch in enumerate(bar):
             if b < skip:  # resuming inside this epoch: these batches were trained before the stop
                 continue
@@ -360,6 +385,8 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
                     opt.step()
                     sched.step()
+            if hasattr(method, "after_step"):
+                method.after_step()
             self.global_step += 1
             acc["n_batches"] += 1
             acc["n_images"] += len(batch["id"])
@@ -386,7 +413,7 @@ class Trainer:
             "images_per_s": n_images / train_s if train_s > 0 else 0.0,
             **{f"train_{k[4:]}": v / n_batches for k, v in totals.items()},
         }
-        if phase.val_set is not None and len(phase.val_set) and ((epoch + 1) % self.val_every == 0 or epoch + 1 == phase.epochs):
+        if phase.val_set is not None and len(phase.val_set) and ((epoch + 1) % self.val_every == 0 or epoch + 1 == n_epochs):
             method.eval()
             with torch.no_grad(), self._autocast():
                 val = method.validate(self._val_loader(phase))
