@@ -38,3 +38,38 @@ def test_cli_export_of_a_student_checkpoint(tmp_path, tiny_model, capsys):
     assert main(["export", str(path), "--out", str(tmp_path / "onnx")]) == 0
     assert (tmp_path / "onnx" / "encoder.onnx").exists() and (tmp_path / "onnx" / "verification.json").exists()
     assert "Dice agreement" in capsys.readouterr().out
+
+
+class _BatchAsIntEncoder(torch.nn.Module):
+    """An encoder that reads the batch size as a Python int (as TinyViT's ``B = len(x)``, inside LiteMedSAM):
+    traced, its graph holds the constant 1."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        y = self.inner(x)
+        return y.reshape(len(x), *y.shape[1:])
+
+
+def test_an_encoder_traced_for_one_image_is_exported_for_batch_1(tmp_path):
+    import copy
+
+    from samdistill.deploy.predictor import Predictor
+
+    model = copy.deepcopy(load_model("test_sam"))
+    model.image_encoder = _BatchAsIntEncoder(model.image_encoder)
+    report = export_promptable(model, tmp_path / "onnx")
+    spec = json.loads((tmp_path / "onnx" / "preprocess.json").read_text())
+    assert spec["encoder_batch"] == 1
+    assert [c["shape"][0] for c in report["checks"] if c["graph"] == "encoder"] == [1]
+    pred = Predictor.load(tmp_path / "onnx")
+    x = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    got = pred._encode(x)  # three images through a batch-1 graph, one run each
+    with torch.no_grad():
+        ref = model.encode(torch.from_numpy(x)).numpy()
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
+    # a student whose encoder traces generically keeps its dynamic batch axis
+    export_promptable(load_model("test_sam"), tmp_path / "onnx2")
+    assert json.loads((tmp_path / "onnx2" / "preprocess.json").read_text())["encoder_batch"] is None

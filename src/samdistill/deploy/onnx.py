@@ -195,9 +195,18 @@ def _write_promptable(model, out: Path, *, opset: int, seed: int) -> tuple[dict[
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         emb = enc(x)
-        torch.onnx.export(enc, (x,), str(out / "encoder.onnx"), input_names=["images"], output_names=["embeddings"],
-                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
+
+        def export_encoder(dynamic: bool) -> None:
+            torch.onnx.export(enc, (x,), str(out / "encoder.onnx"), input_names=["images"], output_names=["embeddings"],
+                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}} if dynamic else None,
+                              opset_version=opset, dynamo=False)
+
+        export_encoder(True)
+        # an encoder whose code reads the batch size as a Python int (TinyViT's `B = len(x)`, LiteMedSAM's
+        # encoder) traces to a graph for batch 1 only: export it as such and let the Predictor loop over images
+        encoder_batch = None if _runs_at_batch(out / "encoder.onnx", x) else 1
+        if encoder_batch == 1:
+            export_encoder(False)
         coords, labels = boxes_to_points(torch.tensor([[s * 0.2, s * 0.25, s * 0.7, s * 0.8]]))
         torch.onnx.export(dec, (emb, coords, labels), str(out / "decoder.onnx"),
                           input_names=["embeddings", "point_coords", "point_labels"],
@@ -206,22 +215,33 @@ def _write_promptable(model, out: Path, *, opset: int, seed: int) -> tuple[dict[
                                         "point_labels": {0: "prompts", 1: "points"},
                                         "low_res_logits": {0: "prompts"}, "iou": {0: "prompts"}},
                           opset_version=opset, dynamo=False)
-    report = verify_promptable(model, out, seed=seed)
+    report = verify_promptable(model, out, seed=seed, encoder_batches=(1,) if encoder_batch == 1 else (1, 2))
     spec = {"family": model.family, "preprocess": model.preprocess.to_dict(), "embedding_grid": g,
+            "encoder_batch": encoder_batch,
             "low_res_size": 4 * g, "labels": {"1": "foreground point", "0": "background point",
                                                "2": "box top-left", "3": "box bottom-right", "-1": "padding"},
             "frames": "coords in the input frame: resize longest side to input_size (or stretch), pad bottom/right"}
     return report, spec
 
 
+def _runs_at_batch(path: Path, x: torch.Tensor, batch: int = 2) -> bool:
+    """Whether the graph at ``path`` runs on a batch of ``batch`` copies of ``x`` (a dynamic batch axis that holds)."""
+    try:
+        _session(path).run(None, {"images": x.expand(batch, -1, -1, -1).numpy()})
+        return True
+    except Exception:
+        return False
+
+
 @torch.no_grad()
-def verify_promptable(model, out: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Compare onnxruntime with PyTorch on two input shapes for each graph."""
+def verify_promptable(model, out: Path, *, seed: int = 0, encoder_batches: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """Compare onnxruntime with PyTorch on two input shapes for each graph (the encoder at batch 1 only
+    when it was exported for batch 1)."""
     enc_s, dec_s = _session(out / "encoder.onnx"), _session(out / "decoder.onnx")
     s = model.input_size
     gen = torch.Generator().manual_seed(seed + 1)
     checks = []
-    for batch in (1, 2):
+    for batch in encoder_batches:
         x = torch.rand(batch, 3, s, s, generator=gen)
         ref = model.encode(x).numpy()
         got = enc_s.run(None, {"images": x.numpy()})[0]

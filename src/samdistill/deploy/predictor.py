@@ -101,6 +101,8 @@ class Predictor:
         enc, dec = session(export.graphs["encoder"]), session(export.graphs["decoder"])
 
         def encode(x: np.ndarray) -> np.ndarray:
+            if spec.get("encoder_batch") == 1:  # a graph traced for one image: one run per image
+                return np.concatenate([enc.run(None, {"images": x[i : i + 1]})[0] for i in range(x.shape[0])])
             return enc.run(None, {"images": x})[0]
 
         def decode(emb, coords, labels):
