@@ -58,6 +58,7 @@ CASES = (
     + [("teachers", "markdown", s) for s in _committed("teachers.json")]
     + [("litemedsam_reference", "markdown", s) for s in _committed("litemedsam_reference_*.json")]
     + [("deploy", "markdown", s) for s in _committed("bench_*.json")]
+    + [("student", "markdown", s) for s in _committed("student_*.json")]
 )
 
 

@@ -1,4 +1,6 @@
-"""The simulated user of the interactive protocol: the next corrective click, from the error region.
+"""Corrective clicks: the simulated user of the interactive protocol (:func:`next_click`, deterministic,
+against the ground truth) and the training-time click of prompt-in-the-loop distillation
+(:func:`disagreement_points`, random, against the teacher).
 
 Convention (the usual click simulation, in the original image frame, on ``HxW`` boolean masks):
 

@@ -226,8 +226,12 @@ def _write_promptable(model, out: Path, *, opset: int, seed: int) -> tuple[dict[
 
 def _runs_at_batch(path: Path, x: torch.Tensor, batch: int = 2) -> bool:
     """Whether the graph at ``path`` runs on a batch of ``batch`` copies of ``x`` (a dynamic batch axis that holds)."""
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the failure is the answer, not an error to print
     try:
-        _session(path).run(None, {"images": x.expand(batch, -1, -1, -1).numpy()})
+        _session(path).run(None, {"images": x.expand(batch, -1, -1, -1).numpy()}, quiet)
         return True
     except Exception:
         return False
