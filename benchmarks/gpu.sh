@@ -3,9 +3,9 @@
 #
 #   benchmarks/gpu.sh smoke   # 48 images per split: every GPU code path once + the step rates
 #   benchmarks/gpu.sh full    # KD SAM on Kvasir-SEG, KnowSAM (full method) on Kvasir-SEG and BUSI, in parallel
-#   benchmarks/gpu.sh knowsam # KnowSAM (full method) on one dataset ($DS): (a) + (c) and (b) trained in parallel,
-#                             # then one call that takes up the finished runs (their summaries and test evals)
-#                             # and writes the comparison
+#   benchmarks/gpu.sh knowsam # KnowSAM (full method) on one dataset ($DS): (a) + (c), (b) and (d) + (e) (Mean
+#                             # Teacher, + SKD) trained in parallel, then one call that takes up the finished runs
+#                             # (their summaries and test evals) and writes the comparison
 #
 # Needs: samdistill importable (installed, or PYTHONPATH=src), a CUDA GPU, and the datasets under
 # $SAMDISTILL_SHARED_DATA (e.g. copies made by benchmarks/shrink_dataset.py). Results land in
@@ -39,11 +39,13 @@ if [ "$mode" = smoke ]; then
 elif [ "$mode" = knowsam ]; then  # the three runs of one comparison at once; DS (default kvasir_seg)
     ds=${DS:-kvasir_seg}
     steps=${KS_STEPS:-1000}
-    stamp "knowsam $ds, $steps steps: (a) + (c) and (b) in parallel"
+    stamp "knowsam $ds, $steps steps: (a) + (c), (b) and (d) + (e) in parallel"
     python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" --train-only \
         --variants supervised all_labels > "knowsam_${ds}_ac_gpu.log" 2>&1 &
     python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" --train-only \
         --variants knowsam > "knowsam_${ds}_b_gpu.log" 2>&1 &
+    python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" --train-only \
+        --variants meanteacher meanteacher_skd > "knowsam_${ds}_de_gpu.log" 2>&1 &
     wait
     stamp "knowsam $ds: compare the finished runs"
     python3 benchmarks/knowsam.py "${ks_flags[@]}" --datasets "$ds" --steps "$steps" > "knowsam_${ds}_gpu.log" 2>&1
@@ -72,7 +74,7 @@ else  # everything at once (small-batch training leaves the GPU mostly idle); ea
 fi
 stamp "done"
 if [ -n "$OUT" ]; then  # one archive: results files, and each run's metrics.csv, summary.json, log.txt
-    tar czf "$OUT/gpu_results.tgz" benchmarks/results/*_gpu.json benchmarks/results/*_gpu.md \
+    tar czf "$OUT/gpu_results.tgz" benchmarks/results/*_gpu.json benchmarks/results/*_gpu.md benchmarks/results/*_gpu_c_curve.png \
         $(find benchmarks/results/runs -name metrics.csv -o -name summary.json -o -name log.txt) *_gpu.log 2>/dev/null
     ls -la "$OUT"
 fi

@@ -1,32 +1,42 @@
 """Claim: KnowSAM closes at least half of the gap between training on the labeled 10 % alone and
-training with all labels (same prompt-free UNet + VNet student, same steps).
+training with all labels (same prompt-free UNet + VNet student, same optimiser steps), and its SAM-induced
+distillation (SKD) lifts a standard semi-supervised rival, Mean Teacher (issue 24).
 
-For each dataset, three runs of `samdistill distill --method knowsam` on the train split:
+For each dataset and training seed, five runs on the train split, every one given exactly the same number
+of optimiser steps (`--max-steps`: `knowsam.max_steps` / `meanteacher.max_steps`; LR decay and ramp-ups
+follow it):
 (a) `supervised`: the labeled subset alone (knowsam.unlabeled=false, knowsam.sam=false, no
     co-training/entropy/mixing terms), (b) `knowsam`: labeled subset + the rest unlabeled, the full
     method with the frozen-encoder variant (adapters=none, cached LiteMedSAM embeddings),
-(c) `all_labels`: every train image labeled, supervised only. The labeled subset of (a) and (b) is
-the same seeded pick. Runs get about the same number of optimiser steps. KnowSAM's batch is 8 = 4
-labeled + 4 unlabeled; the supervised runs (a) and (c) use batches of `--baseline-batch` labeled images
-(default 4: the same labeled images per step as KnowSAM, the usual semi-supervised protocol, so (b)
-differs from (a) only by what it adds). Each student is
-evaluated with `samdistill eval` (prompt-free) on the full test split; the LiteMedSAM teacher with
-tight boxes is read from the teachers benchmark (same split) or evaluated if missing.
-Writes benchmarks/results/knowsam_<dataset>.{json,md}.
+(c) `all_labels`: every train image labeled, supervised only (the upper bound),
+(d) `meanteacher`: `--method meanteacher` (EMA teacher, consistency on the unlabeled images) on KnowSAM's
+    UNet, same labeled subset, (e) `meanteacher_skd`: (d) + SAM-induced KD (`meanteacher.skd=true`).
+The labeled subset of (a), (b), (d), (e) is the same seeded pick. Semi-supervised batches are 8 = 4 labeled
++ 4 unlabeled; (a) and (c) use batches of `--baseline-batch` labeled images (default 4: the same labeled
+images per step). Convergence of (c) is measured: its validation Dice (validated often enough for >= 10
+points) must gain < 0.01 over the last 20 % of its steps; the curve is drawn next to the results
+(`knowsam_<dataset>_c_curve.png`). Each student is evaluated with `samdistill eval` (prompt-free) on the
+full test split; the LiteMedSAM teacher with tight boxes is read from the teachers benchmark (same split) or
+evaluated if missing. Writes benchmarks/results/knowsam_<dataset>.{json,md}: `{"dataset", "machine",
+"rows": [{"run", "seed", "dice", "iou", "hd95", "steps", "train_minutes", "images_per_s", "device"}],
+"c_converged": {"<seed>": bool}, "targets": ...}` (+ each run's details under "runs"). Runs resume: call
+the same command again and a finished run is read, an interrupted one continues from its checkpoint.
 
-    python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --steps 600 --input-size 128
-    python benchmarks/knowsam.py --datasets kvasir_seg --baseline-batch 8 --variants supervised all_labels
+    python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --max-steps 4000 --input-size 128
+    python benchmarks/knowsam.py --datasets kvasir_seg --variants all_labels --train-only   # one row
+    python benchmarks/knowsam.py --datasets kvasir_seg --smoke   # 30 steps per run, *_smoke stems
 
-`--variants knowsam` re-runs KnowSAM alone and takes (a) and (c) from an earlier results file of the
+`--variants knowsam` re-runs KnowSAM alone and takes the other rows from an earlier results file of the
 dataset whose recorded configuration equals the one this script would run now (the md says which rows
 were reused and from where); otherwise it stops and asks for the run. `--baseline-batch 8` writes
-`knowsam_<dataset>_baseline8.{json,md}`.
+`knowsam_<dataset>_baseline8.{json,md}`. Results files written before the step budget (rows a-c,
+`--steps` rounded to epochs) keep their own rendering.
 
 On a GPU, the full method as published (adapters in SAM's image encoder, the teacher encoder runs every
 step; students at 256 px; KD constant; SAM decoded per class) writes `knowsam_<dataset>_gpu.{json,md}`:
 
     python benchmarks/knowsam.py --device cuda --adapters encoder --input-size 0 --kd-rampup 0 \
-        --sam-decode per_class --steps 2000
+        --sam-decode per_class --max-steps 2000
 """
 
 from __future__ import annotations
@@ -41,20 +51,110 @@ from _common import (RESULTS, data_note, device_tag, markdown_table, render_only
                      write_results)
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
+VARIANTS = ("supervised", "knowsam", "all_labels", "meanteacher", "meanteacher_skd")
+RUN = dict(zip(VARIANTS, "abcde"))  # the issue's row names
+NAMES = {"supervised": "(a) labeled subset alone", "knowsam": "(b) KnowSAM", "all_labels": "(c) all labels (upper bound)",
+         "meanteacher": "(d) Mean Teacher", "meanteacher_skd": "(e) Mean Teacher + SKD"}
+SMOKE_STEPS = 30  # --smoke: a pipeline check, never a result
+CONVERGED_GAIN, CONVERGED_TAIL, MIN_VAL_POINTS = 0.01, 0.2, 10
 
 
-def variant_config(name: str, data: Path, variant: str, args):
+def section(cfg):
+    """The method's own config section (``cfg.knowsam`` / ``cfg.meanteacher``)."""
+    return getattr(cfg, cfg.method)
+
+
+def run_root(name: str, args) -> Path:
+    """The folder of this protocol's run dirs: a new step budget (or --smoke) never resumes another's runs."""
+    return RESULTS / "runs" / (f"knowsam_{name}_steps{args.max_steps}" + ("_smoke" if args.smoke else "")
+                               + device_tag(args.device))
+
+
+def val_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """``(optimiser step, validation Dice)`` of every validated epoch, from the run's metrics.csv."""
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [(int(r["step"]), float(r["val_dice"])) for r in csv.DictReader(fh) if r.get("val_dice") not in (None, "")]
+
+
+def convergence(curve: list[tuple[int, float]], steps: int) -> dict:
+    """The rule for (c): the best validation Dice reached in the last ``CONVERGED_TAIL`` of the ``steps`` gains
+    less than ``CONVERGED_GAIN`` over the best reached before it. The best-so-far (what best-checkpoint keeping
+    sees) instead of two single points, so one noisy validation neither makes nor breaks it. Fewer than
+    ``MIN_VAL_POINTS`` points, or none before the tail: not assessable; a curve whose best never rose
+    ``CONVERGED_GAIN`` above its first point has not learned, which is no convergence either (``converged``
+    False, ``reason`` says)."""
+    start = (1 - CONVERGED_TAIL) * steps
+    before = [d for s, d in curve if s <= start]
+    tail = [d for s, d in curve if s > start]
+    out = {"val_points": len(curve), "tail_from_step": round(start), "steps": steps}
+    if len(curve) < MIN_VAL_POINTS or not before or not tail:
+        return {**out, "gain": None, "converged": False,
+                "reason": f"{len(curve)} validation points ({len(before)} before step {round(start)}, {len(tail)} "
+                          f"after); the rule needs >= {MIN_VAL_POINTS} with some on both sides"}
+    gain = max(before + tail) - max(before)
+    learned = max(before + tail) - curve[0][1] >= CONVERGED_GAIN
+    return {**out, "gain": gain, "converged": gain < CONVERGED_GAIN and learned,
+            "reason": "" if learned else f"flat from its first validation ({curve[0][1]:.4f}): not learning"}
+
+
+def targets(rows: list[dict], c_converged: dict[str, bool]) -> dict:
+    """The issue's targets on the mean test Dice over the seeds run: (c) converged and (c) - (a) >= 0.10,
+    (b) closes >= 50 % of (c) - (a), (b) > (d), (e) > (d). A target whose rows are missing is None."""
+    mean = {}
+    for run in "abcde":
+        ds = [x["dice"] for x in rows if x["run"] == run]
+        mean[run] = sum(ds) / len(ds) if ds else None
+    a, b, c, d, e = (mean[k] for k in "abcde")
+    width = None if a is None or c is None else c - a
+    closed = None if width is None or b is None or width <= 0 else (b - a) / width
+    return {
+        "mean_dice": mean,
+        "c_converged": {"value": all(c_converged.values()) if c_converged else None, "met": bool(c_converged)
+                        and all(c_converged.values())},
+        "c_minus_a": {"value": width, "target": 0.10, "met": width is not None and width >= 0.10},
+        "gap_closed": {"value": closed, "target": 0.5, "met": closed is not None and closed >= 0.5},
+        "b_minus_d": {"value": None if b is None or d is None else b - d, "target": 0.0,
+                      "met": b is not None and d is not None and b > d},
+        "e_minus_d": {"value": None if e is None or d is None else e - d, "target": 0.0,
+                      "met": e is not None and d is not None and e > d},
+    }
+
+
+def plot_c_curves(curves: dict[str, list[tuple[int, float]]], conv: dict[str, dict], path: Path, title: str) -> None:
+    """(c)'s validation Dice against the optimiser step, one line per seed, the rule's tail window shaded."""
+    from samdistill.viz.plots import plot_validation_curves
+
+    notes = {seed: (f"gain in last {CONVERGED_TAIL:.0%}: {conv[seed]['gain']:+.3f} -> "
+                    + ("converged" if conv[seed]["converged"] else "NOT converged")) if conv[seed]["gain"] is not None
+             else "not assessable" for seed in curves}
+    plot_validation_curves({f"seed {seed} ({notes[seed]})": pts for seed, pts in curves.items()}, path,
+                           title=title, ylabel="validation Dice (prompt-free, input frame)",
+                           shade_from=min(c["tail_from_step"] for c in conv.values()))
+
+
+def variant_config(name: str, data: Path, variant: str, args, seed: int = 0):
     """The distillation config of one variant (also used to check that reused rows still match)."""
     from samdistill.config import load_config
     split = json.loads((data / "split.json").read_text())
     n_train = len(split["train"])
     n_lab = max(1, round(n_train * args.labeled))
-    bs = 8 if variant == "knowsam" else args.baseline_batch
-    k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": min(4, bs - 1), "sam_decode": args.sam_decode,
-         "input_size": args.input_size or None, "adapters": args.adapters}
-    if variant == "knowsam":
-        per_epoch = (n_train - n_lab) // 4
-        k.update(kd_rampup=args.kd_rampup, decoder_adapters=not args.no_decoder_adapters)
+    semi = variant in ("knowsam", "meanteacher", "meanteacher_skd")
+    bs = 8 if semi else args.baseline_batch
+    k = {"labeled": args.labeled, "batch_size": bs, "labeled_bs": 4 if semi else min(4, bs - 1),
+         "input_size": args.input_size or None, "max_steps": args.max_steps}
+    if variant in ("meanteacher", "meanteacher_skd"):
+        k["skd"] = variant == "meanteacher_skd"
+        if k["skd"]:
+            k["sam_decode"] = args.sam_decode
+            k["decoder_adapters"] = not args.no_decoder_adapters
+    else:
+        k.update(sam_decode=args.sam_decode, adapters=args.adapters)
+    if semi:
+        per_epoch = max(1, (n_train - n_lab) // 4)
+        if variant == "knowsam":
+            k.update(kd_rampup=args.kd_rampup, decoder_adapters=not args.no_decoder_adapters)
     else:
         k.update(SUPERVISED_ONLY)
         if variant == "supervised":
@@ -63,30 +163,31 @@ def variant_config(name: str, data: Path, variant: str, args):
         else:
             k["labeled"] = 1.0
             per_epoch = math.ceil(n_train / bs)
-    # KnowSAM rounds to the nearest epoch; the baselines never get fewer steps than asked (conservative)
-    epochs = max(1, round(args.steps / per_epoch) if variant == "knowsam" else math.ceil(args.steps / per_epoch))
+    epochs = math.ceil(args.max_steps / per_epoch)  # what max_steps takes; the last epoch is cut short
     k["epochs"] = epochs
-    return epochs, load_config("knowsam", {
-        "data": {"path": str(data)}, "threads": args.threads, "knowsam": k, "seed": args.seed,
-        "cache": {"dir": str(RESULTS / "runs" / ".cache")}, "progress": not args.quiet,
-        "val_every": max(1, epochs // 5), "overlays": 2, "device": args.device,
+    method = "meanteacher" if variant.startswith("meanteacher") else "knowsam"
+    return epochs, load_config(method, {
+        "data": {"path": str(data)}, "threads": args.threads, method: k, "seed": seed,
+        "cache": {"dir": str(args.cache_dir)}, "progress": not args.quiet,
+        "val_every": max(1, epochs // MIN_VAL_POINTS),  # >= 10 validation points (every epoch below 20 epochs)
+        "overlays": 2, "device": args.device,
     })
 
 
-def reused_variant(name: str, data: Path, variant: str, args) -> dict:
+def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dict:
     """A row from an earlier results file of this dataset, on the same kind of device and the same data (a copy
     made by shrink_dataset.py is other data), whose config is the one we would run now."""
-    if args.seed:
+    if seed:
         raise SystemExit(f"rows are reused only for seed 0; run ({variant}) too (add it to --variants)")
     _, cfg = variant_config(name, data, variant, args)
-    now = cfg.knowsam.model_dump(mode="json")
+    now = section(cfg).model_dump(mode="json")
     tried = []
     tag, note = device_tag(args.device), data_note(data)
     for old in sorted(RESULTS.glob(f"knowsam_{name}*.json")):
-        if old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem:  # other device / training seed
+        if old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem or old.stem.endswith("_smoke"):
             continue
         prev = json.loads(old.read_text())
-        row = prev.get("runs", {}).get(variant)
+        row = prev.get("runs", {}).get(f"{RUN[variant]}_seed0" if "rows" in prev else variant)
         if row is None or prev.get("data_note", "") != note:
             continue
         # keys added to the config since that run must not apply to this variant (SAM options when sam=false)
@@ -102,12 +203,11 @@ def reused_variant(name: str, data: Path, variant: str, args) -> dict:
                      "run it (add it to --variants)")
 
 
-def run_variant(name: str, data: Path, variant: str, args) -> dict:
+def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dict:
     from samdistill.api import distill, evaluate_model
 
-    run_dir = (RESULTS / "runs" / f"knowsam_{name}{device_tag(args.device)}"
-               / (variant + (f"_seed{args.seed}" if args.seed else "")))
-    epochs, cfg = variant_config(name, data, variant, args)
+    run_dir = run_root(name, args) / (variant + (f"_seed{seed}" if seed else ""))
+    epochs, cfg = variant_config(name, data, variant, args, seed)
     t0 = time.time()
     resumed = (run_dir / "checkpoints" / "last.pt").exists()  # taken up from an earlier call (e.g. --train-only)
     # a run trained to the end with this config (threads/progress aside) is read, not redone; a differing config
@@ -122,17 +222,20 @@ def run_variant(name: str, data: Path, variant: str, args) -> dict:
         ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
                             threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
-    return {"variant": variant, "epochs": epochs, "steps": run["steps"],
-            "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
+    curve = val_curve(run_dir)
+    return {"variant": variant, "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
+            "steps": run["steps"], "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
             "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
-            "throughput": throughput(run_dir)["knowsam"]["images_per_s"], "n_labeled": run["n_labeled"],
-            "n_unlabeled": run["n_unlabeled"], "config": cfg.knowsam.model_dump(mode="json"),
+            "throughput": throughput(run_dir)[cfg.method]["images_per_s"], "n_labeled": run["n_labeled"],
+            "n_unlabeled": run["n_unlabeled"], "config": section(cfg).model_dump(mode="json"),
+            "val_every": cfg.val_every, "val_curve": curve, "run_dir": str(run_dir),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
-                                        "latency_ms")}}
+                                        "latency_ms") if k in ev}}
 
 
 def teacher_reference(name: str, data: Path, args) -> dict:
-    ref = RESULTS / "runs" / f"teacher_litemedsam_{name}{device_tag(args.device)}" / "summary.json"
+    smoke = "_smoke" if args.smoke else ""  # a shrunk copy's teacher figures never stand for the dataset's
+    ref = RESULTS / "runs" / f"teacher_litemedsam_{name}{smoke}{device_tag(args.device)}" / "summary.json"
     if ref.exists():
         s = json.loads(ref.read_text())
         source = str(ref.relative_to(RESULTS.parent))
@@ -147,6 +250,12 @@ def teacher_reference(name: str, data: Path, args) -> dict:
 
 
 def markdown(r: dict) -> str:
+    """The results file: the step-budget protocol (five rows, ``"rows"``) or, for files written before it,
+    the three-row epoch protocol (rendered as it was)."""
+    return protocol_markdown(r) if "rows" in r else _epoch_markdown(r)
+
+
+def _epoch_markdown(r: dict) -> str:
     rows = r["runs"]
     lines = [
         f"# KnowSAM on {r['dataset']} ({r['labeled'] * 100:g} % labels)",
@@ -217,6 +326,78 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt(x, spec: str = "+.4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def protocol_markdown(r: dict) -> str:
+    """Five rows per seed, each with the same optimiser-step budget; (c)'s convergence; the issue's targets."""
+    runs, t = r["runs"], r["targets"]
+    resumed = any(x.get("resumed") for x in runs.values())
+    lines = [
+        f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels, {r['max_steps']} steps per run)"
+        + (" — SMOKE RUN, not a result" if r.get("smoke") else ""),
+        "",
+        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. " if not r.get("gpu") else
+         f"Device: {r['gpu']} (bf16 autocast), host CPU {r['machine']}. ")
+        + (f"Data: {r['data_note']} " if r.get("data_note") else "")
+        + f"Wall time of this invocation {r['wall_seconds'] / 60:.1f} min"
+        + (" (runs marked * were trained, wholly or partly, by an earlier call and taken up from their run dirs; "
+           "train min is their own training time across calls)" if resumed else "") + ". "
+        + f"Students at {r['input_size'] or 'the teacher-sized'} px (SAM keeps its own 256 px frame); test split "
+        f"{r['rows'][0]['n'] if r['rows'] and 'n' in r['rows'][0] else '?'} images, prompt-free, metrics at original "
+        "resolution (MONAI; empty vs empty = Dice 1).",
+        "",
+    ]
+    table = []
+    for x in r["rows"]:
+        v = runs[f"{x['run']}_seed{x['seed']}"]
+        mark = (f" (reused from {v['reused_from']})" if v.get("reused_from") else "") + ("*" if v.get("resumed") else "")
+        table.append([NAMES[v["variant"]] + mark, x["seed"], f"{v['n_labeled']} / {v['n_unlabeled']}",
+                      f"{x['steps']} (batch {v['config']['batch_size']})", f"{x['train_minutes']:.1f}",
+                      f"{x['images_per_s']:.2f}", f"{x['dice']:.4f}", f"{x['iou']:.4f}", f"{x['hd95']:.1f}"])
+    te = r["teacher"]
+    table.append(["LiteMedSAM teacher, tight box (reference)", "-", "-", "-", "-", "-", f"{te['dice']:.4f}",
+                  f"{te['iou']:.4f}", f"{te['hd95']:.1f}"])
+    lines.append(markdown_table(table, ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
+                                        "train images/s", "test Dice", "IoU", "HD95 px"]))
+    lines += ["", f"Convergence of (c) (rule: the best validation Dice of the last {CONVERGED_TAIL:.0%} of its steps "
+              f"gains < {CONVERGED_GAIN} over the best before; >= {MIN_VAL_POINTS} validation points; curve: "
+              f"`{r['c_curve']}`):", ""]
+    for seed, c in r["convergence"].items():
+        lines.append(f"- seed {seed}: " + (f"gain {c['gain']:+.4f} over steps {c['tail_from_step']}-{c['steps']} "
+                                            f"({c['val_points']} validation points) -> "
+                                            + ("converged" if c["converged"] else "NOT converged")
+                                            + (f" ({c['reason']})" if c.get("reason") else "")
+                                            if c["gain"] is not None else f"not assessable: {c['reason']}"))
+    m = t["mean_dice"]
+
+    def met(k: str) -> str:
+        return "met" if t[k]["met"] else "NOT met"
+    lines += [
+        "",
+        "Targets (issue 24; mean test Dice over the seeds run: " + ", ".join(
+            f"({k}) {_fmt(m[k], '.4f')}" for k in "abcde") + "):",
+        "",
+        f"- (c) converged by the rule: {met('c_converged')}",
+        f"- (c) - (a) >= 0.10: {_fmt(t['c_minus_a']['value'])} -> {met('c_minus_a')}",
+        f"- (b) closes >= 50 % of (c) - (a): (b - a) / (c - a) = {_fmt(t['gap_closed']['value'], '.2f')} -> "
+        f"{met('gap_closed')}" + ("" if t["c_minus_a"]["value"] is None or t["c_minus_a"]["value"] > 0 else
+                                   " (undefined: (c) did not beat (a))"),
+        f"- (b) > (d): {_fmt(t['b_minus_d']['value'])} -> {met('b_minus_d')}",
+        f"- (e) > (d): {_fmt(t['e_minus_d']['value'])} -> {met('e_minus_d')}",
+        "",
+        "Compute: " + ("the full method on a GPU (adapters in LiteMedSAM's image encoder)" if r["adapters"] == "encoder"
+                       else "frozen-encoder variant (`adapters=none`: cached LiteMedSAM embeddings; SAM's prompt "
+                            "generator + decoder adapters train)")
+        + f"; SAM decoded as `{r['sam_decode']}`; KnowSAM's KD and entropy ramped in over {r['kd_rampup']:.0%} of the run; "
+        "students: SGD 0.01 momentum 0.9, linear decay over the step budget (as published); (b) is UNet + VNet + fusion, "
+        "(d) and (e) KnowSAM's UNet alone; semi-supervised batches 8 = 4 labeled + 4 unlabeled. "
+        "Teacher figures: " + te["source"] + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def rows_markdown(r: dict) -> str:
     """The rows file of --train-only: each variant's result, no comparison."""
     table = markdown_table([[v, f"{x['steps']} ({x['epochs']})", x["config"]["batch_size"], f"{x['test']['dice']:.4f}",
@@ -225,29 +406,57 @@ def rows_markdown(r: dict) -> str:
     return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
 
 
+def protocol_results(name: str, data: Path, runs: dict, args, machine: dict, t0: float, curve_png: Path) -> dict:
+    """The issue's JSON (``rows``, ``c_converged``, ``targets``) from the runs of every seed."""
+    rows = [{"run": x["run"], "seed": x["seed"], "dice": x["test"]["dice"], "iou": x["test"]["iou"],
+             "hd95": x["test"]["hd95"], "n": x["test"]["n"], "steps": x["steps"], "train_minutes": x["train_seconds"] / 60,
+             "images_per_s": x["throughput"], "device": args.device} for x in runs.values()]
+    rows.sort(key=lambda x: (x["seed"], x["run"]))
+    conv = {str(x["seed"]): convergence([tuple(p) for p in x["val_curve"]], x["steps"])
+            for x in runs.values() if x["run"] == "c"}
+    c_converged = {seed: c["converged"] for seed, c in conv.items()}
+    if conv:
+        plot_c_curves({str(x["seed"]): x["val_curve"] for x in runs.values() if x["run"] == "c"}, conv, curve_png,
+                      title=f"(c) all labels on {name}, {args.max_steps} steps" + (" (SMOKE)" if args.smoke else ""))
+    return {"dataset": name, "machine": machine.get("cpu", "unknown CPU"), "rows": rows, "c_converged": c_converged,
+            "targets": targets(rows, c_converged), "convergence": conv, "c_curve": curve_png.name,
+            "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode, "adapters": args.adapters,
+            "kd_rampup": args.kd_rampup, "input_size": args.input_size or None, "max_steps": args.max_steps,
+            "smoke": args.smoke, "gpu": machine.get("cuda") if args.device != "cpu" else None,
+            "data_note": data_note(data), "runs": runs, "teacher": teacher_reference(name, data, args),
+            "wall_seconds": time.time() - t0, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--labeled", type=float, default=0.1)
-    ap.add_argument("--steps", type=int, default=600, help="about this many optimiser steps per run")
+    ap.add_argument("--max-steps", "--steps", type=int, default=4000, dest="max_steps",
+                    help="optimiser steps of every run (knowsam.max_steps / meanteacher.max_steps). 4000 at 128 px: "
+                         "about an hour of (c) here ((c)'s step, batch 4, measured 0.89 s = 4.5 images/s on 1 thread "
+                         "beside another job: 4000 steps ~ 59 min + validation; faster on 2 free threads)")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"pipeline check: {SMOKE_STEPS} steps per run, *_smoke results and run dirs (never commit them)")
+    ap.add_argument("--cache-dir", type=Path, default=RESULTS / "runs" / ".cache", help="embedding cache folder")
     ap.add_argument("--input-size", type=int, default=128,
                     help="student input (px); 0: the teacher's (256). 128 = a quarter of the compute per step")
     ap.add_argument("--sam-decode", default="foreground", choices=["foreground", "per_class"])
     ap.add_argument("--baseline-batch", type=int, default=4,
                     help="batch of the supervised runs (a) and (c); 4 = KnowSAM's labeled part of its batch")
-    ap.add_argument("--seed", type=int, default=0, help="training seed (the labeled pick stays data.seed's)")
+    ap.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
+                    help="training seeds (the labeled pick stays data.seed's)")
     ap.add_argument("--train-only", action="store_true",
                     help="train + evaluate the given --variants, write their rows only (knowsam_<dataset>_rows*.json)")
     ap.add_argument("--kd-rampup", type=float, default=0.4,
                     help="knowsam.kd_rampup: ramp KD and entropy in over this fraction of the run (0: constant, "
                          "as published; 0.4 here: with constant terms the sub-networks collapsed to background "
                          "in the first epoch of a 600-step run, seen on the validation split)")
-    ap.add_argument("--no-decoder-adapters", action="store_true", help="knowsam.decoder_adapters=false")
+    ap.add_argument("--no-decoder-adapters", action="store_true", help="knowsam/meanteacher decoder_adapters=false")
     ap.add_argument("--adapters", default="none", choices=["none", "encoder"],
                     help="knowsam.adapters: none = frozen encoder + cached embeddings (CPU); encoder = the full method")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: knowsam_<dataset>_gpu.* results)")
-    ap.add_argument("--variants", nargs="+", default=["supervised", "knowsam", "all_labels"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite every results/knowsam_*.md from its .json (no training)")
@@ -257,35 +466,36 @@ def main() -> None:
         render_only([x for x in stems if "_rows" in x], rows_markdown)
         render_only([x for x in stems if "_rows" not in x], markdown)
         return
+    if args.smoke:
+        args.max_steps = SMOKE_STEPS
     from samdistill.machine import machine_info
 
     machine = machine_info()
+    smoke = "_smoke" if args.smoke else ""
+    seeds_tag = "" if args.seeds == [0] else "_seed" + "_".join(map(str, args.seeds))
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
         if args.train_only:  # rows only (e.g. extra seeds of the baselines): knowsam_<dataset>_rows[_seedN].json
-            stem = f"knowsam_{name}_rows" + (f"_seed{args.seed}" if args.seed else "") + device_tag(args.device)
-            rows = {v: run_variant(name, data, v, args) for v in args.variants}
+            stem = f"knowsam_{name}_rows{seeds_tag}{smoke}{device_tag(args.device)}"
+            rows = {f"{v}_seed{s}" if s else v: run_variant(name, data, v, args, s) for s in args.seeds
+                    for v in args.variants}
             # rows of other variants already in the file stay (e.g. two processes training variants in parallel)
             old = RESULTS / f"{stem}.json"
             kept = json.loads(old.read_text()).get("runs", {}) if old.exists() else {}
             rows = {**{v: x for v, x in kept.items() if v not in rows}, **rows}
-            r = {"dataset": name, "seed": args.seed, "runs": rows, "data_note": data_note(data),
+            r = {"dataset": name, "seed": ",".join(map(str, args.seeds)), "runs": rows, "data_note": data_note(data),
                  "machine": machine.get("cpu", "unknown CPU"), "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
             write_results(stem, r, rows_markdown(r))
             continue
-        runs = {v: run_variant(name, data, v, args) if v in args.variants else reused_variant(name, data, v, args)
-                for v in ("supervised", "knowsam", "all_labels")}
-        a, b, c = (runs[v]["test"]["dice"] for v in ("supervised", "knowsam", "all_labels"))
-        r = {"dataset": name, "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode,
-             "input_size": args.input_size or None, "steps": args.steps,
-             "optim": "SGD 0.01 momentum 0.9, linear decay (as published)",
-             "machine": machine.get("cpu", "unknown CPU"), "gpu": machine.get("cuda") if args.device != "cpu" else None,
-             "data_note": data_note(data), "runs": runs, "teacher": teacher_reference(name, data, args),
-             "gap_closed": (b - a) / (c - a) if c != a else float("nan"), "wall_seconds": time.time() - t0,
-             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        runs = {}
+        for seed in args.seeds:
+            for v in VARIANTS:
+                x = run_variant(name, data, v, args, seed) if v in args.variants else reused_variant(name, data, v, args, seed)
+                runs[f"{RUN[v]}_seed{seed}"] = {**x, "run": RUN[v], "seed": seed, "variant": v}
         stem = (f"knowsam_{name}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
-                + (f"_seed{args.seed}" if args.seed else "") + device_tag(args.device))
+                + seeds_tag + smoke + device_tag(args.device))
+        r = protocol_results(name, data, runs, args, machine, t0, RESULTS / f"{stem}_c_curve.png")
         write_results(stem, r, markdown(r))
 
 

@@ -107,3 +107,55 @@ def test_results_name_no_absolute_path_of_a_machine(monkeypatch):
     found = {p.name: m.group(0) for p in sorted((BENCH / "results").glob("*")) if p.suffix in (".json", ".md")
              for m in [absolute.search(p.read_text())] if m}
     assert not found, found
+
+
+# ------------------------------------------------------------------ knowsam: the step-budget protocol (issue 24)
+def test_knowsam_convergence_rule_on_hand_made_curves(monkeypatch):
+    ks = _script("knowsam", monkeypatch)
+    flat = [(100, 0.3), (200, 0.6)] + [(100 * i, 0.70 + 0.001 * i) for i in range(3, 11)]  # +0.002 in the last 20 %
+    c = ks.convergence(flat, 1000)
+    assert c["converged"] and c["gain"] == pytest.approx(0.002) and c["tail_from_step"] == 800 and c["val_points"] == 10
+    rising = flat[:8] + [(900, 0.75), (1000, 0.72)]  # the best of the tail gains 0.042 over the best before
+    c = ks.convergence(rising, 1000)
+    assert not c["converged"] and c["gain"] == pytest.approx(0.75 - 0.708)
+    noisy_dip = flat[:8] + [(900, 0.60), (1000, 0.705)]  # worse in the tail: no gain, converged
+    assert ks.convergence(noisy_dip, 1000)["converged"]
+    stuck = ks.convergence([(100 * i, 0.0) for i in range(1, 11)], 1000)  # flat at 0: never learned
+    assert stuck["gain"] == 0 and not stuck["converged"] and "not learning" in stuck["reason"]
+    few = ks.convergence(flat[:9], 1000)  # 9 points: not assessable, never "converged"
+    assert not few["converged"] and few["gain"] is None and ">= 10" in few["reason"]
+
+
+def test_knowsam_targets_and_protocol_render(monkeypatch):
+    ks = _script("knowsam", monkeypatch)
+    dice = {"a": 0.60, "b": 0.68, "c": 0.75, "d": 0.65, "e": 0.70}
+    rows = [{"run": k, "seed": s, "dice": v + 0.01 * s, "iou": v - 0.1, "hd95": 40.0, "n": 200, "steps": 4000,
+             "train_minutes": 60.0, "images_per_s": 4.5, "device": "cpu"} for s in (0, 1) for k, v in dice.items()]
+    t = ks.targets(rows, {"0": True, "1": False})
+    assert t["mean_dice"]["c"] == pytest.approx(0.755) and t["c_minus_a"]["value"] == pytest.approx(0.15)
+    assert t["c_minus_a"]["met"] and not t["c_converged"]["met"]  # one seed not converged: the target is missed
+    assert t["gap_closed"]["value"] == pytest.approx(0.08 / 0.15) and t["gap_closed"]["met"]
+    assert t["b_minus_d"]["met"] and t["e_minus_d"]["met"]
+    assert not ks.targets([x for x in rows if x["run"] != "e"], {"0": True})["e_minus_d"]["met"]  # (e) missing
+    runs = {f"{x['run']}_seed{x['seed']}": {"variant": ks.VARIANTS["abcde".index(x["run"])], "n_labeled": 70,
+                                            "n_unlabeled": 630, "config": {"batch_size": 8}, "resumed": x["run"] == "b"}
+            for x in rows}
+    conv = {"0": ks.convergence([(400, 0.2)] + [(400 * i, 0.7) for i in range(2, 11)], 4000),
+            "1": ks.convergence([], 4000)}
+    r = {"dataset": "kvasir_seg", "machine": "cpu x", "rows": rows, "runs": runs, "targets": t, "convergence": conv,
+         "c_converged": {"0": True, "1": False}, "c_curve": "knowsam_kvasir_seg_c_curve.png", "labeled": 0.1,
+         "threads": 2, "sam_decode": "foreground", "adapters": "none", "kd_rampup": 0.4, "input_size": 128,
+         "max_steps": 4000, "smoke": False, "gpu": None, "data_note": "", "wall_seconds": 60.0,
+         "teacher": {"dice": 0.93, "iou": 0.88, "hd95": 20.0, "source": "x"}}
+    md = ks.markdown(r)
+    assert "(e) Mean Teacher + SKD" in md and "| (b) KnowSAM* | 1 |" in md
+    assert "- (c) converged by the rule: NOT met" in md and "(b - a) / (c - a) = 0.53 -> met" in md
+    assert "- seed 0: gain +0.0000 over steps 3200-4000 (10 validation points) -> converged" in md
+    assert "- seed 1: not assessable" in md
+
+
+def test_knowsam_curve_png_is_written(monkeypatch, tmp_path):
+    ks = _script("knowsam", monkeypatch)
+    curve = [(100 * i, 0.5 + 0.02 * i) for i in range(1, 11)]
+    ks.plot_c_curves({"0": curve}, {"0": ks.convergence(curve, 1000)}, tmp_path / "c.png", title="t")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -259,3 +259,70 @@ def test_smaller_student_frame_trains_and_predicts_at_its_own_size(tmp_path):
     xs, ys = m.to_student_frame(x, y)
     assert xs.shape == (2, 3, 32, 32) and ys.shape == (2, 32, 32) and ys.dtype == torch.long
     assert ys.sum().item() == 2 * 16 * 16 and ys[:, 4:20, 8:24].all()
+
+
+# ------------------------------------------------------------------ speed-ups that must not change the method
+@pytest.mark.parametrize("teacher", ["test_sam", "litemedsam"])  # one decoder call per image / batched decoder
+def test_classes_in_one_decoder_call_equal_one_call_per_class(teacher):
+    from samdistill.models.prompt_generator import learned_prompt_logits
+
+    torch.manual_seed(0)
+    t = load_model(teacher, pretrained=False) if teacher == "litemedsam" else load_model(teacher)
+    g = t.embedding_grid
+    emb, mask_logits = torch.randn(3, 256, g, g), torch.randn(3, 2, 32, 32)
+    pg = PromptGenerator(2, 2)
+    with torch.no_grad():
+        got = learned_prompt_logits(t, pg, emb, mask_logits)
+        tokens, m = pg(emb), t.mask_prompt_size  # reference: the former loop, one decode per class
+        prompt = torch.nn.functional.interpolate(mask_logits, size=(m, m), mode="bilinear", align_corners=False)
+        ref = torch.cat([t.decode_tokens(emb, tokens[:, c], prompt[:, c:c + 1]) for c in range(2)], dim=1)
+        ref = torch.nn.functional.interpolate(ref, size=(32, 32), mode="bilinear", align_corners=False)
+    assert got.shape == (3, 2, 32, 32)
+    assert not torch.allclose(got[:, 0], got[:, 1])  # the classes are not one decode repeated
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sam_decode", ["per_class", "foreground"])
+def test_sam_unlabeled_rows_without_graph_give_the_same_loss_and_gradients(monkeypatch, sam_decode):
+    """SAM's unlabeled rows decoded under no_grad: the loss and every parameter's gradient are those of
+    the full graph (reference: the same step with every row kept in the graph)."""
+    import samdistill.methods.knowsam as knowsam
+    from samdistill.models.prompt_generator import learned_prompt_logits
+
+    t = load_model("test_sam")
+    torch.manual_seed(0)
+    parts = KnowSAMParts(load_model("test_knowsam_student", teacher=t), PromptGenerator(2, 2), None,
+                         add_decoder_adapters(t.mask_decoder))
+    cfg = KnowSAMConfig(sam_decode=sam_decode, mix_after=0.0)  # every term on, mixing too
+    g = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(4, 3, 64, 64, generator=g), "mask": (torch.rand(4, 64, 64, generator=g) > 0.5).float(),
+             "labeled": torch.tensor([True, False, True, False])}
+    batch["embedding"] = t.encode(batch["image"]).detach()
+    seen = []
+
+    def full_graph(*a, grad_rows=None, **kw):
+        seen.append(grad_rows)
+        return learned_prompt_logits(*a, **kw)  # every row with its graph: the path before the speed-up
+
+    results = []
+    for patch in (False, True):
+        if patch:
+            monkeypatch.setattr(knowsam, "learned_prompt_logits", full_graph)
+        m = KnowSAMMethod(parts=parts, teacher=t, cfg=cfg, total_steps=10)
+        m.train()
+        parts.zero_grad(set_to_none=True)
+        parts.step.fill_(5)
+        torch.manual_seed(2)
+        out = m.step(batch)
+        out["loss"].backward()
+        results.append((out, {n: p.grad.clone() for n, p in parts.named_parameters() if p.grad is not None}))
+    assert seen and torch.equal(seen[0], batch["labeled"])  # the method asks for the labeled rows only
+    (fast, g_fast), (full, g_full) = results
+    assert "mix" in fast and fast["sam_sup"] > 0
+    for k in full:
+        torch.testing.assert_close(fast[k], full[k], atol=1e-6, rtol=1e-5)
+    sam_names = {n for n in g_full if n.startswith(("prompt_generator.", "decoder_adapters."))}
+    assert sam_names and set(g_fast) == set(g_full)
+    assert any(g_full[n].abs().sum() > 0 for n in sam_names)  # SAM's parts do learn in this step
+    for n in g_full:
+        torch.testing.assert_close(g_fast[n], g_full[n], atol=1e-6, rtol=1e-5, msg=n)

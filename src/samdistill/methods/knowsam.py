@@ -142,13 +142,14 @@ class KnowSAMMethod:
 
     # ------------------------------------------------------------------ SAM side
     def sam_logits(self, images: torch.Tensor, embeddings: torch.Tensor | None, fused: torch.Tensor,
-                   size: int | None = None) -> torch.Tensor:
-        """SAM's ``BxCxSxS`` logits: one decode per class with learned tokens + the fused mask prompt.
-        ``S`` = ``size``, by default the student's frame (``fused``'s size)."""
+                   size: int | None = None, grad_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """SAM's ``BxCxSxS`` logits: a decode per class with learned tokens + the fused mask prompt.
+        ``S`` = ``size``, by default the student's frame (``fused``'s size); ``grad_rows``: the rows SAM
+        learns from (the others are decoded without a graph, see ``learned_prompt_logits``)."""
         t = self.teacher
         emb = t.encode(images) if self.parts.adapters is not None or embeddings is None else embeddings
         return learned_prompt_logits(t, self.parts.prompt_generator, emb, fused,
-                                     foreground=self.cfg.sam_decode == "foreground", size=size)
+                                     foreground=self.cfg.sam_decode == "foreground", size=size, grad_rows=grad_rows)
 
     # ------------------------------------------------------------------ one step
     def to_student_frame(self, images: torch.Tensor, masks: torch.Tensor | None = None):
@@ -187,7 +188,8 @@ class KnowSAMMethod:
         # (SAM's learned prompts start random, so early KD targets are noise)
         ramp_kd = sigmoid_rampup(progress, c.kd_rampup)
         if self.use_sam:
-            sam = self.sam_logits(x_sam, emb, apply_flips(f, hf, vf))
+            # SAM learns from CE + Dice on the labeled rows only; elsewhere its output is a detached target
+            sam = self.sam_logits(x_sam, emb, apply_flips(f, hf, vf), grad_rows=lab)
             sam_a = apply_flips(sam, hf, vf)
             out["sam_sup"] = ce_dice(sam_a[lab], ya[lab]) if lab.any() else zero
             loss = loss + c.sup * out["sam_sup"]
@@ -255,12 +257,13 @@ def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val
     from samdistill.data.semi import TwoStreamBatchSampler, semi_train_set
     from samdistill.models.adapters import add_adapters, add_decoder_adapters
     from samdistill.models.prompt_generator import PromptGenerator
+    from samdistill.models.students import cpu_channels_last
 
     k = cfg.knowsam
     pre = teacher.preprocess.to_dict()
     if k.input_size:
         pre["input_size"] = k.input_size
-    student = load_model(k.student, preprocess=pre, fusion=k.fusion).to(cfg.device)
+    student = cpu_channels_last(load_model(k.student, preprocess=pre, fusion=k.fusion).to(cfg.device), cfg.device)
     prompt_generator = adapters = decoder_adapters = None
     if k.sam:
         prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)

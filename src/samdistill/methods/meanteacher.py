@@ -148,10 +148,12 @@ class MeanTeacherMethod:
         self.parts.ema_updates += 1
 
     # ------------------------------------------------------------------ one step
-    def sam_logits(self, embeddings: torch.Tensor, student_logits: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        """SAM's ``BxCxSxS`` logits from the cached embedding, learned prompts and the student's mask prompt."""
+    def sam_logits(self, embeddings: torch.Tensor, student_logits: torch.Tensor, size: int | None = None,
+                   grad_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """SAM's ``BxCxSxS`` logits from the cached embedding, learned prompts and the student's mask prompt
+        (``grad_rows``: the rows SAM learns from, see ``learned_prompt_logits``)."""
         return learned_prompt_logits(self.teacher, self.parts.prompt_generator, embeddings, student_logits,
-                                     foreground=self.cfg.sam_decode == "foreground", size=size)
+                                     foreground=self.cfg.sam_decode == "foreground", size=size, grad_rows=grad_rows)
 
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.cfg
@@ -177,7 +179,8 @@ class MeanTeacherMethod:
             loss = loss + c.consistency * sigmoid_rampup(progress, c.consistency_rampup) * out["consistency"]
         if self.use_sam:
             emb = batch["embedding"].to(self.device)
-            sam_a = apply_flips(self.sam_logits(emb, apply_flips(s, hf, vf)), hf, vf)
+            # SAM learns from the labeled rows only; on the others it is a detached KD target
+            sam_a = apply_flips(self.sam_logits(emb, apply_flips(s, hf, vf), grad_rows=lab), hf, vf)
             out["sam_sup"] = ce_dice(sam_a[lab], ya[lab]) if lab.any() else zero
             out["skd"] = softmax_kd(s, sam_a, c.temperature)
             loss = loss + c.sup * out["sam_sup"] + c.skd_weight * out["skd"]
@@ -220,6 +223,7 @@ def build(cfg: MeanTeacherRunConfig, teacher, cache: EmbeddingCache, train_keys,
     from samdistill.data.semi import TwoStreamBatchSampler, semi_train_set
     from samdistill.models.adapters import add_decoder_adapters
     from samdistill.models.prompt_generator import PromptGenerator
+    from samdistill.models.students import cpu_channels_last
 
     k = cfg.meanteacher
     populate()
@@ -229,7 +233,7 @@ def build(cfg: MeanTeacherRunConfig, teacher, cache: EmbeddingCache, train_keys,
     if not MODELS.entry(k.student).meta.get("prompt_free"):  # (an unknown name: the registry's error)
         free = [e.name for e in MODELS if e.meta.get("prompt_free")]
         raise UserError(f"meanteacher.student must be a prompt-free student ({', '.join(free)}), not {k.student!r}")
-    student = load_model(k.student, preprocess=pre).to(cfg.device)
+    student = cpu_channels_last(load_model(k.student, preprocess=pre).to(cfg.device), cfg.device)
     prompt_generator = decoder_adapters = None
     if k.skd:  # only then: with skd=false no SAM part exists
         prompt_generator = PromptGenerator(student.num_classes, k.prompt_tokens).to(cfg.device)

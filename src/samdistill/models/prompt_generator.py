@@ -35,24 +35,48 @@ class PromptGenerator(nn.Module):
 
 
 def learned_prompt_logits(teacher, prompt_generator: PromptGenerator, embeddings: torch.Tensor,
-                          mask_logits: torch.Tensor, *, foreground: bool = False, size: int | None = None
-                          ) -> torch.Tensor:
-    """SAM's ``BxCxSxS`` class logits with learned prompts: one decode per class, the generator's tokens
-    in place of boxes and ``mask_logits`` (``BxCxHxW``, a student's prediction, detached here) as the
-    dense mask prompt.
+                          mask_logits: torch.Tensor, *, foreground: bool = False, size: int | None = None,
+                          grad_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """SAM's ``BxCxSxS`` class logits with learned prompts: the generator's tokens in place of boxes and
+    ``mask_logits`` (``BxCxHxW``, a student's prediction, detached here) as the dense mask prompt. The
+    classes are decoded in one decoder call (stacked along the batch), not one call per class.
 
     ``foreground`` (binary tasks): one decode instead of two, SAM's native sigmoid mask as logits ``[0, l]``
-    (softmax([0, l]) == sigmoid(l)). ``S`` = ``size``, by default ``mask_logits``'s size."""
-    tokens = prompt_generator(embeddings)
+    (softmax([0, l]) == sigmoid(l)). ``S`` = ``size``, by default ``mask_logits``'s size.
+
+    ``grad_rows`` (``B`` bools): the rows whose logits need a gradient (SAM trains on the labeled images
+    only; on the others its output is a detached target). The other rows are decoded under ``no_grad``, so
+    their decoder activations are neither kept nor back-propagated: same values, same gradients, less work.
+    ``None``: every row keeps its graph."""
+    if grad_rows is None or not torch.is_grad_enabled() or bool(grad_rows.all()):
+        return _learned_prompt_logits(teacher, prompt_generator, embeddings, mask_logits, foreground, size)
+    with_grad, without = grad_rows.nonzero()[:, 0], (~grad_rows).nonzero()[:, 0]
+    outs = []
+    if len(with_grad):
+        outs.append(_learned_prompt_logits(teacher, prompt_generator, embeddings[with_grad], mask_logits[with_grad],
+                                           foreground, size))
+    with torch.no_grad():
+        outs.append(_learned_prompt_logits(teacher, prompt_generator, embeddings[without], mask_logits[without],
+                                           foreground, size))
+    return torch.cat(outs)[torch.argsort(torch.cat([with_grad, without]))]  # back to the batch's order
+
+
+def _learned_prompt_logits(teacher, prompt_generator: PromptGenerator, embeddings: torch.Tensor,
+                           mask_logits: torch.Tensor, foreground: bool, size: int | None) -> torch.Tensor:
+    tokens = prompt_generator(embeddings)  # B x C x K x 256
     m = teacher.mask_prompt_size
     prompt = F.interpolate(mask_logits.detach(), size=(m, m), mode="bilinear", align_corners=False)
-    num_classes = mask_logits.shape[1]
+    b, num_classes = mask_logits.shape[:2]
     if foreground and num_classes == 2:
         fg = teacher.decode_tokens(embeddings, tokens[:, 1], prompt[:, 1:2] - prompt[:, :1])
         logits = torch.cat([torch.zeros_like(fg), fg], dim=1)
     else:
-        outs = [teacher.decode_tokens(embeddings, tokens[:, c], prompt[:, c : c + 1]) for c in range(num_classes)]
-        logits = torch.cat(outs, dim=1)
+        # class-major rows (all images for class 0, then class 1, ...): one decoder call for every class
+        # (decode_tokens loops over rows itself where the decoder takes one image at a time)
+        out = teacher.decode_tokens(torch.cat([embeddings] * num_classes),
+                                    tokens.transpose(0, 1).reshape(num_classes * b, *tokens.shape[2:]),
+                                    prompt.transpose(0, 1).reshape(num_classes * b, 1, m, m))
+        logits = out.reshape(num_classes, b, *out.shape[-2:]).transpose(0, 1)
     s = size or mask_logits.shape[-1]
     if logits.shape[-1] != s:
         logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)

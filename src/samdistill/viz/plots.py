@@ -169,3 +169,29 @@ def plot_arch_weights(rows: list[dict[str, Any]], space: Any, path: str | Path) 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_validation_curves(curves: dict[str, list[tuple[int, float]]], path: str | Path, *, title: str = "",
+                           ylabel: str = "validation Dice", shade_from: float | None = None) -> None:
+    """Validation curves against the optimiser step (``{label: [(step, value), ...]}``, one line each) as a
+    PNG; ``shade_from``: a step from which the plot is shaded to the end (e.g. the window a convergence rule
+    reads). :func:`plot_curves` draws a run's own history per epoch; this compares runs on a step axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, pts in curves.items():
+        ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", ms=3, label=label)
+    if shade_from is not None:
+        hi = max((s for pts in curves.values() for s, _ in pts), default=shade_from)
+        ax.axvspan(shade_from, hi, color="grey", alpha=0.12, lw=0, label=f"from step {shade_from:g} (rule's window)")
+    ax.set(title=title, xlabel="optimiser step", ylabel=ylabel, ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
