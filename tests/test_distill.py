@@ -223,7 +223,7 @@ def test_a_method_registered_in_a_test_runs_through_distill(tmp_path, toy_method
 
 def test_cli_options_a_method_does_not_take_are_one_line_errors(tmp_path, capsys):
     assert main(["distill", "--data", DATA, "--out", str(tmp_path / "x"), "--labeled", "0.5"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --labeled is not an option of method kdsam (it is for: knowsam)"
+    assert capsys.readouterr().err.strip() == "error: --labeled is not an option of method kdsam (it is for: knowsam, meanteacher)"
     assert main(["distill", "--method", "nas", "--student", "x", "--data", DATA, "--out", str(tmp_path / "x")]) == 2
     assert "--student is not an option of method nas (it is for: kdsam, knowsam" in capsys.readouterr().err
     assert main(["distill", "--data", DATA, "--out", str(tmp_path / "x"), "knowsam.labeled=0.5"]) == 2
