@@ -5,8 +5,8 @@ count and the shared cache folder (the recipe in src/samdistill/recipes/kdsam.ya
 then the student is exported to ONNX fp32 and int8 (calibrated on train-split images), LiteMedSAM to ONNX
 fp32, and all five are benched in one process with the same threads (:func:`samdistill.eval.bench.run_bench`:
 Dice/IoU/HD95 at the original size under the tight box, first and next click, batch-16 throughput) and put
-through the interactive protocol (:func:`samdistill.eval.interactive.click_summary`: the tight box, then K
-corrective clicks). Further seeds (``--seeds 0 1``) add a student (PyTorch) row each.
+through the interactive protocol (``run_bench(..., clicks=K)``: the tight box, then K corrective clicks,
+decoded on the embedding of the timed pass). Further seeds (``--seeds 0 1``) add a student (PyTorch) row each.
 
 Writes benchmarks/results/student_<dataset>.json + .md::
 
@@ -56,52 +56,37 @@ def distill_run(name: str, seed: int, args) -> tuple[Path, dict]:
     if args.smoke:  # a pipeline check only: one short epoch each, never reported as a result
         overrides.update({"stage1": {"epochs": 1}, "stage2": {"epochs": 1}})
     cfg = load_config("kdsam", overrides)
-    t0 = time.time()
     run = distill(cfg, run_dir, resume="auto")
-    if not run.get("already_finished"):
-        run["wall_seconds_this_call"] = time.time() - t0
     return run_dir, {"config": cfg.model_dump(mode="json"), "summary": run}
 
 
-def export_all(run_dir: Path, name: str, args) -> dict[str, Path]:
-    """The student's fp32 and int8 folders and the teacher's fp32 folder (made once, shared by datasets)."""
-    from samdistill.api import export_model
+def _complete(folder: Path, newer_than: Path | None) -> bool:
+    """``folder`` holds a verified export (its manifest checks) made after ``newer_than`` was written."""
     from samdistill.deploy.onnx import read_export
     from samdistill.errors import UserError
 
-    folders = {"student_onnx": run_dir / "onnx", "student_int8": run_dir / "onnx_int8",
-               "teacher_onnx": RESULTS / "runs" / f"{TEACHER}_onnx"}
-    jobs = {"student_onnx": (run_dir / "student.pt", {}),
-            "student_int8": (run_dir / "student.pt", {"int8": True, "calibrate": str(shared_dataset(name))}),
-            "teacher_onnx": (TEACHER, {})}
-    for key, folder in folders.items():
-        try:
-            read_export(folder)  # a complete, verified export from an earlier call: keep it
-            if key != "teacher_onnx" and folder.stat().st_mtime < (run_dir / "student.pt").stat().st_mtime:
-                raise UserError("older than the student")
-            continue
-        except Exception:
-            pass
-        model, kw = jobs[key]
-        print(f"exporting {key} -> {folder}")
-        export_model(str(model), folder, force=True, **kw)
-    return folders
+    try:
+        read_export(folder)
+    except (UserError, OSError):
+        return False
+    return newer_than is None or folder.stat().st_mtime >= newer_than.stat().st_mtime
 
 
-def click_rows(specs: dict[str, str], data: Path, args) -> dict[str, dict]:
-    from samdistill.data.datasets import open_dataset
-    from samdistill.deploy.predictor import Predictor
-    from samdistill.eval.interactive import click_summary
-    from samdistill.machine import num_threads
+def export_all(run_dir: Path, name: str, args) -> dict[str, Path]:
+    """The student's fp32 and int8 folders and the teacher's fp32 folder (made once, shared by datasets);
+    a complete export from an earlier call is kept."""
+    from samdistill.api import export_model
 
-    ds = open_dataset(str(data))
-    out = {}
-    with num_threads(args.threads):
-        for key, spec in specs.items():
-            pred = Predictor.load(spec, threads=args.threads)
-            s = click_summary(pred, ds, split="test", limit=args.limit, clicks=CLICKS, progress=not args.quiet)
-            out[key] = {"dice_clicks": s["dice_clicks"], "noc": s["noc"], "n": s["n"]}
-    return out
+    student = run_dir / "student.pt"
+    jobs = {"student_onnx": (run_dir / "onnx", str(student), {}, student),
+            "student_int8": (run_dir / "onnx_int8", str(student), {"int8": True, "calibrate": str(shared_dataset(name))},
+                             student),
+            "teacher_onnx": (RESULTS / "runs" / f"{TEACHER}_onnx", TEACHER, {}, None)}
+    for key, (folder, model, kw, source) in jobs.items():
+        if not _complete(folder, source):
+            print(f"exporting {key} -> {folder}")
+            export_model(model, folder, force=True, **kw)
+    return {key: job[0] for key, job in jobs.items()}
 
 
 def run_dataset(name: str, args) -> dict:
@@ -120,8 +105,7 @@ def run_dataset(name: str, args) -> dict:
     bench_dir = run_dir / "bench"
     t0 = time.time()
     bench = run_bench(list(specs.values()), str(data), out_dir=bench_dir, split="test", limit=args.limit,
-                      threads=args.threads, progress=not args.quiet)
-    clicks = click_rows(specs, data, args)
+                      threads=args.threads, progress=not args.quiet, clicks=CLICKS)
     eval_minutes = (time.time() - t0) / 60
 
     rows = []
@@ -132,7 +116,7 @@ def run_dataset(name: str, args) -> dict:
         torch_row = by_spec[f"{model}/torch"] if backend != "torch" else b  # ONNX graphs: the same MACs
         rows.append({
             "model": model, "backend": backend, "seed": seed, "n": b["n"], "dice": b["dice"], "iou": b["iou"],
-            "hd95": b["hd95"], "dice_clicks": clicks[key]["dice_clicks"], "noc90": clicks[key]["noc"],
+            "hd95": b["hd95"], "dice_clicks": b["clicks"]["dice_clicks"], "noc90": b["clicks"]["noc"],
             "encoder_gmacs": torch_row["encoder_gmacs"], "decoder_gmacs": torch_row["decoder_gmacs"],
             "params": b["params_total"], "first_click_ms": b["first_click_ms"], "next_click_ms": b["next_click_ms"],
             "images_per_s_16": b["throughput_img_s_batch16"], "spec": specs[key],
@@ -142,7 +126,6 @@ def run_dataset(name: str, args) -> dict:
     for seed, (rd, r) in runs.items():
         s = r["summary"]
         cache = s["cache"]
-        computed = cache.get("seconds", 0.0) if cache.get("misses") else 0.0
         hits_cost = cache.get("hits", 0) * teacher_first / 1e3  # an entry already on disk, at its measured cost
         train[str(seed)] = {"run": str(rd), "distill_seconds": s["total_seconds"], "train_seconds": s["train_seconds"],
                             "cache": cache, "cache_hits_seconds_estimated": hits_cost,

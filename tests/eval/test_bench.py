@@ -107,3 +107,26 @@ def test_next_click_box_is_the_tight_box_moved_a_few_pixels_inside_the_image():
     assert np.abs(inner - [20, 10, 20, 10]).max() <= JITTER_PX + 1 and len({tuple(b) for b in inner}) > 1
     again = np.random.default_rng(0)
     assert (jittered_box(np.array([0, 0, 63, 47]), (48, 64), again)[0] == boxes[0]).all()  # seeded
+
+
+def test_bench_clicks_reuse_the_timed_embedding_and_match_the_click_protocol(tmp_path, tiny_model, monkeypatch):
+    from samdistill.data.datasets import open_dataset
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.eval.bench import run_bench
+    from samdistill.eval.interactive import click_summary
+
+    student = save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(), tmp_path / "student.pt")
+    free = save_model(load_model("test_knowsam_student", teacher=tiny_model).eval(), tmp_path / "free.pt")
+    data = "synthetic:n=10,size=64"
+    ref = click_summary(tiny_model, open_dataset(data), split="test", clicks=2)
+    encodes = []
+    real = Predictor.set_image
+    monkeypatch.setattr(Predictor, "set_image", lambda self, im: (encodes.append(1), real(self, im))[1])
+    models = ["test_sam", str(student), str(free)]
+    run_bench(models, data, out_dir=tmp_path / "b0", threads=1, progress=False)
+    without = len(encodes)
+    r = run_bench(models, data, out_dir=tmp_path / "b", threads=1, progress=False, clicks=2)
+    teacher, _, prompt_free = r["rows"]
+    assert teacher["clicks"]["dice_clicks"] == ref["dice_clicks"] and teacher["clicks"]["noc"] == ref["noc"]
+    assert len(teacher["clicks"]["dice_clicks"]) == 3 and "clicks" not in prompt_free
+    assert len(encodes) == 2 * without  # the clicks add no encoder pass

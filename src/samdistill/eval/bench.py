@@ -33,6 +33,7 @@ from samdistill.data.prompts import tight_box
 from samdistill.deploy.predictor import Predictor
 from samdistill.eval.coco_map import CocoMaskAP
 from samdistill.eval.efficiency import model_macs, peak_memory_mb
+from samdistill.eval.interactive import curve_summary, run_clicks
 from samdistill.eval.metrics import MetricAccumulator, image_metrics
 from samdistill.machine import machine_info, num_threads
 from samdistill.viz.pareto import pareto_plot
@@ -82,12 +83,14 @@ def jittered_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
 
 
 def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True, threads: int | None = None,
-                image_dir: Path | None = None) -> dict[str, Any]:
+                image_dir: Path | None = None, clicks: int = 0) -> dict[str, Any]:
     """One model's row. ``image_dir``: where the images of a dataset without files (``synthetic``) are written
-    so a first click reads a file like a user's does (a temporary folder when None)."""
+    so a first click reads a file like a user's does (a temporary folder when None). ``clicks``: also the
+    interactive protocol (the tight box, then up to ``clicks`` corrective clicks) on each image, decoded on
+    the embedding of the timed pass (untimed; no second encoder pass): ``row["clicks"]``."""
     pred, info = _describe(spec, threads)
     with tempfile.TemporaryDirectory() as tmp:
-        return _bench_row(pred, info, dataset, ids, progress=progress, image_dir=Path(image_dir or tmp))
+        return _bench_row(pred, info, dataset, ids, progress=progress, image_dir=Path(image_dir or tmp), clicks=clicks)
 
 
 def _image_file(dataset, sample, image_dir: Path) -> Path:
@@ -104,8 +107,10 @@ def _image_file(dataset, sample, image_dir: Path) -> Path:
 
 
 def _bench_row(pred: Predictor, info: dict[str, Any], dataset, ids: list[str], *, progress: bool,
-               image_dir: Path) -> dict[str, Any]:
+               image_dir: Path, clicks: int = 0) -> dict[str, Any]:
     acc, coco = MetricAccumulator(), CocoMaskAP()
+    curves: list[list[float]] = []
+    clicks = 0 if pred.prompt_free else clicks
     enc_t, dec_t, e2e_t, first_t, next_t = [], [], [], [], []
     rng = np.random.default_rng(0)  # the same next-click boxes for every model
     warmed = False
@@ -132,6 +137,8 @@ def _bench_row(pred: Predictor, info: dict[str, Any], dataset, ids: list[str], *
         if again is not None:  # a new box on the cached embedding: what a next click costs
             pred.predict(**again)
             next_t.append((time.perf_counter() - t2) * 1e3)
+        if clicks:  # untimed, on the embedding the timed pass left in the predictor
+            curves.append(run_clicks(pred, image, sample.mask, first="box", clicks=clicks, encoded=True)[0])
         acc.add(image_metrics(masks[0], sample.mask))
         coco.add(sample.mask, masks[0], 1.0 if pred.prompt_free else float(iou[0]))
         enc_t.append((t1 - t0) * 1e3)
@@ -167,12 +174,15 @@ def _bench_row(pred: Predictor, info: dict[str, Any], dataset, ids: list[str], *
         "next_click_ms": float(np.median(next_t)) if next_t else None,
         "throughput_img_s_batch16": 16 / best,
         "peak_memory_mb_batch16": peak,
+        **({"clicks": curve_summary(curves)} if curves else {}),
     }
 
 
 def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str = "test", limit: int | None = None,
-              threads: int | None = None, labels: list[int] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Bench ``models`` on ``data[split][:limit]`` into ``out_dir``; ``labels``: masks are label maps."""
+              threads: int | None = None, labels: list[int] | None = None, progress: bool = True,
+              clicks: int = 0) -> dict[str, Any]:
+    """Bench ``models`` on ``data[split][:limit]`` into ``out_dir``; ``labels``: masks are label maps;
+    ``clicks``: each promptable row also carries the Dice-vs-clicks curve (:func:`bench_model`)."""
     out = check_out_dir(out_dir)  # before any model is loaded
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data, labels=labels)
@@ -180,7 +190,8 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
     t0 = time.perf_counter()
     with num_threads(threads) as used:
         with tempfile.TemporaryDirectory() as tmp:  # one copy of a generated dataset's images for all models
-            rows = [bench_model(m, ds, ids, progress=progress, threads=used, image_dir=Path(tmp)) for m in models]
+            rows = [bench_model(m, ds, ids, progress=progress, threads=used, image_dir=Path(tmp), clicks=clicks)
+                    for m in models]
     ref = rows[0]
     for r in rows:
         r["speedup_end_to_end_vs_first"] = ref["latency_ms"]["end_to_end"] / r["latency_ms"]["end_to_end"]

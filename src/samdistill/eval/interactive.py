@@ -85,12 +85,14 @@ def click_curve(model, image: np.ndarray, gt: np.ndarray, *, first: FirstPrompt 
     """Dice after the first prompt and after each of up to ``clicks`` corrective clicks (``clicks + 1``
     values) for one ``HxW[x3]`` image and its ``HxW`` boolean ground truth (non-empty: a first prompt
     needs foreground; ``ValueError`` otherwise). ``model``: a Predictor or a promptable model."""
-    return _run(_predictor(model), image, gt, first=first, clicks=clicks)[0]
+    return run_clicks(_predictor(model), image, gt, first=first, clicks=clicks)[0]
 
 
-def _run(predictor, image: np.ndarray, gt: np.ndarray, *, first: FirstPrompt,
-         clicks: int) -> tuple[list[float], list[tuple[int, int, int]]]:
-    """The curve and the clicks given, ``(x, y, label)`` in order."""
+def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, *, first: FirstPrompt, clicks: int,
+               encoded: bool = False) -> tuple[list[float], list[tuple[int, int, int]]]:
+    """The curve and the clicks given, ``(x, y, label)`` in order, on a Predictor. ``encoded``: the
+    predictor holds ``image`` already (its ``set_image`` was called by the caller), so no second encoder
+    pass is made."""
     if first not in ("box", "point"):
         raise ValueError(f"first prompt must be 'box' or 'point', got {first!r}")
     if clicks < 0:
@@ -99,7 +101,8 @@ def _run(predictor, image: np.ndarray, gt: np.ndarray, *, first: FirstPrompt,
     box = tight_box(gt)[None] if first == "box" else None  # 1x4; ValueError on an empty mask
     points: list[tuple[int, int]] = [] if first == "box" else [interior_point(gt)]
     labels: list[int] = [] if first == "box" else [1]
-    predictor.set_image(image)  # the only encoder pass of this image
+    if not encoded:
+        predictor.set_image(image)  # the only encoder pass of this image
 
     def decode() -> np.ndarray:
         if not points:
@@ -133,6 +136,16 @@ def noc(curve: list[float], threshold: float = NOC_THRESHOLD) -> int | None:
     return None
 
 
+def curve_summary(curves: list[list[float]], threshold: float = NOC_THRESHOLD) -> dict[str, Any]:
+    """``{"n", "dice_clicks"`` (mean Dice per click index), ``"noc": {"threshold", "mean"`` (over the curves
+    that reach it; ``None`` if none does), ``"reached", "never"}}`` of per-image Dice-vs-clicks curves."""
+    nocs = [noc(c, threshold) for c in curves]
+    reached = [n for n in nocs if n is not None]
+    return {"n": len(curves), "dice_clicks": np.mean(curves, axis=0).tolist(),
+            "noc": {"threshold": threshold, "mean": float(np.mean(reached)) if reached else None,
+                    "reached": len(reached), "never": len(curves) - len(reached)}}
+
+
 def click_summary(model, dataset, *, split: str = "test", limit: int | None = None,
                   first: FirstPrompt = "box", clicks: int = 5, threshold: float = NOC_THRESHOLD,
                   progress: bool = False) -> dict[str, Any]:
@@ -157,12 +170,11 @@ def click_summary(model, dataset, *, split: str = "test", limit: int | None = No
         if not sample.mask.any():
             excluded.append(sample.id)
             continue
-        curve, given = _run(predictor, sample.image, sample.mask, first=first, clicks=clicks)
+        curve, given = run_clicks(predictor, sample.image, sample.mask, first=first, clicks=clicks)
         rows.append({"id": sample.id, "dice_clicks": curve, "noc": noc(curve, threshold),
                      "clicks": [list(c) for c in given]})
     if not rows:
         raise UserError(f"no image of {dataset.name}/{split} could be evaluated (all skipped or empty)")
-    reached = [r["noc"] for r in rows if r["noc"] is not None]
     first_text = "tight box" if first == "box" else "one positive point at the most interior pixel"
     return {
         "protocol": (f"{first_text}, then up to {clicks} corrective clicks: a positive one at the most interior "
@@ -171,10 +183,7 @@ def click_summary(model, dataset, *, split: str = "test", limit: int | None = No
                      "embedding; Dice after each"),
         "first": first,
         "clicks": clicks,
-        "n": len(rows),
-        "dice_clicks": np.mean([r["dice_clicks"] for r in rows], axis=0).tolist(),
-        "noc": {"threshold": threshold, "mean": float(np.mean(reached)) if reached else None,
-                "reached": len(reached), "never": len(rows) - len(reached)},
+        **curve_summary([r["dice_clicks"] for r in rows], threshold),
         "excluded_empty_gt": {"count": len(excluded), "ids": excluded},
         "per_image": rows,
     }

@@ -138,11 +138,11 @@ class KDSAMStage:
         c: Stage2Config = self.cfg  # type: ignore[assignment]
         boxes = jitter(tight_boxes(mask), c.box_jitter, size)
         points = None
-        rounds = []
-        for r in range(1 + c.loop_iters):
-            if r:
-                new = disagreement_points(logits.detach()[:, 0] > 0, t_logits[:, 0] > 0, size)
-                points = new if points is None else (torch.cat([points[0], new[0]], 1), torch.cat([points[1], new[1]], 1))
+        logits, t_logits, terms = self._round(emb_s, emb_t, mask, boxes, points)
+        rounds = [terms]
+        for _ in range(c.loop_iters):  # a corrective point where the two disagree, then both decode again
+            new = disagreement_points(logits.detach()[:, 0] > 0, t_logits[:, 0] > 0, size)
+            points = new if points is None else (torch.cat([points[0], new[0]], 1), torch.cat([points[1], new[1]], 1))
             logits, t_logits, terms = self._round(emb_s, emb_t, mask, boxes, points)
             rounds.append(terms)
         out = {k: sum(t[k] for t in rounds) / len(rounds) for k in rounds[0]}

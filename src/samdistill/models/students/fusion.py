@@ -12,16 +12,13 @@ boolean mask in the original frame.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 from torch import nn
 
 from samdistill.models.preprocess import Preprocess
 from samdistill.models.students.unet import UNet2D
 from samdistill.models.students.vnet import VNet2D
-from samdistill.models.zoo import MODELS
+from samdistill.models.students.promptfree import PromptFreeStudent, register_prompt_free
 
 
 def entropy_map(p: torch.Tensor) -> torch.Tensor:
@@ -47,10 +44,8 @@ class HybridAggregation(nn.Module):
         return 0.5 * (logits_u + logits_v) + self.net(feats)
 
 
-class KnowSAMStudent(nn.Module):
+class KnowSAMStudent(PromptFreeStudent):
     """UNet + VNet + HAM. ``fusion=False`` replaces the HAM by the plain logit average (ablation)."""
-
-    kind = "promptfree"
 
     def __init__(self, *, preprocess: dict | Preprocess, num_classes: int = 2, base: int = 16, fusion: bool = True,
                  family: str = "knowsam_student") -> None:
@@ -64,14 +59,6 @@ class KnowSAMStudent(nn.Module):
         self.config = {"preprocess": self.preprocess.to_dict(), "num_classes": num_classes, "base": base,
                        "fusion": fusion}
 
-    @property
-    def input_size(self) -> int:
-        return self.preprocess.input_size
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def aggregate(self, logits_u: torch.Tensor, logits_v: torch.Tensor) -> torch.Tensor:
         return self.ham(logits_u, logits_v) if self.ham is not None else 0.5 * (logits_u + logits_v)
 
@@ -83,47 +70,13 @@ class KnowSAMStudent(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_all(images)[2]
 
-    def foreground_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Binary view: ``Bx1xSxS`` logit of "any foreground class" (log-odds against background)."""
-        logits = self(images)
-        fg = torch.logsumexp(logits[:, 1:], dim=1, keepdim=True)
-        return fg - logits[:, :1]
-
-    @torch.no_grad()
-    def predict(self, image: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
-        """Image (HxW[x3]) -> boolean foreground mask ``1xHxW`` in the original frame (no prompt)."""
-        hw = tuple(np.asarray(image).shape[:2])
-        x = self.preprocess.image(image)[None].to(self.device)
-        logits = self.foreground_logits(x)
-        return (self.preprocess.logits_to_original(logits, hw)[:, 0] > 0).cpu().numpy()
-
     def parameter_counts(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
         u, v, f = count(self.unet), count(self.vnet), count(self.ham)
         return {"unet": u, "vnet": v, "fusion": f, "encoder": 0, "decoder": 0, "total": u + v + f}
 
 
-def _builder(name: str, base: int):
-    def build(pretrained: Any = None, checkpoint: str | None = None, teacher=None, preprocess: dict | None = None,
-              **config: Any) -> KnowSAMStudent:
-        from samdistill.errors import UserError
-
-        if checkpoint is not None:
-            raise UserError(f"load a trained {name} from its samdistill checkpoint: samdistill.load_model(path)")
-        if pretrained:
-            raise UserError(f"{name} has no pretrained weights; it is trained from scratch by --method knowsam")
-        if preprocess is None:
-            if teacher is None:
-                raise UserError(f"{name} needs a teacher (for its input frame) or a preprocess spec")
-            preprocess = teacher.preprocess.to_dict()
-        config.setdefault("base", base)
-        return KnowSAMStudent(preprocess=preprocess, family=name, **config)
-
-    build.__doc__ = f"Prompt-free KnowSAM student: UNet + VNet (base width {base}) + Hybrid Aggregation Module."
-    return build
-
-
-MODELS.register("knowsam_student", kind="student", input_size="teacher's", weights="trained", prompt_free=True)(
-    _builder("knowsam_student", 16))
-MODELS.register("test_knowsam_student", kind="student", input_size="teacher's", weights="trained", prompt_free=True,
-                tiny=True)(_builder("test_knowsam_student", 4))
+register_prompt_free(KnowSAMStudent, "knowsam_student", 16, "Prompt-free KnowSAM student: UNet + VNet (base width "
+                     "16) + Hybrid Aggregation Module.", trained_by=" by --method knowsam")
+register_prompt_free(KnowSAMStudent, "test_knowsam_student", 4, "Prompt-free KnowSAM student: UNet + VNet (base width "
+                     "4) + Hybrid Aggregation Module.", trained_by=" by --method knowsam", tiny=True)
