@@ -25,6 +25,7 @@ Usage::
     python benchmarks/student.py --datasets busi hc18
     python benchmarks/student.py --render-only        # rewrite the .md files from the .json files
     python benchmarks/student.py --datasets kvasir_seg --limit 8 --smoke   # a quick check (student_<ds>_smoke)
+    python benchmarks/student.py --datasets kvasir_seg --train-only        # distil now, export + bench later
 
 Runs resume: a finished distill run is read back (``resume="auto"``), an interrupted one continues.
 """
@@ -245,9 +246,17 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="1 + 1 epochs into *_smoke run and result files")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md files from the .json files")
+    ap.add_argument("--train-only", action="store_true",
+                    help="distil (or finish distilling) and stop; a later call without it exports and benches")
     args = ap.parse_args()
     if args.render_only:
         render_only(sorted(p.stem for p in RESULTS.glob("student_*.json")), markdown)
+        return
+    if args.train_only:
+        for name in args.datasets:
+            for seed in args.seeds:
+                run_dir, _ = distill_run(name, seed, args)
+                print(f"distilled: {run_dir / 'student.pt'}")
         return
     for name in args.datasets:
         r = run_dataset(name, args)

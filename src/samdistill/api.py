@@ -126,14 +126,15 @@ def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None =
 def export_model(
     model: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
     opset: int = 17, force: bool = False, int8: bool = False, calibrate: str | os.PathLike | None = None,
-    calibrate_n: int = 32,
+    calibrate_n: int = 32, int8_graphs: str | None = None,
 ) -> dict[str, Any]:
     """Export a model to ONNX and verify it against PyTorch (see :mod:`samdistill.deploy.onnx`):
     promptable models as encoder + decoder graphs, prompt-free students as one graph, with a
     ``manifest.json`` naming them. ``out_dir`` is written whole or not at all; a non-empty one is refused
     unless ``force``, which replaces it as a whole. ``int8``: quantise the promptable graphs, calibrated on
     the first ``calibrate_n`` train images of ``calibrate`` (see :mod:`samdistill.deploy.quantize`); the
-    report is then int8 vs fp32. Returns the verification report."""
+    report is then int8 vs fp32. ``int8_graphs``: which graphs are quantised (``encoder``, ``decoder`` or both,
+    comma-separated; default both); the others stay fp32 in the int8 folder. Returns the verification report."""
     from samdistill.deploy.onnx import check_export_target, export_onnx
     from samdistill.errors import UserError
 
@@ -141,6 +142,8 @@ def export_model(
         raise UserError("--int8 needs --calibrate DATA (train-split images to calibrate the int8 ranges on)")
     if calibrate is not None and not int8:
         raise UserError("--calibrate is for --int8 exports; add --int8 or drop --calibrate")
+    if int8_graphs is not None and not int8:
+        raise UserError("--int8-graphs is for --int8 exports; add --int8 or drop --int8-graphs")
     # before loading: --force must not delete the model being exported (or its weights)
     check_export_target(Path(out_dir), keep=[p for p in (model, checkpoint) if p is not None], force=force)
     m = load_model(model, checkpoint=checkpoint)
@@ -148,5 +151,5 @@ def export_model(
     if int8:
         from samdistill.deploy.quantize import int8_step
 
-        finish = int8_step(m, str(calibrate), n=calibrate_n)
+        finish = int8_step(m, str(calibrate), n=calibrate_n, **({} if int8_graphs is None else {"graphs": int8_graphs}))
     return export_onnx(m, out_dir, opset=opset, force=force, source=str(model), finish=finish)

@@ -285,6 +285,7 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Quantise the encoder and decoder to int8 (onnxruntime static QDQ, per-channel weights); needs --calibrate."),
     calibrate: Optional[str] = typer.Option(None, "--calibrate", help="Dataset whose train-split images calibrate the int8 ranges (path or synthetic:...)."),
     calibrate_n: int = typer.Option(32, "--calibrate-n", min=1, help="Number of train images to calibrate on."),
+    int8_graphs: Optional[str] = typer.Option(None, "--int8-graphs", help="Which graphs --int8 quantises: encoder, decoder or encoder,decoder (default: both; the others stay fp32)."),
 ) -> None:
     """Export to ONNX, verified with onnxruntime: promptable models as encoder + prompt/decoder graphs,
     prompt-free (KnowSAM) students as one graph (model.onnx). The folder is written whole or not at all,
@@ -300,7 +301,7 @@ def export(
     from samdistill.deploy.onnx import read_export
 
     r = export_model(model, out, checkpoint=checkpoint, opset=opset, force=force, int8=int8, calibrate=calibrate,
-                     calibrate_n=calibrate_n)
+                     calibrate_n=calibrate_n, int8_graphs=int8_graphs)
     diff = "max |int8 - fp32|" if r.get("precision") == "int8" else "max |onnx - torch|"
     for c in r["checks"]:
         extra = f", Dice agreement {c['dice_agreement']:.4f}" if "dice_agreement" in c else ""

@@ -92,9 +92,28 @@ def test_cli_int8_export_records_calibrate_n(tmp_path, exports, capsys):
     assert cal["n"] == 4 and cal["ids"] == open_dataset(DATA).ids("train")[:4]
 
 
+def test_cli_int8_graphs_encoder_keeps_the_decoder_fp32(tmp_path, exports, capsys):
+    root, _ = exports
+    out = tmp_path / "enc_only"
+    assert main(["export", str(root / "able.pt"), "--out", str(out), "--int8", "--calibrate", DATA,
+                 "--calibrate-n", "4", "--int8-graphs", "encoder"]) == 0
+    assert "QuantizeLinear" in _ops(out / "encoder.onnx")
+    assert "QuantizeLinear" not in _ops(out / "decoder.onnx")
+    # the fp32 decoder is the fp32 export's own graph, byte for byte
+    assert (out / "decoder.onnx").read_bytes() == (root / "fp32" / "decoder.onnx").read_bytes()
+    q = read_export(out).manifest["quantization"]
+    assert q["graphs"] == ["encoder"] and list(q["quantised_ops"]) == ["encoder"]
+    assert q["kept_fp32"]["decoder"].startswith("the whole graph") and q["fp32_nodes"]["decoder"] == "all"
+    stored = json.loads((out / "verification.json").read_text())
+    dec = next(c for c in stored["checks"] if c["graph"] == "decoder")
+    assert dec["max_abs_diff"] == 0.0 and dec["dice_agreement"] == 1.0  # an untouched decoder gives fp32's logits
+
+
 @pytest.mark.parametrize("args, says", [
     (["--int8"], "--int8 needs --calibrate"),
     (["--calibrate", DATA], "--calibrate is for --int8"),
+    (["--int8-graphs", "encoder"], "--int8-graphs is for --int8"),
+    (["--int8", "--calibrate", DATA, "--int8-graphs", "neck"], "--int8-graphs takes encoder, decoder"),
     (["--int8", "--calibrate", "no/such/data"], "data not found: no/such/data"),  # before any graph is written
 ])
 def test_cli_int8_errors_are_one_line(tmp_path, exports, capsys, args, says):

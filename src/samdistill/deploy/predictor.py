@@ -84,6 +84,9 @@ class Predictor:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        # onnxruntime's worker threads otherwise spin for a while after each run, on the cores the mask's
+        # postprocess (torch) needs next: a next click measured 3x slower with spinning on
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
         def session(path: Path):
             try:

@@ -52,6 +52,7 @@ require Dice agreement >= 0.95 on synthetic images for a tiny student (measured 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -60,6 +61,8 @@ import numpy as np
 
 from samdistill.errors import UserError
 
+#: the graphs of a promptable export that ``--int8-graphs`` can name
+GRAPHS = ("encoder", "decoder")
 # op types quantised per graph, and the reason for everything else (recorded in the manifest)
 QUANTISED_OPS: dict[str, tuple[str, ...]] = {"encoder": ("Conv", "Relu", "Add"), "decoder": ("MatMul", "Gemm")}
 KEPT_FP32: dict[str, str] = {
@@ -214,19 +217,37 @@ def _encode(sess, images: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {"images": images[i : i + 1]})[0] for i in range(len(images))])
 
 
-def quantize_promptable(folder: Path, calib: CalibrationSet, fp32_report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Replace ``folder``'s fp32 ``encoder.onnx`` / ``decoder.onnx`` by int8 graphs calibrated on ``calib``;
-    returns (the verification report, the manifest's extra fields)."""
+def parse_graphs(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"encoder,decoder"`` (or an iterable of names) -> the graphs to quantise, in a fixed order; anything
+    else is a one-line ``UserError``."""
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    bad = [n for n in names if n not in GRAPHS]
+    if bad or not names:
+        raise UserError(f"--int8-graphs takes encoder, decoder or encoder,decoder; got {text!r}")
+    return tuple(g for g in GRAPHS if g in names)
+
+
+def quantize_promptable(folder: Path, calib: CalibrationSet, fp32_report: dict[str, Any],
+                        graphs: Iterable[str] = GRAPHS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Replace ``folder``'s fp32 ``encoder.onnx`` / ``decoder.onnx`` (those named in ``graphs``) by int8 graphs
+    calibrated on ``calib``; returns (the verification report, the manifest's extra fields)."""
     from samdistill.deploy.onnx import _agreement
 
+    graphs = parse_graphs(graphs)
     enc32, dec32 = folder / "encoder.onnx", folder / "decoder.onnx"
     enc8, dec8 = folder / ".encoder.int8.onnx", folder / ".decoder.int8.onnx"
     e32 = _session(enc32)
-    quantize_graph(enc32, enc8, [{"images": calib.images[i : i + 1]} for i in range(len(calib.ids))],
-                   op_types=QUANTISED_OPS["encoder"])
+    if "encoder" in graphs:
+        quantize_graph(enc32, enc8, [{"images": calib.images[i : i + 1]} for i in range(len(calib.ids))],
+                       op_types=QUANTISED_OPS["encoder"])
+    else:
+        shutil.copyfile(enc32, enc8)
     emb = _encode(e32, calib.images)  # the decoder is calibrated on what the fp32 encoder gives
     keep = decoder_fp32_nodes(dec32)
-    quantize_graph(dec32, dec8, _box_feeds(emb, calib.boxes), op_types=QUANTISED_OPS["decoder"], exclude=keep)
+    if "decoder" in graphs:
+        quantize_graph(dec32, dec8, _box_feeds(emb, calib.boxes), op_types=QUANTISED_OPS["decoder"], exclude=keep)
+    else:
+        shutil.copyfile(dec32, dec8)
 
     # int8 vs fp32 on images the calibration did not see: each graph alone, then both together
     hx, hb = calib.holdout
@@ -249,9 +270,13 @@ def quantize_promptable(folder: Path, calib: CalibrationSet, fp32_report: dict[s
               "fp32": fp32_report}
     extra = {"precision": "int8",
              "quantization": {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8, per tensor",
-                              "calibration_method": "MinMax", "quantised_ops": {k: list(v) for k, v in QUANTISED_OPS.items()},
-                              "kept_fp32": KEPT_FP32,
-                              "fp32_nodes": {"decoder": keep}, "calibration": calib.describe(), "tool": _ort_version()}}
+                              "graphs": list(graphs),
+                              "calibration_method": "MinMax",
+                              "quantised_ops": {k: list(v) for k, v in QUANTISED_OPS.items() if k in graphs},
+                              "kept_fp32": {**KEPT_FP32, **{g: "the whole graph (--int8-graphs)" for g in GRAPHS
+                                                            if g not in graphs}},
+                              "fp32_nodes": {"decoder": keep if "decoder" in graphs else "all"},
+                              "calibration": calib.describe(), "tool": _ort_version()}}
     return report, extra
 
 
@@ -261,10 +286,12 @@ def _ort_version() -> str:
     return f"onnxruntime {onnxruntime.__version__}"
 
 
-def int8_step(model, data: str, *, n: int = 32, split: str = "train") -> Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]:
+def int8_step(model, data: str, *, n: int = 32, split: str = "train",
+              graphs: str | Iterable[str] = GRAPHS) -> Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]:
     """The step ``export_promptable(..., finish=...)`` runs on the staged folder. The calibration images are
-    read now, before any graph is written, so a bad ``--calibrate`` fails early."""
+    read now, before any graph is written, so a bad ``--calibrate`` or ``graphs`` fails early."""
     if getattr(model, "kind", None) == "promptfree":
         raise UserError("--int8 is for promptable students for now; export this prompt-free model without --int8")
+    graphs = parse_graphs(graphs)
     calib = calibration_set(model, data, n=n, split=split)
-    return lambda folder, report: quantize_promptable(folder, calib, report)
+    return lambda folder, report: quantize_promptable(folder, calib, report, graphs)

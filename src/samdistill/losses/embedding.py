@@ -10,9 +10,17 @@ from samdistill.losses.registry import LOSSES
 
 @LOSSES.register("embedding_mse")
 def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over all elements. ``student``: ``Bx256xgxg``; ``teacher``: ``Bx256xGxG``,
-    brought to the student's grid by :func:`pooled_embedding` when ``G != g``. Returns a scalar."""
-    return F.mse_loss(student, pooled_embedding(teacher, student.shape[-1]).to(student.dtype))
+    """Mean squared error over all elements. ``student``: ``Bx256xgxg`` (or more channels: see
+    :func:`teacher_channels`); ``teacher``: ``Bx256xGxG``, brought to the student's grid by
+    :func:`pooled_embedding` when ``G != g``. Returns a scalar."""
+    return F.mse_loss(teacher_channels(student, teacher), pooled_embedding(teacher, student.shape[-1]).to(student.dtype))
+
+
+def teacher_channels(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The channels of a student embedding that live in the teacher's embedding space: its first
+    ``teacher.shape[1]``. A student may carry more after them (a packed detail map,
+    :mod:`samdistill.models.students.detail`), which no embedding loss compares."""
+    return student[:, : teacher.shape[1]]
 
 
 def pooled_embedding(embedding: torch.Tensor, grid: int) -> torch.Tensor:

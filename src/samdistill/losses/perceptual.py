@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samdistill.errors import CheckpointError
-from samdistill.losses.embedding import pooled_embedding
+from samdistill.losses.embedding import pooled_embedding, teacher_channels
 from samdistill.losses.registry import LOSSES
 
 
@@ -85,7 +85,7 @@ class DecoderPerceptual(nn.Module):
         return list(decoder_activations(self.prompt_encoder, self.mask_decoder, emb, boxes))
 
     def forward(self, student_emb: torch.Tensor, teacher_emb: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        fs = self.features(student_emb, boxes)
+        fs = self.features(teacher_channels(student_emb, teacher_emb), boxes)
         with torch.no_grad():
             ft = self.features(pooled_embedding(teacher_emb, student_emb.shape[-1]).to(student_emb.dtype), boxes)
         return sum(F.mse_loss(a, b) for a, b in zip(fs, ft)) / len(fs)

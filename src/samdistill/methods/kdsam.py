@@ -24,7 +24,7 @@ phases, registered in ``METHODS``) and its step (:class:`KDSAMStage`).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from pydantic import Field
@@ -54,6 +54,9 @@ class StudentConfig(Strict):
     slim_depth: int = Field(1, ge=1)  # decoder=slim: two-way transformer blocks (the teacher has 2)
     slim_mlp_dim: int = Field(512, ge=8)  # decoder=slim: MLP width of each block (the teacher: 2048)
     neck_width: Optional[int] = Field(None, ge=4)
+    # a detail path: the encoder's features at a quarter of the grid's stride added to the decoder's mask
+    # features; auto: wherever the backbone has that map (a grid coarser than the input / 4)
+    detail: Union[Literal["auto"], bool] = "auto"
     pretrained: Optional[str] = None  # local timm weights file
 
 
@@ -188,7 +191,7 @@ def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys
     """KD SAM: a promptable student and its two stages (encoder, then decoder)."""
     student = load_model(
         cfg.student.name, teacher=teacher, decoder=cfg.student.decoder, neck_width=cfg.student.neck_width,
-        pretrained=cfg.student.pretrained, grid=cfg.student.grid,
+        pretrained=cfg.student.pretrained, grid=cfg.student.grid, detail=cfg.student.detail,
         slim={"depth": cfg.student.slim_depth, "mlp_dim": cfg.student.slim_mlp_dim},
     ).to(cfg.device)
     mem = cfg.cache.in_memory

