@@ -59,11 +59,12 @@ CASES = (
     + [("litemedsam_reference", "markdown", s) for s in _committed("litemedsam_reference_*.json")]
     + [("deploy", "markdown", s) for s in _committed("bench_*.json")]
     + [("student", "markdown", s) for s in _committed("student_*.json")]
+    + [("int8", "markdown", s) for s in _committed("int8_*.json")]
 )
 
 
 def test_every_results_family_is_covered():
-    assert {script for script, _, _ in CASES} == {"kdsam", "knowsam", "teachers", "deploy", "student"}
+    assert {script for script, _, _ in CASES} == {"kdsam", "knowsam", "teachers", "deploy", "student", "int8"}
     assert len(CASES) >= 20
 
 

@@ -134,7 +134,8 @@ def export_model(
     unless ``force``, which replaces it as a whole. ``int8``: quantise the promptable graphs, calibrated on
     the first ``calibrate_n`` train images of ``calibrate`` (see :mod:`samdistill.deploy.quantize`); the
     report is then int8 vs fp32. ``int8_graphs``: which graphs are quantised (``encoder``, ``decoder`` or both,
-    comma-separated; default both); the others stay fp32 in the int8 folder. Returns the verification report."""
+    comma-separated; default the decoder alone, see
+    :data:`samdistill.deploy.quantize.DEFAULT_GRAPHS`); the others stay fp32 in the int8 folder. Returns the verification report."""
     from samdistill.deploy.onnx import check_export_target, export_onnx
     from samdistill.errors import UserError
 

@@ -28,7 +28,7 @@ def exports(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("int8")
     able = save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(), root / "able.pt")
     export_model(able, root / "fp32")
-    report = export_model(able, root / "int8", int8=True, calibrate=DATA)
+    report = export_model(able, root / "int8", int8=True, calibrate=DATA, int8_graphs="encoder,decoder")
     return root, report
 
 
@@ -90,6 +90,15 @@ def test_cli_int8_export_records_calibrate_n(tmp_path, exports, capsys):
     assert "max |int8 - fp32|" in said and said.strip().splitlines()[-1].startswith("wrote encoder.onnx")
     cal = read_export(out).manifest["quantization"]["calibration"]
     assert cal["n"] == 4 and cal["ids"] == open_dataset(DATA).ids("train")[:4]
+
+
+def test_int8_quantises_the_decoder_alone_unless_told(tmp_path, exports):
+    root, _ = exports
+    export_model(root / "able.pt", tmp_path / "default", int8=True, calibrate=DATA, calibrate_n=4)
+    assert "QuantizeLinear" in _ops(tmp_path / "default" / "decoder.onnx")
+    assert (tmp_path / "default" / "encoder.onnx").read_bytes() == (root / "fp32" / "encoder.onnx").read_bytes()
+    q = read_export(tmp_path / "default").manifest["quantization"]
+    assert q["graphs"] == ["decoder"] and q["kept_fp32"]["encoder"].startswith("the whole graph")
 
 
 def test_cli_int8_graphs_encoder_keeps_the_decoder_fp32(tmp_path, exports, capsys):
