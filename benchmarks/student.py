@@ -140,7 +140,7 @@ def run_dataset(name: str, args) -> dict:
 
 def recipe_summary(cfg: dict) -> dict:
     st, s1, s2 = cfg["student"], cfg["stage1"], cfg["stage2"]
-    return {"student": st["name"], "grid": st["grid"], "decoder": st["decoder"],
+    return {"student": st["name"], "grid": st["grid"], "decoder": st["decoder"], "detail": st.get("detail"),
             "stage1": {k: s1[k] for k in ("epochs", "mse", "perceptual")},
             "stage2": {k: s2[k] for k in ("epochs", "dice", "bce", "kd", "iou", "iou_kd", "token_kd", "loop_iters", "mse",
                                            "box_jitter")}}
@@ -186,8 +186,10 @@ def targets(name: str, rows: list[dict], train: dict) -> dict:
 
 def markdown(r: dict) -> str:
     tg = r["targets"]
+    detail = next(iter(r["train"].values()))["config"]["student"].get("detail")  # absent before the detail path
     head = (f"# The whole student on {r['dataset']}: LiteMedSAM -> {r['recipe']['student']} "
-            f"(grid {r['recipe']['grid']}, {r['recipe']['decoder']} decoder)\n")
+            f"(grid {r['recipe']['grid']}, {r['recipe']['decoder']} decoder"
+            f"{'' if detail in (None, False) else f', detail path: {detail}'})\n")
     if r.get("smoke"):
         head += "\n**Smoke run (1 + 1 epochs, a pipeline check): not a result.**\n"
     n = r["rows"][0]["n"]

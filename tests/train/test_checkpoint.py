@@ -119,3 +119,17 @@ def test_cli_resume_with_planted_last_pt_exits_2_and_runs_nothing(tiny_run, tmp_
     assert "truncated" not in err
     assert not marker.exists()
     assert (run / "student.pt").read_bytes() == student and not (run / ".lock").exists()
+
+
+def test_cli_resume_into_another_architecture_is_one_line(tiny_run, capsys):
+    """A run resumed with settings that build another model (a wider neck here; a kdsam run from before
+    student.detail existed is the same case) is refused in one line, not with load_state_dict's traceback."""
+    run, args = tiny_run
+    student = (run / "student.pt").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "student.neck_width=24", "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "holds the training state of another model than this config builds" in err
+    assert "student.detail=false" in err
+    assert (run / "student.pt").read_bytes() == student and not (run / ".lock").exists()

@@ -4,8 +4,9 @@ prompt-free students (KnowSAM) as one.
 ``model.onnx`` (prompt-free): ``images Bx3xHxW`` (preprocessed; dynamic batch and size, H and W
 multiples of 16) -> ``logits BxCxHxW`` (class logits) and ``foreground Bx1xHxW`` (foreground log-odds).
 
-``encoder.onnx``: ``images Bx3xSxS`` (preprocessed, dynamic batch) -> ``embeddings Bx256xgxg``.
-``decoder.onnx``: ``embeddings 1x256xgxg``, ``point_coords NxPx2``, ``point_labels NxP`` (both dynamic
+``encoder.onnx``: ``images Bx3xSxS`` (preprocessed, dynamic batch) -> ``embeddings BxCxgxg`` (C = 256, or
+256 + a packed detail map for a student with a detail path: :mod:`samdistill.models.students.detail`).
+``decoder.onnx``: ``embeddings 1xCxgxg``, ``point_coords NxPx2``, ``point_labels NxP`` (both dynamic
 N prompts of P points) -> ``low_res_logits Nx1x4gx4g``, ``iou NxM``. Labels follow segment-anything's
 ONNX convention: 1 foreground point, 0 background point, 2 / 3 box top-left / bottom-right corner,
 -1 padding. Coordinates are in the input frame (``preprocess.json`` says how to get there).

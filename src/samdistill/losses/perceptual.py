@@ -66,7 +66,8 @@ class capture_decoder_tokens:
 class DecoderPerceptual(nn.Module):
     """Activations of the teacher's (frozen) mask decoder as the feature network.
 
-    ``forward(student_emb Bx256xgxg, teacher_emb Bx256xGxG, boxes Bx4 input frame) -> scalar``. A student
+    ``forward(student_emb BxCxgxg, teacher_emb Bx256xGxG, boxes Bx4 input frame) -> scalar`` (a student's
+    channels past the teacher's, a packed detail map, are not compared). A student
     on a coarser grid (``grid``) is compared with the teacher's embedding pooled to its grid
     (:func:`samdistill.losses.embedding.pooled_embedding`), both read by the teacher's decoder with the
     positional encoding of that grid.

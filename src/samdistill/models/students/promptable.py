@@ -45,7 +45,8 @@ SLIM_DECODER = {"depth": 1, "mlp_dim": 512}
 
 
 class TimmEncoder(nn.Module):
-    """``Bx3xSxS -> Bx256xgxg``: timm features at strides >= the grid's stride, fused by the neck.
+    """``Bx3xSxS -> Bx256xgxg``: timm features at strides >= the grid's stride, fused by the neck (plus the
+    packed detail map, ``Bx(256+16C)xgxg``, with ``detail``).
 
     ``detail``: the width C of a detail path (:mod:`samdistill.models.students.detail`): the backbone's
     feature map at a quarter of the grid's stride, packed after the 256 channels (``Bx(256+16C)xgxg``).
@@ -71,7 +72,7 @@ class TimmEncoder(nn.Module):
             raise UserError(f"student.detail needs a {backbone} feature map at stride {stride / UPSCALE:g} (a quarter "
                             f"of the grid's {stride}); its maps are at strides {reductions}: set student.detail=false "
                             "or a coarser student.grid")
-        kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(fine + keep)}
+        kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(fine[-1:] + keep)}
         if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "true"):
             raise CheckpointError(
                 f"samdistill never downloads weights: give the path of the timm {backbone} ImageNet weights file "
