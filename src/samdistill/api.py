@@ -152,5 +152,5 @@ def export_model(
     if int8:
         from samdistill.deploy.quantize import int8_step
 
-        finish = int8_step(m, str(calibrate), n=calibrate_n, **({} if int8_graphs is None else {"graphs": int8_graphs}))
+        finish = int8_step(m, str(calibrate), n=calibrate_n, graphs=int8_graphs)
     return export_onnx(m, out_dir, opset=opset, force=force, source=str(model), finish=finish)

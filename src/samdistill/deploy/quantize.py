@@ -56,7 +56,6 @@ require Dice agreement >= 0.95 on synthetic images for a tiny student (measured 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -244,24 +243,23 @@ def quantize_promptable(folder: Path, calib: CalibrationSet, fp32_report: dict[s
 
     graphs = parse_graphs(graphs)
     enc32, dec32 = folder / "encoder.onnx", folder / "decoder.onnx"
-    enc8, dec8 = folder / ".encoder.int8.onnx", folder / ".decoder.int8.onnx"
+    # a graph left fp32 is read where it is (its int8 path is the fp32 file): no copy, no second pass over it
+    enc8 = folder / ".encoder.int8.onnx" if "encoder" in graphs else enc32
+    dec8 = folder / ".decoder.int8.onnx" if "decoder" in graphs else dec32
     e32 = _session(enc32)
     if "encoder" in graphs:
         quantize_graph(enc32, enc8, [{"images": calib.images[i : i + 1]} for i in range(len(calib.ids))],
                        op_types=QUANTISED_OPS["encoder"])
-    else:
-        shutil.copyfile(enc32, enc8)
     emb = _encode(e32, calib.images)  # the decoder is calibrated on what the fp32 encoder gives
     keep = decoder_fp32_nodes(dec32)
     if "decoder" in graphs:
         quantize_graph(dec32, dec8, _box_feeds(emb, calib.boxes), op_types=QUANTISED_OPS["decoder"], exclude=keep)
-    else:
-        shutil.copyfile(dec32, dec8)
 
     # int8 vs fp32 on images the calibration did not see: each graph alone, then both together
     hx, hb = calib.holdout
-    d32, e8, d8 = _session(dec32), _session(enc8), _session(dec8)
-    emb32, emb8 = _encode(e32, hx), _encode(e8, hx)
+    d32, d8 = _session(dec32), _session(dec8)
+    emb32 = _encode(e32, hx)
+    emb8 = _encode(_session(enc8), hx) if "encoder" in graphs else emb32
     def case(graph: str) -> str:  # a graph left fp32 is checked too: it must give fp32's own figures
         return "int8" if graph in graphs else "fp32 (kept)"
 
@@ -272,9 +270,10 @@ def quantize_promptable(folder: Path, calib: CalibrationSet, fp32_report: dict[s
         got = np.concatenate([d8.run(None, f)[0] for f in _box_feeds(e, hb)])
         checks.append({"graph": graph, "case": label, "shape": list(got.shape),
                        "max_abs_diff": float(np.abs(ref - got).max()), "dice_agreement": _agreement(ref, got)})
-    del e32, d32, e8, d8
-    os.replace(enc8, enc32)
-    os.replace(dec8, dec32)
+    del e32, d32, d8
+    for q, f in ((enc8, enc32), (dec8, dec32)):
+        if q != f:
+            os.replace(q, f)
     report = {"precision": "int8", "reference": "the fp32 ONNX graphs of this export, on images not used for "
               "calibration (one tight box each)", "images": calib.holdout_ids, "checks": checks,
               "max_abs_diff": max(c["max_abs_diff"] for c in checks if c["graph"] != "encoder"),
@@ -299,11 +298,11 @@ def _ort_version() -> str:
 
 
 def int8_step(model, data: str, *, n: int = 32, split: str = "train",
-              graphs: str | Iterable[str] = DEFAULT_GRAPHS) -> Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]:
+              graphs: str | Iterable[str] | None = None) -> Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]:
     """The step ``export_promptable(..., finish=...)`` runs on the staged folder. The calibration images are
     read now, before any graph is written, so a bad ``--calibrate`` or ``graphs`` fails early."""
     if getattr(model, "kind", None) == "promptfree":
         raise UserError("--int8 is for promptable students for now; export this prompt-free model without --int8")
-    graphs = parse_graphs(graphs)
+    graphs = parse_graphs(DEFAULT_GRAPHS if graphs is None else graphs)
     calib = calibration_set(model, data, n=n, split=split)
     return lambda folder, report: quantize_promptable(folder, calib, report, graphs)
