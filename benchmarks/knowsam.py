@@ -361,15 +361,7 @@ def protocol_markdown(r: dict) -> str:
                   f"{te['iou']:.4f}", f"{te['hd95']:.1f}"])
     lines.append(markdown_table(table, ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
                                         "train images/s", "test Dice", "IoU", "HD95 px"]))
-    lines += ["", f"Convergence of (c) (rule: the best validation Dice of the last {CONVERGED_TAIL:.0%} of its steps "
-              f"gains < {CONVERGED_GAIN} over the best before; >= {MIN_VAL_POINTS} validation points; curve: "
-              f"`{r['c_curve']}`):", ""]
-    for seed, c in r["convergence"].items():
-        lines.append(f"- seed {seed}: " + (f"gain {c['gain']:+.4f} over steps {c['tail_from_step']}-{c['steps']} "
-                                            f"({c['val_points']} validation points) -> "
-                                            + ("converged" if c["converged"] else "NOT converged")
-                                            + (f" ({c['reason']})" if c.get("reason") else "")
-                                            if c["gain"] is not None else f"not assessable: {c['reason']}"))
+    lines += _convergence_lines(r)
     m = t["mean_dice"]
 
     def met(k: str) -> str:
@@ -399,11 +391,54 @@ def protocol_markdown(r: dict) -> str:
 
 
 def rows_markdown(r: dict) -> str:
-    """The rows file of --train-only: each variant's result, no comparison."""
-    table = markdown_table([[v, f"{x['steps']} ({x['epochs']})", x["config"]["batch_size"], f"{x['test']['dice']:.4f}",
-                             f"{x['test']['iou']:.4f}", f"{x['test']['hd95']:.1f}"] for v, x in r["runs"].items()],
-                           ["run", "steps (epochs)", "batch", "test Dice", "IoU", "HD95 px"])
-    return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
+    """The rows file of --train-only: each variant's result, no comparison. A file of the step-budget protocol
+    (``max_steps`` recorded) adds each row's training minutes and images/s, and (c)'s convergence where (c) ran."""
+    if "max_steps" not in r:  # rows written before the step budget: rendered as they were
+        table = markdown_table([[v, f"{x['steps']} ({x['epochs']})", x["config"]["batch_size"],
+                                 f"{x['test']['dice']:.4f}", f"{x['test']['iou']:.4f}", f"{x['test']['hd95']:.1f}"]
+                                for v, x in r["runs"].items()],
+                               ["run", "steps (epochs)", "batch", "test Dice", "IoU", "HD95 px"])
+        return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
+    table = markdown_table([[NAMES[x["variant"]] + ("*" if x.get("resumed") else ""), x["seed"],
+                             f"{x['n_labeled']} / {x['n_unlabeled']}", f"{x['steps']} (batch {x['config']['batch_size']})",
+                             f"{x['train_seconds'] / 60:.1f}", _fmt(x.get("throughput"), ".2f"),
+                             f"{x['test']['dice']:.4f}", f"{x['test']['iou']:.4f}", f"{x['test']['hd95']:.1f}"]
+                            for x in sorted(r["runs"].values(), key=lambda x: (x["seed"], x["run"]))],
+                           ["run", "seed", "labeled / unlabeled train images", "steps", "train min", "train images/s",
+                            "test Dice", "IoU", "HD95 px"])
+    lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only, the comparison "
+             "waits for all five)", "",
+             f"Machine: {r['machine']}, {r['threads']} torch threads per run. Rows trained by separate `--train-only` "
+             "calls, possibly side by side on the same cores (train min is each run's own training time; runs marked * "
+             "were taken up from their run dirs). Test split, prompt-free, metrics at original resolution.", "", table]
+    lines += _convergence_lines(r)
+    return "\n".join(lines) + "\n"
+
+
+def _convergence_lines(r: dict) -> list[str]:
+    """(c)'s convergence under the rule, one line per seed (none when (c) is not in ``r``)."""
+    if not r.get("convergence"):
+        return []
+    lines = ["", f"Convergence of (c) (rule: the best validation Dice of the last {CONVERGED_TAIL:.0%} of its steps "
+                 f"gains < {CONVERGED_GAIN} over the best before; >= {MIN_VAL_POINTS} validation points; curve: "
+                 f"`{r['c_curve']}`):", ""]
+    for seed, c in r["convergence"].items():
+        lines.append(f"- seed {seed}: " + (f"gain {c['gain']:+.4f} over steps {c['tail_from_step']}-{c['steps']} "
+                                            f"({c['val_points']} validation points) -> "
+                                            + ("converged" if c["converged"] else "NOT converged")
+                                            + (f" ({c['reason']})" if c.get("reason") else "")
+                                            if c["gain"] is not None else f"not assessable: {c['reason']}"))
+    return lines
+
+
+def c_convergence(name: str, runs: dict, args, curve_png: Path) -> dict:
+    """The convergence rule on every (c) run in ``runs`` (by seed), its curves drawn to ``curve_png``."""
+    cs = [x for x in runs.values() if x.get("run") == "c"]
+    conv = {str(x["seed"]): convergence([tuple(p) for p in x["val_curve"]], x["steps"]) for x in cs}
+    if conv:
+        plot_c_curves({str(x["seed"]): x["val_curve"] for x in cs}, conv, curve_png,
+                      title=f"(c) all labels on {name}, {args.max_steps} steps" + (" (SMOKE)" if args.smoke else ""))
+    return conv
 
 
 def protocol_results(name: str, data: Path, runs: dict, args, machine: dict, t0: float, curve_png: Path) -> dict:
@@ -412,12 +447,8 @@ def protocol_results(name: str, data: Path, runs: dict, args, machine: dict, t0:
              "hd95": x["test"]["hd95"], "n": x["test"]["n"], "steps": x["steps"], "train_minutes": x["train_seconds"] / 60,
              "images_per_s": x["throughput"], "device": args.device} for x in runs.values()]
     rows.sort(key=lambda x: (x["seed"], x["run"]))
-    conv = {str(x["seed"]): convergence([tuple(p) for p in x["val_curve"]], x["steps"])
-            for x in runs.values() if x["run"] == "c"}
+    conv = c_convergence(name, runs, args, curve_png)
     c_converged = {seed: c["converged"] for seed, c in conv.items()}
-    if conv:
-        plot_c_curves({str(x["seed"]): x["val_curve"] for x in runs.values() if x["run"] == "c"}, conv, curve_png,
-                      title=f"(c) all labels on {name}, {args.max_steps} steps" + (" (SMOKE)" if args.smoke else ""))
     return {"dataset": name, "machine": machine.get("cpu", "unknown CPU"), "rows": rows, "c_converged": c_converged,
             "targets": targets(rows, c_converged), "convergence": conv, "c_curve": curve_png.name,
             "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode, "adapters": args.adapters,
@@ -447,7 +478,8 @@ def main() -> None:
     ap.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
                     help="training seeds (the labeled pick stays data.seed's)")
     ap.add_argument("--train-only", action="store_true",
-                    help="train + evaluate the given --variants, write their rows only (knowsam_<dataset>_rows*.json)")
+                    help="train + evaluate the given --variants, write their rows only "
+                         "(knowsam_<dataset>_steps<N>_rows*.json, with (c)'s convergence and curve when (c) is among them)")
     ap.add_argument("--kd-rampup", type=float, default=0.4,
                     help="knowsam.kd_rampup: ramp KD and entropy in over this fraction of the run (0: constant, "
                          "as published; 0.4 here: with constant terms the sub-networks collapsed to background "
@@ -476,8 +508,8 @@ def main() -> None:
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
-        if args.train_only:  # rows only (e.g. extra seeds of the baselines): knowsam_<dataset>_rows[_seedN].json
-            stem = f"knowsam_{name}_rows{seeds_tag}{smoke}{device_tag(args.device)}"
+        if args.train_only:  # rows only: knowsam_<dataset>_steps<N>_rows[_seedN].json (one file per step budget)
+            stem = f"knowsam_{name}_steps{args.max_steps}_rows{seeds_tag}{smoke}{device_tag(args.device)}"
             rows = {f"{v}_seed{s}" if s else v: run_variant(name, data, v, args, s) for s in args.seeds
                     for v in args.variants}
             # rows of other variants already in the file stay (e.g. two processes training variants in parallel)
@@ -485,7 +517,12 @@ def main() -> None:
             kept = json.loads(old.read_text()).get("runs", {}) if old.exists() else {}
             rows = {**{v: x for v, x in kept.items() if v not in rows}, **rows}
             r = {"dataset": name, "seed": ",".join(map(str, args.seeds)), "runs": rows, "data_note": data_note(data),
-                 "machine": machine.get("cpu", "unknown CPU"), "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                 "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads, "max_steps": args.max_steps,
+                 "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            conv = c_convergence(name, rows, args, RESULTS / f"{stem}_c_curve.png")
+            if conv:
+                r.update(convergence=conv, c_converged={seed: c["converged"] for seed, c in conv.items()},
+                         c_curve=f"{stem}_c_curve.png")
             write_results(stem, r, rows_markdown(r))
             continue
         runs = {}

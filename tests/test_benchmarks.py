@@ -160,3 +160,33 @@ def test_knowsam_curve_png_is_written(monkeypatch, tmp_path):
     curve = [(100 * i, 0.5 + 0.02 * i) for i in range(1, 11)]
     ks.plot_c_curves({"0": curve}, {"0": ks.convergence(curve, 1000)}, tmp_path / "c.png", title="t")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_knowsam_rows_file_of_the_step_budget_reports_c_convergence(monkeypatch, tmp_path):
+    """--train-only rows of the step-budget protocol: training minutes, images/s and (c)'s convergence (and its
+    curve) before all five rows exist; a rows file written before the step budget keeps its old table."""
+    ks = _script("knowsam", monkeypatch)
+
+    def row(variant, curve):
+        return {"variant": variant, "run": ks.RUN[variant], "seed": 0, "n_labeled": 70, "n_unlabeled": 0, "steps": 1000,
+                "epochs": 3, "config": {"batch_size": 4}, "train_seconds": 1800.0, "throughput": 5.25, "val_curve": curve,
+                "test": {"dice": 0.7, "iou": 0.6, "hd95": 30.0}}
+
+    rising = [(100 * i, 0.3 + 0.04 * i) for i in range(1, 11)]  # +0.08 in the last 20 %: not converged
+    runs = {"supervised": row("supervised", rising[:3]), "all_labels": row("all_labels", rising)}
+
+    class Args:
+        max_steps, smoke = 1000, False
+    conv = ks.c_convergence("kvasir_seg", runs, Args, tmp_path / "c.png")
+    assert list(conv) == ["0"] and not conv["0"]["converged"] and conv["0"]["gain"] == pytest.approx(0.08)
+    assert (tmp_path / "c.png").exists()  # drawn from (c) alone: (a)'s curve is not a convergence question
+    r = {"dataset": "kvasir_seg", "seed": "0", "runs": runs, "machine": "cpu x", "threads": 1, "max_steps": 1000,
+         "convergence": conv, "c_curve": "c.png"}
+    md = ks.rows_markdown(r)
+    assert "| (c) all labels (upper bound) | 0 | 70 / 0 | 1000 (batch 4) | 30.0 | 5.25 | 0.7000 |" in md
+    assert md.index("(a) labeled subset alone") < md.index("(c) all labels")
+    assert "- seed 0: gain +0.0800 over steps 800-1000 (10 validation points) -> NOT converged" in md
+    old = ks.rows_markdown({k: v for k, v in r.items() if k not in ("max_steps", "convergence")})
+    assert "| supervised | 1000 (3) | 4 | 0.7000 |" in old and "Convergence" not in old
+    assert not ks.c_convergence("kvasir_seg", {"supervised": runs["supervised"]}, Args, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
