@@ -60,11 +60,12 @@ CASES = (
     + [("deploy", "markdown", s) for s in _committed("bench_*.json")]
     + [("student", "markdown", s) for s in _committed("student_*.json")]
     + [("int8", "markdown", s) for s in _committed("int8_*.json")]
+    + [("grid", "markdown", s) for s in _committed("grid_*.json")]
 )
 
 
 def test_every_results_family_is_covered():
-    assert {script for script, _, _ in CASES} == {"kdsam", "knowsam", "teachers", "deploy", "student", "int8"}
+    assert {script for script, _, _ in CASES} == {"kdsam", "knowsam", "teachers", "deploy", "student", "int8", "grid"}
     assert len(CASES) >= 20
 
 
