@@ -98,3 +98,31 @@ def write_results(stem: str, payload: dict, markdown: str) -> None:
     (RESULTS / f"{stem}.json").write_text(portable(json.dumps(payload, indent=2)))
     (RESULTS / f"{stem}.md").write_text(portable(markdown))
     print(f"wrote {RESULTS / (stem + '.json')} and .md")
+
+
+def machine_line(machine: dict, threads: int) -> str:
+    """The results' closing sentence on where they were measured."""
+    return (f"Machine: {machine.get('cpu', '')}, {machine.get('cores', '')} cores, {threads} threads, "
+            f"torch {machine.get('torch', '')}.")
+
+
+def dataset_main(doc: str, prefix: str, run: Callable[[Any], dict], markdown: Callable[[dict], str], *,
+                 limit: int | None, limit_help: str, add_arguments: Callable[[Any], None] = lambda ap: None) -> None:
+    """The command line of a one-dataset benchmark writing ``results/<prefix>_<dataset>.{json,md}``:
+    ``--dataset``, ``--threads``, ``--limit``, ``--quiet``, ``--render-only`` (+ ``add_arguments``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=f"Example: python benchmarks/{prefix}.py --dataset kvasir_seg")
+    ap.add_argument("--dataset", default="kvasir_seg")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=limit, help=limit_help)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md files from the .json files")
+    add_arguments(ap)
+    args = ap.parse_args()
+    if args.render_only:
+        render_only(sorted(p.stem for p in RESULTS.glob(f"{prefix}_*.json")), markdown)
+        return
+    r = run(args)
+    write_results(f"{prefix}_{args.dataset}", r, markdown(r))

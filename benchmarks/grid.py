@@ -29,12 +29,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, markdown_table, render_only, shared_dataset, write_results
+from _common import RESULTS, dataset_main, machine_line, markdown_table, shared_dataset
 
 TEACHER = "litemedsam"
 BACKBONE = "mobilenetv4_conv_small"
@@ -146,26 +145,12 @@ def markdown(r: dict) -> str:
                   f"and the trained grid-16 student `{mr['student']}` (its masks are {mr['student_mask_size']}x"
                   f"{mr['student_mask_size']}).", "",
                   markdown_table([[k, f"{v:.4f}"] for k, v in mr["dice"].items()], ["masks from", "val Dice"])]
-    m = r["machine"]
-    lines += ["", f"Bench took {r['bench_minutes']:.1f} min. Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores, "
-              f"{r['threads']} threads, torch {m.get('torch', '')}.", ""]
+    lines += ["", f"Bench took {r['bench_minutes']:.1f} min. {machine_line(r['machine'], r['threads'])}", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: python benchmarks/grid.py --dataset kvasir_seg --limit 20")
-    ap.add_argument("--dataset", default="kvasir_seg")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=20, help="the first N validation images (default 20)")
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--render-only", action="store_true", help="rewrite the .md files from the .json files")
-    args = ap.parse_args()
-    if args.render_only:
-        render_only(sorted(p.stem for p in RESULTS.glob("grid_*.json")), markdown)
-        return
-    r = run(args)
-    write_results(f"grid_{args.dataset}", r, markdown(r))
+    dataset_main(__doc__, "grid", run, markdown, limit=20, limit_help="the first N validation images (default 20)")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from _common import RESULTS, markdown_table, render_only, shared_dataset, write_results
+from _common import RESULTS, dataset_main, machine_line, markdown_table, shared_dataset
 
 CHOICES = {"fp32": None, "int8 encoder+decoder": "encoder,decoder", "int8 encoder": "encoder",
            "int8 decoder": "decoder"}
@@ -68,27 +67,14 @@ def markdown(r: dict) -> str:
               f"{x['next_click_ms']:.1f}", f"{x['images_per_s_16']:.1f}"] for x in r["rows"]]
     lines.append(markdown_table(table, ["quantised", "backend", "val Dice", "- fp32", "first click ms", "next click ms",
                                         "img/s (batch 16)"]))
-    m = r["machine"]
-    lines += ["", f"Bench took {r['bench_minutes']:.1f} min. Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores, "
-              f"{r['threads']} threads, torch {m.get('torch', '')}.", ""]
+    lines += ["", f"Bench took {r['bench_minutes']:.1f} min. {machine_line(r['machine'], r['threads'])}", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: python benchmarks/int8.py --dataset kvasir_seg")
-    ap.add_argument("--dataset", default="kvasir_seg")
-    ap.add_argument("--seed", type=int, default=0, help="which student.py run (student_<dataset>_s<seed>)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None, help="only the first N validation images")
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--render-only", action="store_true", help="rewrite the .md files from the .json files")
-    args = ap.parse_args()
-    if args.render_only:
-        render_only(sorted(p.stem for p in RESULTS.glob("int8_*.json")), markdown)
-        return
-    r = run(args)
-    write_results(f"int8_{args.dataset}", r, markdown(r))
+    dataset_main(__doc__, "int8", run, markdown, limit=None, limit_help="only the first N validation images",
+                 add_arguments=lambda ap: ap.add_argument(
+                     "--seed", type=int, default=0, help="which student.py run (student_<dataset>_s<seed>)"))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import RESULTS, markdown_table, render_only, shared_dataset, write_results
+from _common import RESULTS, machine_line, markdown_table, render_only, shared_dataset, write_results
 
 TEACHER = "litemedsam"
 CLICKS = 3
@@ -232,9 +232,7 @@ def markdown(r: dict) -> str:
                      f"(training {t['train_seconds'] / 60:.1f} min; {c.get('misses', 0)} cache entries computed in it) + "
                      f"{c.get('hits', 0)} cache entries already on disk counted at "
                      f"{t['cache_hits_seconds_estimated'] / 60:.1f} min; best val {json.dumps(t['best'])}; run `{t['run']}`.")
-    m = r["machine"]
-    lines += ["", f"Bench + clicks took {r['eval_minutes']:.1f} min. Machine: {m.get('cpu', '')}, {m.get('cores', '')} cores, "
-              f"{r['threads']} threads, torch {m.get('torch', '')}.", ""]
+    lines += ["", f"Bench + clicks took {r['eval_minutes']:.1f} min. {machine_line(r['machine'], r['threads'])}", ""]
     return "\n".join(lines)
 
 
