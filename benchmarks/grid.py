@@ -86,6 +86,7 @@ def mask_resolution(data: Path, teacher, args) -> dict | None:
     from samdistill.data.boxes import tight_boxes
     from samdistill.data.datasets import open_dataset
     from samdistill.dice import dice
+    from samdistill.machine import num_threads
     from samdistill.models.zoo import load_model
 
     student_pt = RESULTS / "runs" / f"student_{args.dataset}_s0" / "student.pt"
@@ -101,8 +102,7 @@ def mask_resolution(data: Path, teacher, args) -> dict | None:
     def mask_of(model, logits, hw):
         return (model.preprocess.logits_to_original(logits, hw)[0, 0] > 0).numpy()
 
-    torch.set_num_threads(args.threads)
-    with torch.inference_mode():
+    with num_threads(args.threads), torch.inference_mode():
         for sid in ids:
             s = ds.load(sid)
             hw = s.mask.shape

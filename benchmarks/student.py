@@ -186,7 +186,7 @@ def targets(name: str, rows: list[dict], train: dict) -> dict:
 
 def markdown(r: dict) -> str:
     tg = r["targets"]
-    detail = next(iter(r["train"].values()))["config"]["student"].get("detail")  # absent before the detail path
+    detail = r["recipe"].get("detail")  # absent before the detail path
     head = (f"# The whole student on {r['dataset']}: LiteMedSAM -> {r['recipe']['student']} "
             f"(grid {r['recipe']['grid']}, {r['recipe']['decoder']} decoder"
             f"{'' if detail in (None, False) else f', detail path: {detail}'})\n")

@@ -117,9 +117,7 @@ def info(
         return
     macs = promptable_macs(m)
     typer.echo(f"model          {model} (family {m.family})")
-    with torch.no_grad():
-        channels = m.encode(torch.zeros(1, 3, m.input_size, m.input_size)).shape[1]
-    typer.echo(f"input size     {m.input_size} px, embedding {m.embedding_grid}x{m.embedding_grid}x{channels}")
+    typer.echo(f"input size     {m.input_size} px, embedding {m.embedding_grid}x{m.embedding_grid}x{m.embedding_channels}")
     typer.echo(f"preprocess     {m.preprocess.to_dict()}")
     typer.echo(f"params         encoder {pc['encoder'] / 1e6:.2f} M, decoder {pc['decoder'] / 1e6:.2f} M, "
                f"total {pc['total'] / 1e6:.2f} M")

@@ -35,6 +35,8 @@ def test_embedding_packs_the_detail_map_after_the_256_channels(teacher256):
     assert emb.shape == (2, SAM_CHANNELS + MASK_FEATURES * UPSCALE**2, 16, 16)
     assert lo.shape == (2, 1, 64, 64)
     assert s.config["detail"] is True
+    # what `samdistill info` prints, known without an encoder pass
+    assert s.embedding_channels == emb.shape[1] and _student(teacher256, False).embedding_channels == SAM_CHANNELS
 
 
 def test_untrained_detail_path_changes_nothing_then_reaches_the_mask(teacher256):

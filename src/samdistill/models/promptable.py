@@ -65,6 +65,11 @@ class PromptableModel(nn.Module):
         return int(self.prompt_encoder.image_embedding_size[0])
 
     @property
+    def embedding_channels(self) -> int:
+        """C of ``encode``'s ``BxCxgxg``: 256, or more for an encoder that says so (a student's detail path)."""
+        return int(getattr(self.image_encoder, "out_channels", 256))
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

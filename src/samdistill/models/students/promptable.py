@@ -27,7 +27,7 @@ from torch import nn
 from samdistill.errors import CheckpointError, UserError
 from samdistill.models.preprocess import Preprocess
 from samdistill.models.promptable import PromptableModel
-from samdistill.models.students.detail import MASK_FEATURES, UPSCALE, DetailBranch, DetailMaskDecoder
+from samdistill.models.students.detail import MASK_FEATURES, SAM_CHANNELS, UPSCALE, DetailBranch, DetailMaskDecoder
 from samdistill.models.students.neck import FusionNeck
 from samdistill.models.zoo import MODELS
 
@@ -94,6 +94,8 @@ class TimmEncoder(nn.Module):
         channels = self.backbone.feature_info.channels()
         self.neck = FusionNeck(channels[1:] if detail else channels, grid, width)
         self.detail = DetailBranch(channels[0], detail) if detail else None
+        #: channels of the embedding ``forward`` returns: the teacher-space ones + the packed detail map
+        self.out_channels = SAM_CHANNELS + detail * UPSCALE**2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
