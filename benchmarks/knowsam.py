@@ -64,10 +64,19 @@ def section(cfg):
     return getattr(cfg, cfg.method)
 
 
+def precision_tag(args) -> str:
+    """``_bf16`` / ``_fp32`` when ``--precision`` makes the runs train in another arithmetic than the recipe's
+    default on this device (fp32 on a CPU, bf16 on CUDA): their own run dirs and results files."""
+    cuda = args.device != "cpu"
+    effective = "bf16" if args.precision == "bf16" or (args.precision == "auto" and cuda) else "fp32"
+    return "" if effective == ("bf16" if cuda else "fp32") else f"_{effective}"
+
+
 def run_root(name: str, args) -> Path:
-    """The folder of this protocol's run dirs: a new step budget (or --smoke) never resumes another's runs."""
+    """The folder of this protocol's run dirs: a new step budget (or --smoke, or another precision) never resumes
+    another's runs."""
     return RESULTS / "runs" / (f"knowsam_{name}_steps{args.max_steps}" + ("_smoke" if args.smoke else "")
-                               + device_tag(args.device))
+                               + precision_tag(args) + device_tag(args.device))
 
 
 def val_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -170,7 +179,7 @@ def variant_config(name: str, data: Path, variant: str, args, seed: int = 0):
         "data": {"path": str(data)}, "threads": args.threads, method: k, "seed": seed,
         "cache": {"dir": str(args.cache_dir)}, "progress": not args.quiet,
         "val_every": max(1, epochs // MIN_VAL_POINTS),  # >= 10 validation points (every epoch below 20 epochs)
-        "overlays": 2, "device": args.device,
+        "overlays": 2, "device": args.device, "precision": args.precision,
     })
 
 
@@ -184,7 +193,9 @@ def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> 
     tried = []
     tag, note = device_tag(args.device), data_note(data)
     for old in sorted(RESULTS.glob(f"knowsam_{name}*.json")):
-        if old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem or old.stem.endswith("_smoke"):
+        if (old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem or old.stem.endswith("_smoke")
+                or next((t for t in ("_bf16", "_fp32") if t in old.stem), "") != precision_tag(args)
+                or "_speed" in old.stem):
             continue
         prev = json.loads(old.read_text())
         row = prev.get("runs", {}).get(f"{RUN[variant]}_seed0" if "rows" in prev else variant)
@@ -233,6 +244,48 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
                                         "latency_ms") if k in ev}}
 
 
+def speed_results(name: str, data: Path, args, machine: dict) -> dict:
+    """Training images/s of each of ``--variants`` in fp32 and in bf16 autocast: ``--speed`` optimiser steps per
+    run with the protocol's config (so mixing is on after its 20 %), in throwaway run dirs (nothing is kept but
+    the figures); validation and loading excluded (the trainer's own ``images_per_s``)."""
+    import tempfile
+
+    from samdistill.api import distill
+
+    rows = []
+    for v in args.variants:
+        for prec in ("fp32", "bf16"):
+            a = argparse.Namespace(**{**vars(args), "max_steps": args.speed, "precision": prec, "quiet": True})
+            _, cfg = variant_config(name, data, v, a)
+            cfg = cfg.model_copy(update={"val_every": 10**6, "overlays": 0})
+            with tempfile.TemporaryDirectory(prefix="knowsam_speed_") as tmp:
+                distill(cfg, Path(tmp) / v, resume=False)
+                tp = throughput(Path(tmp) / v)[cfg.method]
+            rows.append({"variant": v, "run": RUN[v], "precision": prec, "steps": args.speed,
+                         "images_per_s": tp["images_per_s"], "seconds_per_step": tp["train_seconds"] / args.speed})
+            print(f"{v} {prec}: {tp['images_per_s']:.2f} images/s")
+    return {"dataset": name, "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads,
+            "device": args.device, "steps": args.speed, "input_size": args.input_size or None,
+            "sam_decode": args.sam_decode, "rows": rows, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def speed_markdown(r: dict) -> str:
+    by = {(x["variant"], x["precision"]): x for x in r["rows"]}
+    table = [[NAMES[v], f"{by[v, 'fp32']['images_per_s']:.2f}", f"{by[v, 'fp32']['seconds_per_step']:.2f}",
+              f"{by[v, 'bf16']['images_per_s']:.2f}", f"{by[v, 'bf16']['seconds_per_step']:.2f}",
+              f"{by[v, 'bf16']['images_per_s'] / by[v, 'fp32']['images_per_s']:.2f}x"]
+             for v in dict.fromkeys(x["variant"] for x in r["rows"])]
+    return "\n".join([
+        f"# KnowSAM training speed on {r['dataset']}: fp32 against bf16 autocast", "",
+        f"Machine: {r['machine']}, {r['threads']} torch threads, device {r['device']}. Each run trains {r['steps']} "
+        f"optimiser steps of the protocol's config (students at {r['input_size'] or 'the teacher-sized'} px, SAM decode "
+        f"{r['sam_decode']}, cached embeddings; batch 8 = 4 + 4 for (b), (d), (e), 4 for (a), (c)); images/s is the "
+        "trainer's (data, forward, backward and optimiser; validation excluded), first step included. Written "
+        f"{r['written']} by `python benchmarks/knowsam.py --datasets {r['dataset']} --speed {r['steps']}`.", "",
+        markdown_table(table, ["run", "fp32 images/s", "fp32 s/step", "bf16 images/s", "bf16 s/step",
+                               "bf16 speed-up"]), ""])
+
+
 def teacher_reference(name: str, data: Path, args) -> dict:
     smoke = "_smoke" if args.smoke else ""  # a shrunk copy's teacher figures never stand for the dataset's
     ref = RESULTS / "runs" / f"teacher_litemedsam_{name}{smoke}{device_tag(args.device)}" / "summary.json"
@@ -261,7 +314,7 @@ def _epoch_markdown(r: dict) -> str:
         f"# KnowSAM on {r['dataset']} ({r['labeled'] * 100:g} % labels)",
         "",
         (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. " if not r.get("gpu") else
-         f"Device: {r['gpu']} (bf16 autocast), host CPU {r['machine']}. ")
+         f"Device: {r['gpu']} ({'fp32' if r.get('precision') == 'fp32' else 'bf16 autocast'}), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "") + "Wall time of this invocation "
         f"{r['wall_seconds'] / 60:.1f} min (reused rows: see their source"
         + ("; runs marked * were trained by an earlier call, e.g. `benchmarks/gpu.sh knowsam` trains (a) + (c) and "
@@ -330,6 +383,15 @@ def _fmt(x, spec: str = "+.4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _arithmetic(r: dict) -> str:
+    """``, fp32`` / ``, bf16 autocast``: how the runs of a results file trained, where it records ``precision``
+    (files written before the key trained in the recipe's default and keep their rendering)."""
+    if "precision" not in r:
+        return ""
+    p = r["precision"]
+    return ", bf16 autocast" if p == "bf16" or (p == "auto" and r.get("gpu")) else ", fp32"
+
+
 def protocol_markdown(r: dict) -> str:
     """Five rows per seed, each with the same optimiser-step budget; (c)'s convergence; the issue's targets."""
     runs, t = r["runs"], r["targets"]
@@ -338,8 +400,8 @@ def protocol_markdown(r: dict) -> str:
         f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels, {r['max_steps']} steps per run)"
         + (" — SMOKE RUN, not a result" if r.get("smoke") else ""),
         "",
-        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. " if not r.get("gpu") else
-         f"Device: {r['gpu']} (bf16 autocast), host CPU {r['machine']}. ")
+        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU{_arithmetic(r)}. " if not r.get("gpu") else
+         f"Device: {r['gpu']} ({'fp32' if r.get('precision') == 'fp32' else 'bf16 autocast'}), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "")
         + f"Wall time of this invocation {r['wall_seconds'] / 60:.1f} min"
         + (" (runs marked * were trained, wholly or partly, by an earlier call and taken up from their run dirs; "
@@ -408,7 +470,7 @@ def rows_markdown(r: dict) -> str:
                             "test Dice", "IoU", "HD95 px"])
     lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only, the comparison "
              "waits for all five)", "",
-             f"Machine: {r['machine']}, {r['threads']} torch threads per run. Rows trained by separate `--train-only` "
+             f"Machine: {r['machine']}, {r['threads']} torch threads per run{_arithmetic(r)}. Rows trained by separate `--train-only` "
              "calls, possibly side by side on the same cores (train min is each run's own training time; runs marked * "
              "were taken up from their run dirs). Test split, prompt-free, metrics at original resolution.", "", table]
     lines += _convergence_lines(r)
@@ -453,7 +515,7 @@ def protocol_results(name: str, data: Path, runs: dict, args, machine: dict, t0:
             "targets": targets(rows, c_converged), "convergence": conv, "c_curve": curve_png.name,
             "labeled": args.labeled, "threads": args.threads, "sam_decode": args.sam_decode, "adapters": args.adapters,
             "kd_rampup": args.kd_rampup, "input_size": args.input_size or None, "max_steps": args.max_steps,
-            "smoke": args.smoke, "gpu": machine.get("cuda") if args.device != "cpu" else None,
+            "smoke": args.smoke, "gpu": machine.get("cuda") if args.device != "cpu" else None, "precision": args.precision,
             "data_note": data_note(data), "runs": runs, "teacher": teacher_reference(name, data, args),
             "wall_seconds": time.time() - t0, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -488,7 +550,15 @@ def main() -> None:
     ap.add_argument("--adapters", default="none", choices=["none", "encoder"],
                     help="knowsam.adapters: none = frozen encoder + cached embeddings (CPU); encoder = the full method")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: knowsam_<dataset>_gpu.* results)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="training arithmetic (the recipe key precision): auto = fp32 on a CPU, bf16 autocast on CUDA; "
+                         "bf16 on a CPU with AMX (Intel Xeon 4th gen+) about halves a KnowSAM step "
+                         "(knowsam_<dataset>_speed.md); runs and results of another arithmetic than auto's get a "
+                         "_bf16 / _fp32 tag")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--speed", type=int, metavar="STEPS",
+                    help="time the --variants instead: STEPS training steps each in fp32 and in bf16 autocast, in "
+                         "throwaway run dirs -> knowsam_<dataset>_speed.{json,md} (no evaluation, no comparison)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite every results/knowsam_*.md from its .json (no training)")
@@ -496,7 +566,8 @@ def main() -> None:
     if args.render_only:
         stems = sorted(p.stem for p in RESULTS.glob("knowsam_*.json"))
         render_only([x for x in stems if "_rows" in x], rows_markdown)
-        render_only([x for x in stems if "_rows" not in x], markdown)
+        render_only([x for x in stems if "_speed" in x], speed_markdown)
+        render_only([x for x in stems if "_rows" not in x and "_speed" not in x], markdown)
         return
     if args.smoke:
         args.max_steps = SMOKE_STEPS
@@ -508,8 +579,13 @@ def main() -> None:
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
+        if args.speed:
+            r = speed_results(name, data, args, machine)
+            write_results(f"knowsam_{name}_speed{smoke}{device_tag(args.device)}", r, speed_markdown(r))
+            continue
         if args.train_only:  # rows only: knowsam_<dataset>_steps<N>_rows[_seedN].json (one file per step budget)
-            stem = f"knowsam_{name}_steps{args.max_steps}_rows{seeds_tag}{smoke}{device_tag(args.device)}"
+            stem = (f"knowsam_{name}_steps{args.max_steps}_rows{seeds_tag}{smoke}{precision_tag(args)}"
+                    f"{device_tag(args.device)}")
             rows = {f"{v}_seed{s}" if s else v: run_variant(name, data, v, args, s) for s in args.seeds
                     for v in args.variants}
             # rows of other variants already in the file stay (e.g. two processes training variants in parallel)
@@ -518,7 +594,7 @@ def main() -> None:
             rows = {**{v: x for v, x in kept.items() if v not in rows}, **rows}
             r = {"dataset": name, "seed": ",".join(map(str, args.seeds)), "runs": rows, "data_note": data_note(data),
                  "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads, "max_steps": args.max_steps,
-                 "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                 "precision": args.precision, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
             conv = c_convergence(name, rows, args, RESULTS / f"{stem}_c_curve.png")
             if conv:
                 r.update(convergence=conv, c_converged={seed: c["converged"] for seed, c in conv.items()},
@@ -531,7 +607,7 @@ def main() -> None:
                 x = run_variant(name, data, v, args, seed) if v in args.variants else reused_variant(name, data, v, args, seed)
                 runs[f"{RUN[v]}_seed{seed}"] = {**x, "run": RUN[v], "seed": seed, "variant": v}
         stem = (f"knowsam_{name}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
-                + seeds_tag + smoke + device_tag(args.device))
+                + seeds_tag + smoke + precision_tag(args) + device_tag(args.device))
         r = protocol_results(name, data, runs, args, machine, t0, RESULTS / f"{stem}_c_curve.png")
         write_results(stem, r, markdown(r))
 

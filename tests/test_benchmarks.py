@@ -54,7 +54,8 @@ CASES = (
     [("kdsam", "speed_markdown", s) for s in _committed("kdsam_cache_speed*.json")]
     + [("kdsam", "markdown", s) for s in _committed("kdsam_*.json", lambda s: not s.startswith("kdsam_cache_speed"))]
     + [("knowsam", "rows_markdown", s) for s in _committed("knowsam_*_rows*.json")]
-    + [("knowsam", "markdown", s) for s in _committed("knowsam_*.json", lambda s: "_rows" not in s)]
+    + [("knowsam", "speed_markdown", s) for s in _committed("knowsam_*_speed*.json")]
+    + [("knowsam", "markdown", s) for s in _committed("knowsam_*.json", lambda s: "_rows" not in s and "_speed" not in s)]
     + [("teachers", "markdown", s) for s in _committed("teachers.json")]
     + [("litemedsam_reference", "markdown", s) for s in _committed("litemedsam_reference_*.json")]
     + [("deploy", "markdown", s) for s in _committed("bench_*.json")]
@@ -191,3 +192,28 @@ def test_knowsam_rows_file_of_the_step_budget_reports_c_convergence(monkeypatch,
     assert "| supervised | 1000 (3) | 4 | 0.7000 |" in old and "Convergence" not in old
     assert not ks.c_convergence("kvasir_seg", {"supervised": runs["supervised"]}, Args, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_knowsam_runs_of_another_arithmetic_get_their_own_dirs_and_the_speed_table(monkeypatch):
+    ks = _script("knowsam", monkeypatch)
+
+    class Args:
+        device, precision, max_steps, smoke = "cpu", "auto", 4000, False
+    assert ks.precision_tag(Args) == "" and ks.run_root("kvasir_seg", Args).name == "knowsam_kvasir_seg_steps4000"
+    Args.precision = "fp32"  # what auto is on a CPU: the same runs
+    assert ks.precision_tag(Args) == ""
+    Args.precision = "bf16"
+    assert ks.run_root("kvasir_seg", Args).name == "knowsam_kvasir_seg_steps4000_bf16"
+    Args.device = "cuda"  # bf16 is what auto is on CUDA; fp32 there is the other arithmetic
+    assert ks.precision_tag(Args) == ""
+    Args.precision = "fp32"
+    assert ks.run_root("kvasir_seg", Args).name == "knowsam_kvasir_seg_steps4000_fp32_gpu"
+
+    rows = [{"variant": v, "run": ks.RUN[v], "precision": p, "steps": 20, "images_per_s": ips, "seconds_per_step": 8 / ips}
+            for v, p, ips in [("knowsam", "fp32", 1.5), ("knowsam", "bf16", 3.0), ("supervised", "fp32", 6.0),
+                              ("supervised", "bf16", 7.5)]]
+    md = ks.speed_markdown({"dataset": "kvasir_seg", "machine": "cpu x", "threads": 1, "device": "cpu", "steps": 20,
+                            "input_size": 128, "sam_decode": "foreground", "rows": rows, "written": "today"})
+    assert "| (b) KnowSAM | 1.50 | 5.33 | 3.00 | 2.67 | 2.00x |" in md
+    assert "| (a) labeled subset alone | 6.00 | 1.33 | 7.50 | 1.07 | 1.25x |" in md
+    assert md.index("(b) KnowSAM") < md.index("(a) labeled")  # in the order the runs were timed

@@ -33,6 +33,7 @@ def test_a_recipe_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
 def test_overrides_are_dotted_and_typed():
     cfg = load_config("kdsam", ["stage1.epochs=3", "student.name=repvit_m0_9", "stages=[2]", "cache.flips=true"])
     assert cfg.stage1.epochs == 3 and cfg.student.name == "repvit_m0_9" and cfg.stages == [2] and cfg.cache.flips
+    assert cfg.precision == "auto" and load_config("knowsam", ["precision=bf16"]).precision == "bf16"
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 
@@ -44,6 +45,7 @@ def test_overrides_are_dotted_and_typed():
         ("stage1.epochs=many", "bad config value for 'stage1.epochs'"),
         ("stage2.optim.lr=-1", "greater than 0"),
         ("noequals", "key=value"),
+        ("precision=fp16", "bad config value for 'precision'"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, fragment):

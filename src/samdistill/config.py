@@ -77,6 +77,10 @@ class DistillConfig(Strict):
     seed: int = 0
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="arithmetic of training and validation forwards: auto = bf16 autocast on CUDA, fp32 "
+        "elsewhere; bf16 = bf16 autocast on CUDA or CPU (on a CPU it pays where it has AMX / AVX512-BF16, e.g. "
+        "Intel Xeon 4th gen and later; elsewhere it can be slower than fp32)")
     val_every: int = Field(1, ge=1)
     checkpoint_every: Optional[int] = Field(None, ge=1)  # also checkpoint every N steps (besides epoch ends)
     overlays: int = Field(4, ge=0)

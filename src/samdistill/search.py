@@ -186,7 +186,7 @@ def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, r
                       batch_sampler=batches)
         trainer = Trainer(model=net, phases=[phase], out_dir=out, seed=cfg.seed, device=cfg.device, progress=progress,
                           on_epoch_end=lambda _: _write_rows(step.rows, out / "search.csv"),
-                          stop_after_steps=stop_after_steps, checkpoint_every=cfg.checkpoint_every)
+                          stop_after_steps=stop_after_steps, checkpoint_every=cfg.checkpoint_every, precision=cfg.precision)
         result = trainer.fit(resume=resume)
         if result["interrupted"]:
             return {"interrupted": True, "reason": result["reason"], "step": result["step"]}

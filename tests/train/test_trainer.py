@@ -125,3 +125,38 @@ def test_a_non_finite_update_skips_the_rest_of_its_batch_and_counts(tmp_path):
     with pytest.raises(TrainingDiverged):
         Trainer(model=m.model, phases=[phase], out_dir=tmp_path, progress=False).fit()
     assert math.isfinite(float(m.model["b"].detach())) and len(m.seen) == 2 + 5  # two good batches, then five bad in a row
+
+
+class DtypeMethod(ToyMethod):
+    """Records the dtype the model's matmul gives inside the trainer's step and validation."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.step_dtypes, self.val_dtypes = set(), set()
+
+    def step(self, batch):
+        y = self.model(batch["x"])
+        self.step_dtypes.add(y.dtype)
+        return {"loss": (y.float() - 1).pow(2).mean()}
+
+    def validate(self, loader):
+        self.val_dtypes.update(self.model(b["x"]).dtype for b in loader)
+        return super().validate(loader)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("auto", torch.float32), ("fp32", torch.float32),
+                                                  ("bf16", torch.bfloat16)])
+def test_precision_picks_the_cpu_arithmetic_and_weights_stay_fp32(tmp_path, precision, dtype):
+    model = torch.nn.Linear(1, 1)
+    method = DtypeMethod(model)
+    phase = Phase("p", method, ToySet(), ToySet(), 2, 4, OptimConfig(lr=0.05, warmup_steps=0))
+    res = Trainer(model=model, phases=[phase], out_dir=tmp_path, progress=False, precision=precision).fit()
+    assert method.step_dtypes == {dtype} and method.val_dtypes == {dtype}
+    assert model.weight.dtype == torch.float32 and res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
+
+
+def test_an_unknown_precision_is_refused(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    phase = Phase("p", ToyMethod(model), ToySet(), ToySet(), 1, 4, OptimConfig())
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        Trainer(model=model, phases=[phase], out_dir=tmp_path, progress=False, precision="fp16")

@@ -22,7 +22,7 @@ A phase runs ``epochs`` epochs, or, with ``max_steps``, exactly that many batche
 epochs as that takes, the last one cut short, and the LR schedule spans ``max_steps``.
 
 The loop: AdamW or SGD, linear warm-up then cosine decay per phase, gradient clipping, bf16 autocast
-on CUDA (fp32 on CPU), seeded shuffles, NaN/Inf steps skipped and counted (stop after too many in a
+on CUDA (fp32 on CPU unless ``precision="bf16"``), seeded shuffles, NaN/Inf steps skipped and counted (stop after too many in a
 row), validation every ``val_every`` epochs with best-checkpoint keeping, atomic checkpoints at every
 epoch end (and every ``checkpoint_every`` steps) so that ``resume=True`` continues exactly, also from
 inside an epoch; SIGTERM saves a checkpoint at the next step boundary and stops cleanly;
@@ -155,6 +155,7 @@ class Trainer:
         on_epoch_end: Callable[[list[dict]], None] | None = None,
         stop_after_steps: int | None = None,
         checkpoint_every: int | None = None,
+        precision: str = "auto",
     ) -> None:
         self.model, self.phases, self.out = model, phases, Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
@@ -162,6 +163,9 @@ class Trainer:
         self.on_best, self.on_epoch_end = on_best, on_epoch_end
         self.stop_after_steps = stop_after_steps  # for tests: simulate a kill (nothing saved)
         self.checkpoint_every = checkpoint_every
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        self.precision = precision
         self.ctx = dist_utils.context()
         self.progress = progress and self.ctx.is_main
         self.history: list[dict[str, Any]] = []
@@ -201,9 +205,12 @@ class Trainer:
         return DataLoader(phase.val_set, batch_size=phase.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
     def _autocast(self):
-        if torch.device(self.device).type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        """bf16 autocast with ``precision`` bf16 (CUDA or CPU) or auto on CUDA; otherwise fp32."""
+        kind = torch.device(self.device).type
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and kind == "cuda")
+        if kind not in ("cuda", "cpu"):
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16)
 
     def _state(self, phase_idx, epoch, opts, scheds, batch_in_epoch: int = 0, partial: dict | None = None) -> dict[str, Any]:
         """``epoch``: epochs finished in this phase; ``batch_in_epoch`` > 0 for a mid-epoch state.
