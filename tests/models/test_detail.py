@@ -143,3 +143,51 @@ def test_the_default_recipe_asks_for_auto():
 
     assert load_config("kdsam", {}).student.detail == "auto"
     assert load_config("kdsam", {"student": {"detail": False}}).student.detail is False
+
+
+def test_mask_features_are_what_the_hypernetworks_read(teacher256):
+    """capture_decoder_tokens(features=True): the teacher's upscaled embedding (4x its grid) and, in a detail
+    student, the upscaled embedding plus the detail map (not the upscaling alone)."""
+    from samdistill.losses.perceptual import capture_decoder_tokens
+
+    s = _student(teacher256, True)
+    torch.nn.init.normal_(s.image_encoder.detail.proj[-1].weight, std=0.1)
+    x = torch.rand(2, 3, 256, 256)
+    upscaling = []
+    h = s.mask_decoder.output_upscaling.register_forward_hook(lambda m, i, o: upscaling.append(o))
+    with torch.no_grad(), capture_decoder_tokens(s.mask_decoder, features=True) as cap:
+        emb = s.encode(x)
+        s.decode(emb, boxes=_box().repeat(2, 1))
+    h.remove()
+    detail = torch.nn.functional.pixel_shuffle(emb[:, SAM_CHANNELS:], UPSCALE)
+    assert cap.mask_features.shape == (2, MASK_FEATURES, 64, 64) and detail.abs().max() > 0
+    assert torch.allclose(cap.mask_features, upscaling[0] + detail)
+    with torch.no_grad(), capture_decoder_tokens(teacher256.mask_decoder, features=True) as cap_t:
+        teacher256.decode(teacher256.encode(x), boxes=_box().repeat(2, 1))
+    assert cap_t.mask_features.shape == (2, MASK_FEATURES, 256, 256)
+    with capture_decoder_tokens(s.mask_decoder) as plain:  # features off: nothing recorded
+        with torch.no_grad():
+            s.decode(emb, boxes=_box().repeat(2, 1))
+    assert plain.features == [] and len(plain.queries) == 1
+
+
+def test_feature_kd_alone_teaches_the_detail_branch(teacher256):
+    s = _student(teacher256, True).train()
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 256, 256)
+    mask = torch.zeros(2, 256, 256)
+    mask[0, 40:120, 60:150] = 1
+    mask[1, 100:220, 30:90] = 1
+    with torch.no_grad():
+        emb_t = teacher256.encode(images)
+    cfg = Stage2Config(dice=0, bce=0, kd=0, iou=0, mse=0, feature_kd=1.0, loop_iters=1)
+    stage = KDSAMStage(stage=2, student=s, teacher=teacher256, cfg=cfg)
+    out = stage.step({"image": images, "embedding": emb_t, "mask": mask})
+    assert out["feature_kd"] > 0 and torch.equal(out["loss"], out["feature_kd"])  # the mean over both rounds
+    out["loss"].backward()
+    assert s.image_encoder.detail.proj[-1].weight.grad.abs().sum() > 0
+    g = s.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight.grad  # the features only: no hypernetwork
+    assert g is None or g.abs().sum() == 0
+    off = KDSAMStage(stage=2, student=s, teacher=teacher256, cfg=Stage2Config()).step(
+        {"image": images, "embedding": emb_t, "mask": mask})
+    assert "feature_kd" not in off

@@ -35,22 +35,34 @@ def decoder_activations(prompt_encoder, mask_decoder, emb: torch.Tensor, boxes: 
 class capture_decoder_tokens:
     """Context manager: records what a SAM mask decoder's two-way transformer produces during ``decode``
     calls, so a loss can use them without a second pass: the image tokens (``keys``, ``Bx(g*g)x256``)
-    and the output tokens (``BxTx256``: the IoU token, the mask tokens, then the prompt tokens)."""
+    and the output tokens (``BxTx256``: the IoU token, the mask tokens, then the prompt tokens); with
+    ``features=True`` also the mask features the hypernetworks read (``BxCx4gx4g``: the upscaled
+    embedding, plus the detail map in a detail student's decoder)."""
 
-    def __init__(self, mask_decoder) -> None:
+    def __init__(self, mask_decoder, features: bool = False) -> None:
         self.transformer, self.keys, self.queries = mask_decoder.transformer, [], []
         self.n_output_tokens = 1 + mask_decoder.num_mask_tokens
+        self.features: list[torch.Tensor] = []
+        self._feature_module = getattr(mask_decoder, "mask_features", mask_decoder.output_upscaling) if features else None
 
     def __enter__(self) -> "capture_decoder_tokens":
         def hook(m, i, o):
             self.queries.append(o[0])
             self.keys.append(o[1])
 
-        self._h = self.transformer.register_forward_hook(hook)
+        self._hooks = [self.transformer.register_forward_hook(hook)]
+        if self._feature_module is not None:
+            self._hooks.append(self._feature_module.register_forward_hook(lambda m, i, o: self.features.append(o)))
         return self
 
     def __exit__(self, *exc) -> None:
-        self._h.remove()
+        for h in self._hooks:
+            h.remove()
+
+    @property
+    def mask_features(self) -> torch.Tensor:
+        """The mask features of every call recorded (``features=True``)."""
+        return torch.cat(self.features)
 
     @property
     def image_tokens(self) -> torch.Tensor:

@@ -6,7 +6,8 @@ mask decoder activations on both embeddings (or VGG16 features of the decoded ma
 
 Stage 2 (decoder, and by default the encoder too), with jittered ground-truth boxes:
 ``loss = dice * Dice + bce * BCE + kd * KL(teacher mask | student mask, T) + iou * IoU-head MSE
-+ iou_kd * MSE(iou_s, iou_t) + token_kd * MSE(output tokens_s, output tokens_t) + mse * MSE(e_s, e_t)``;
++ iou_kd * MSE(iou_s, iou_t) + token_kd * MSE(output tokens_s, output tokens_t)
++ feature_kd * MSE(mask features_s, pool(mask features_t)) + mse * MSE(e_s, e_t)``;
 the teacher's logits, IoU predictions and output tokens (IoU + mask tokens after its two-way
 transformer) come from its decoder on the cached embedding under the same prompt, so the teacher's
 encoder never runs during training. The mask terms are computed at the teacher's low-res mask size
@@ -87,6 +88,9 @@ class Stage2Config(Strict):
     iou: float = Field(0.1, ge=0)
     iou_kd: float = Field(0.0, ge=0)  # MSE to the teacher's IoU predictions
     token_kd: float = Field(0.0, ge=0)  # MSE to the teacher's IoU + mask tokens after its transformer
+    # MSE to the teacher's mask features (what its hypernetworks read, 4x its grid) average-pooled to the
+    # student's (4x the student's grid, detail map included)
+    feature_kd: float = Field(0.0, ge=0)
     loop_iters: int = Field(0, ge=0)  # prompt-in-the-loop: corrective points after the box, decoded again
     mse: float = Field(0.5, ge=0)
 
@@ -160,11 +164,12 @@ class KDSAMStage:
         """One decode of student and teacher under the same prompt; the mask terms at the teacher's
         low-res size. Returns (student logits there, teacher logits, {term: value})."""
         c: Stage2Config = self.cfg  # type: ignore[assignment]
-        with capture_decoder_tokens(self.student.mask_decoder) as cap_s:
+        features = c.feature_kd > 0
+        with capture_decoder_tokens(self.student.mask_decoder, features) as cap_s:
             logits, iou_pred = self.student.decode(emb_s, boxes=boxes, points=points)
         t_logits = None
-        if c.kd > 0 or c.iou_kd > 0 or c.token_kd > 0 or c.loop_iters > 0:
-            with torch.no_grad(), capture_decoder_tokens(self.teacher.mask_decoder) as cap_t:
+        if c.kd > 0 or c.iou_kd > 0 or c.token_kd > 0 or features or c.loop_iters > 0:
+            with torch.no_grad(), capture_decoder_tokens(self.teacher.mask_decoder, features) as cap_t:
                 t_logits, t_iou = self.teacher.decode(emb_t, boxes=boxes, points=points)
         size = self.teacher.mask_prompt_size  # the teacher's low-res mask side
         if logits.shape[-1] != size:
@@ -179,6 +184,9 @@ class KDSAMStage:
             out["iou_kd"] = F.mse_loss(iou_pred, t_iou)
         if c.token_kd > 0:
             out["token_kd"] = F.mse_loss(cap_s.output_tokens, cap_t.output_tokens)
+        if features:
+            f_s = cap_s.mask_features
+            out["feature_kd"] = F.mse_loss(f_s, F.adaptive_avg_pool2d(cap_t.mask_features, f_s.shape[-2:]))
         return logits, t_logits, out
 
     def validate(self, loader) -> dict[str, float]:

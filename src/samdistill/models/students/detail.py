@@ -57,7 +57,13 @@ class DetailMaskDecoder(MaskDecoder):
     """SAM's mask decoder reading an embedding with a packed detail map (see the module docstring).
 
     Same parameters as SAM's (so the teacher's weights load into it), same outputs; the detail map is
-    unpacked and added to the upscaled embedding before the hypernetwork product."""
+    unpacked and added to the upscaled embedding before the hypernetwork product. ``mask_features`` (a
+    parameter-free identity) sees that sum, the mask features the hypernetworks read, so a loss can hook it
+    (:class:`samdistill.losses.perceptual.capture_decoder_tokens`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mask_features = nn.Identity()
 
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
         emb, packed = image_embeddings[:, :SAM_CHANNELS], image_embeddings[:, SAM_CHANNELS:]
@@ -74,7 +80,7 @@ class DetailMaskDecoder(MaskDecoder):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
         src = src.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = self.output_upscaling(src) + F.pixel_shuffle(packed, UPSCALE)
+        upscaled = self.mask_features(self.output_upscaling(src) + F.pixel_shuffle(packed, UPSCALE))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
