@@ -154,6 +154,7 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
             on_best=lambda m, best: save_model(student, ckpt / "best.pt", provenance={"best": best}),
             on_epoch_end=lambda h: plot_curves(h, out / "plots" / "curves.png"),
             stop_after_steps=stop_after_steps, checkpoint_every=cfg.checkpoint_every, precision=cfg.precision,
+            resume_hint=built.resume_hint,
         )
         result = trainer.fit(resume=resume)
         if result["interrupted"]:

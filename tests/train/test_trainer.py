@@ -160,3 +160,18 @@ def test_an_unknown_precision_is_refused(tmp_path):
     phase = Phase("p", ToyMethod(model), ToySet(), ToySet(), 1, 4, OptimConfig())
     with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
         Trainer(model=model, phases=[phase], out_dir=tmp_path, progress=False, precision="fp16")
+
+
+def test_resume_into_another_architecture_names_the_methods_hint_only(tmp_path):
+    from samdistill.errors import CheckpointError
+
+    model = torch.nn.Linear(1, 1)
+    Trainer(model=model, phases=[Phase("p", ToyMethod(model), ToySet(), ToySet(), 1, 4, OptimConfig())],
+            out_dir=tmp_path, progress=False).fit()
+    for hint in ("", "toy.width=1 for a run started before toy.width existed"):
+        wider = torch.nn.Linear(1, 2)
+        trainer = Trainer(model=wider, phases=[Phase("p", ToyMethod(wider), ToySet(), ToySet(), 2, 4, OptimConfig())],
+                          out_dir=tmp_path, progress=False, resume_hint=hint)
+        with pytest.raises(CheckpointError, match="holds the training state of another model") as exc:
+            trainer.fit(resume=True)
+        assert str(exc.value).endswith(f"(its config.yaml), e.g. {hint}" if hint else "(its config.yaml)")

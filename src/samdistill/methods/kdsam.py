@@ -228,4 +228,5 @@ def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys
                             CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
                             cfg.stage2.optim))
     extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted)}
-    return Built(model=student, student=student, phases=phases, student_name=cfg.student.name, extra=extra)
+    return Built(model=student, student=student, phases=phases, student_name=cfg.student.name, extra=extra,
+                 resume_hint="student.detail=false for a kdsam run started before the detail path existed")

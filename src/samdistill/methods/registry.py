@@ -40,6 +40,8 @@ class Built:
     student_name: str  # as the summary and the overlays name it
     extra: dict[str, Any] = field(default_factory=dict)  # plain numbers/strings for summary.json and provenance
     labeled_ids: list[str] | None = None  # semi-supervised: the train images that kept their labels
+    # the likely cause when a resume finds another architecture in the checkpoint (the trainer's error adds it)
+    resume_hint: str = ""
 
 
 class MethodRegistry(Registry[Callable[..., Built]]):

@@ -156,6 +156,7 @@ class Trainer:
         stop_after_steps: int | None = None,
         checkpoint_every: int | None = None,
         precision: str = "auto",
+        resume_hint: str = "",
     ) -> None:
         self.model, self.phases, self.out = model, phases, Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
@@ -166,6 +167,7 @@ class Trainer:
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         self.precision = precision
+        self.resume_hint = resume_hint  # the method's likely cause of a checkpoint of another architecture
         self.ctx = dist_utils.context()
         self.progress = progress and self.ctx.is_main
         self.history: list[dict[str, Any]] = []
@@ -303,8 +305,8 @@ class Trainer:
                     first = str(exc).strip().splitlines()[0]
                     raise CheckpointError(
                         f"{self.ckpt_dir} holds the training state of another model than this config builds "
-                        f"({first[:160]}); resume with the settings the run started with (its config.yaml), e.g. "
-                        "student.detail=false for a kdsam run started before the detail path existed") from None
+                        f"({first[:160]}); resume with the settings the run started with (its config.yaml)"
+                        + (f", e.g. {self.resume_hint}" if self.resume_hint else "")) from None
                 start_phase, start_epoch = restored["phase"], restored["epoch"]
                 start_batch = restored.get("batch_in_epoch", 0)
                 self.global_step, self.best = restored["step"], restored["best"]
