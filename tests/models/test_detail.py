@@ -23,6 +23,17 @@ def _student(teacher, detail: bool, seed: int = 0):
     return load_model("test_resnet18", teacher=teacher, grid=16, detail=detail).eval()
 
 
+def _stage2_batch(teacher):
+    """Two images, the teacher's embedding of them and two hand-made masks."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 256, 256)
+    mask = torch.zeros(2, 256, 256)
+    mask[0, 40:120, 60:150] = 1
+    mask[1, 100:220, 30:90] = 1
+    with torch.no_grad():
+        return images, teacher.encode(images), mask
+
+
 def _box() -> torch.Tensor:
     return torch.tensor([[30.0, 40.0, 190.0, 170.0]])
 
@@ -74,13 +85,7 @@ def test_batched_decode_equals_decoding_each_row(teacher256):
 
 def test_stage2_trains_the_detail_branch(teacher256):
     s = _student(teacher256, True).train()
-    torch.manual_seed(0)
-    images = torch.rand(2, 3, 256, 256)
-    mask = torch.zeros(2, 256, 256)
-    mask[0, 40:120, 60:150] = 1
-    mask[1, 100:220, 30:90] = 1
-    with torch.no_grad():
-        emb_t = teacher256.encode(images)
+    images, emb_t, mask = _stage2_batch(teacher256)
     stage = KDSAMStage(stage=2, student=s, teacher=teacher256, cfg=Stage2Config(loop_iters=1, token_kd=1.0))
     params = stage.parameters()
     out = stage.step({"image": images, "embedding": emb_t, "mask": mask})
@@ -173,13 +178,7 @@ def test_mask_features_are_what_the_hypernetworks_read(teacher256):
 
 def test_feature_kd_alone_teaches_the_detail_branch(teacher256):
     s = _student(teacher256, True).train()
-    torch.manual_seed(0)
-    images = torch.rand(2, 3, 256, 256)
-    mask = torch.zeros(2, 256, 256)
-    mask[0, 40:120, 60:150] = 1
-    mask[1, 100:220, 30:90] = 1
-    with torch.no_grad():
-        emb_t = teacher256.encode(images)
+    images, emb_t, mask = _stage2_batch(teacher256)
     cfg = Stage2Config(dice=0, bce=0, kd=0, iou=0, mse=0, feature_kd=1.0, loop_iters=1)
     stage = KDSAMStage(stage=2, student=s, teacher=teacher256, cfg=cfg)
     out = stage.step({"image": images, "embedding": emb_t, "mask": mask})
