@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -252,7 +253,7 @@ def speed_results(name: str, data: Path, args, machine: dict) -> dict:
 
     from samdistill.api import distill
 
-    rows = []
+    rows, load_start = [], os.getloadavg()[0]
     for v in args.variants:
         for prec in ("fp32", "bf16"):
             a = argparse.Namespace(**{**vars(args), "max_steps": args.speed, "precision": prec, "quiet": True})
@@ -266,7 +267,8 @@ def speed_results(name: str, data: Path, args, machine: dict) -> dict:
             print(f"{v} {prec}: {tp['images_per_s']:.2f} images/s")
     return {"dataset": name, "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads,
             "device": args.device, "steps": args.speed, "input_size": args.input_size or None,
-            "sam_decode": args.sam_decode, "rows": rows, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "sam_decode": args.sam_decode, "rows": rows, "load_average": [load_start, os.getloadavg()[0]],
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def speed_markdown(r: dict) -> str:
@@ -281,7 +283,10 @@ def speed_markdown(r: dict) -> str:
         f"optimiser steps of the protocol's config (students at {r['input_size'] or 'the teacher-sized'} px, SAM decode "
         f"{r['sam_decode']}, cached embeddings; batch 8 = 4 + 4 for (b), (d), (e), 4 for (a), (c)); images/s is the "
         "trainer's (data, forward, backward and optimiser; validation excluded), first step included. Written "
-        f"{r['written']} by `python benchmarks/knowsam.py --datasets {r['dataset']} --speed {r['steps']}`.", "",
+        f"{r['written']} by `python benchmarks/knowsam.py --datasets {r['dataset']} --speed {r['steps']}`."
+        + (" Load average (1 min) at the start / end: {:.1f} / {:.1f} (other jobs on the machine show here; fp32 and "
+           "bf16 of a run are timed back to back, so they share the load).".format(*r["load_average"])
+           if "load_average" in r else ""), "",
         markdown_table(table, ["run", "fp32 images/s", "fp32 s/step", "bf16 images/s", "bf16 s/step",
                                "bf16 speed-up"]), ""])
 
@@ -499,7 +504,8 @@ def c_convergence(name: str, runs: dict, args, curve_png: Path) -> dict:
     conv = {str(x["seed"]): convergence([tuple(p) for p in x["val_curve"]], x["steps"]) for x in cs}
     if conv:
         plot_c_curves({str(x["seed"]): x["val_curve"] for x in cs}, conv, curve_png,
-                      title=f"(c) all labels on {name}, {args.max_steps} steps" + (" (SMOKE)" if args.smoke else ""))
+                      title=f"(c) all labels on {name}, {args.max_steps} steps"
+                      + (f", {precision_tag(args)[1:]}" if precision_tag(args) else "") + (" (SMOKE)" if args.smoke else ""))
     return conv
 
 

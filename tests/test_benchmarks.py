@@ -178,7 +178,7 @@ def test_knowsam_rows_file_of_the_step_budget_reports_c_convergence(monkeypatch,
     runs = {"supervised": row("supervised", rising[:3]), "all_labels": row("all_labels", rising)}
 
     class Args:
-        max_steps, smoke = 1000, False
+        max_steps, smoke, device, precision = 1000, False, "cpu", "auto"
     conv = ks.c_convergence("kvasir_seg", runs, Args, tmp_path / "c.png")
     assert list(conv) == ["0"] and not conv["0"]["converged"] and conv["0"]["gain"] == pytest.approx(0.08)
     assert (tmp_path / "c.png").exists()  # drawn from (c) alone: (a)'s curve is not a convergence question
@@ -213,7 +213,9 @@ def test_knowsam_runs_of_another_arithmetic_get_their_own_dirs_and_the_speed_tab
             for v, p, ips in [("knowsam", "fp32", 1.5), ("knowsam", "bf16", 3.0), ("supervised", "fp32", 6.0),
                               ("supervised", "bf16", 7.5)]]
     md = ks.speed_markdown({"dataset": "kvasir_seg", "machine": "cpu x", "threads": 1, "device": "cpu", "steps": 20,
-                            "input_size": 128, "sam_decode": "foreground", "rows": rows, "written": "today"})
+                            "input_size": 128, "sam_decode": "foreground", "rows": rows, "written": "today",
+                            "load_average": [3.04, 2.96]})
     assert "| (b) KnowSAM | 1.50 | 5.33 | 3.00 | 2.67 | 2.00x |" in md
     assert "| (a) labeled subset alone | 6.00 | 1.33 | 7.50 | 1.07 | 1.25x |" in md
     assert md.index("(b) KnowSAM") < md.index("(a) labeled")  # in the order the runs were timed
+    assert "Load average (1 min) at the start / end: 3.0 / 3.0" in md
