@@ -26,6 +26,7 @@ Usage::
     python benchmarks/student.py --render-only        # rewrite the .md files from the .json files
     python benchmarks/student.py --datasets kvasir_seg --limit 8 --smoke   # a quick check (student_<ds>_smoke)
     python benchmarks/student.py --datasets kvasir_seg --train-only        # distil now, export + bench later
+    python benchmarks/student.py --datasets kvasir_seg --ablate stage2.feature_kd=1   # a setting, on val only
 
 Runs resume: a finished distill run is read back (``resume="auto"``), an interrupted one continues.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -47,15 +49,24 @@ def _fmt(v, nd: int = 4) -> str:
     return "" if v is None else f"{v:.{nd}f}"
 
 
-def distill_run(name: str, seed: int, args) -> tuple[Path, dict]:
-    from samdistill.api import distill
-    from samdistill.config import load_config
+def ablation_tag(extra: list[str]) -> str:
+    """``["stage2.feature_kd=1", "precision=bf16"]`` -> ``stage2-feature_kd-1_precision-bf16`` (a run dir suffix)."""
+    return "_".join(re.sub(r"[^A-Za-z0-9_-]+", "-", item.replace("=", "-").replace(".", "-")) for item in extra)
 
-    run_dir = RESULTS / "runs" / f"student_{name}_s{seed}{'_smoke' if args.smoke else ''}"
+
+def distill_run(name: str, seed: int, args, extra: list[str] | None = None) -> tuple[Path, dict]:
+    """The default recipe on ``name`` (``extra``: ``KEY=VALUE`` overrides of an ablation, in a run dir of its own)."""
+    from samdistill.api import distill
+    from samdistill.config import load_config, merge, parse_overrides
+
+    tag = f"_{ablation_tag(extra)}" if extra else ""
+    run_dir = RESULTS / "runs" / f"student_{name}_s{seed}{tag}{'_smoke' if args.smoke else ''}"
     overrides = {"data": {"path": str(shared_dataset(name))}, "seed": seed, "threads": args.threads,
                  "cache": {"dir": str(RESULTS / "runs" / ".cache")}, "progress": not args.quiet}
     if args.smoke:  # a pipeline check only: one short epoch each, never reported as a result
         overrides.update({"stage1": {"epochs": 1}, "stage2": {"epochs": 1}})
+    if extra:
+        overrides = merge(overrides, parse_overrides(list(extra)))
     cfg = load_config("kdsam", overrides)
     run = distill(cfg, run_dir, resume="auto")
     return run_dir, {"config": cfg.model_dump(mode="json"), "summary": run}
@@ -236,6 +247,50 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
+    """One trained setting scored on the validation split only (its best-checkpoint Dice): settings are chosen
+    there, never on the test images."""
+    run_dir, r = distill_run(name, seed, args, extra)
+    s = r["summary"]
+    return {"overrides": list(extra), "seed": seed, "val_dice": s["best"]["dice"], "best_phase": s["best"]["phase"],
+            "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60, "run": str(run_dir),
+            "precision": r["config"].get("precision", "auto")}
+
+
+def ablation_markdown(r: dict) -> str:
+    """Each setting's best validation Dice next to the default recipe's of the same seed."""
+    base = {x["seed"]: x["val_dice"] for x in r["rows"] if not x["overrides"]}
+    table = [[" ".join(f"`{o}`" for o in x["overrides"]) or "default recipe", x["seed"], f"{x['val_dice']:.4f}",
+              "" if not x["overrides"] or x["seed"] not in base else f"{x['val_dice'] - base[x['seed']]:+.4f}",
+              f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}", f"`{x['run']}`"]
+             for x in sorted(r["rows"], key=lambda x: (bool(x["overrides"]), x["overrides"], x["seed"]))]
+    return "\n".join([
+        f"# Whole-student ablations on {r['dataset']} (validation split only)", "",
+        "The default `kdsam` recipe with each setting's overrides, trained like `student.py` trains it; scored by the "
+        "best validation Dice the run kept (tight box, input frame). Settings are chosen here; the test split is "
+        "scored only by `student.py` for the recipe that ships. Minutes: the distill run's wall time (cache "
+        f"entries on disk not counted; runs may have shared the cores). Last written {r['written']}. "
+        + machine_line(r["machine"], r["threads"]), "",
+        markdown_table(table, ["setting", "seed", "val Dice", "vs default", "best at", "distill min", "run"]), ""])
+
+
+def run_ablation(name: str, args) -> None:
+    """``--ablate``: the default recipe and the overridden one for each seed; rows join the dataset's ablations
+    file (a setting run again replaces its row)."""
+    from samdistill.machine import machine_info
+
+    stem = f"student_{name}_ablations{'_smoke' if args.smoke else ''}"
+    old = RESULTS / f"{stem}.json"
+    rows = json.loads(old.read_text())["rows"] if old.exists() else []
+    for seed in args.seeds:
+        for extra in ([], list(args.ablate)):
+            new = ablation_row(name, seed, args, extra)
+            rows = [x for x in rows if (x["overrides"], x["seed"]) != (new["overrides"], seed)] + [new]
+    r = {"dataset": name, "machine": machine_info(), "threads": args.threads, "rows": rows,
+         "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_results(stem, r, ablation_markdown(r))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Example: python benchmarks/student.py --datasets kvasir_seg --seeds 0 1")
@@ -248,9 +303,19 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md files from the .json files")
     ap.add_argument("--train-only", action="store_true",
                     help="distil (or finish distilling) and stop; a later call without it exports and benches")
+    ap.add_argument("--ablate", nargs="+", metavar="KEY=VALUE",
+                    help="train the default recipe with these overrides (and the default, if not yet trained) and "
+                         "write their validation Dice to student_<dataset>_ablations.{json,md}; no test split, no "
+                         "export, e.g. --ablate stage2.feature_kd=1")
     args = ap.parse_args()
     if args.render_only:
-        render_only(sorted(p.stem for p in RESULTS.glob("student_*.json")), markdown)
+        stems = sorted(p.stem for p in RESULTS.glob("student_*.json"))
+        render_only([x for x in stems if "_ablations" not in x], markdown)
+        render_only([x for x in stems if "_ablations" in x], ablation_markdown)
+        return
+    if args.ablate:
+        for name in args.datasets:
+            run_ablation(name, args)
         return
     if args.train_only:
         for name in args.datasets:

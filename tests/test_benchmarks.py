@@ -59,7 +59,8 @@ CASES = (
     + [("teachers", "markdown", s) for s in _committed("teachers.json")]
     + [("litemedsam_reference", "markdown", s) for s in _committed("litemedsam_reference_*.json")]
     + [("deploy", "markdown", s) for s in _committed("bench_*.json")]
-    + [("student", "markdown", s) for s in _committed("student_*.json")]
+    + [("student", "markdown", s) for s in _committed("student_*.json", lambda s: "_ablations" not in s)]
+    + [("student", "ablation_markdown", s) for s in _committed("student_*_ablations*.json")]
     + [("int8", "markdown", s) for s in _committed("int8_*.json")]
     + [("grid", "markdown", s) for s in _committed("grid_*.json")]
 )
@@ -219,3 +220,20 @@ def test_knowsam_runs_of_another_arithmetic_get_their_own_dirs_and_the_speed_tab
     assert "| (a) labeled subset alone | 6.00 | 1.33 | 7.50 | 1.07 | 1.25x |" in md
     assert md.index("(b) KnowSAM") < md.index("(a) labeled")  # in the order the runs were timed
     assert "Load average (1 min) at the start / end: 3.0 / 3.0" in md
+
+
+def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monkeypatch):
+    st = _script("student", monkeypatch)
+    assert st.ablation_tag(["stage2.feature_kd=1", "precision=bf16"]) == "stage2-feature_kd-1_precision-bf16"
+    assert st.ablation_tag(["student.name=a/b"]) == "student-name-a-b"  # never a path separator
+
+    def row(overrides, seed, dice):
+        return {"overrides": overrides, "seed": seed, "val_dice": dice, "best_phase": "stage2", "best_epoch": 7,
+                "distill_minutes": 50.0, "run": f"benchmarks/results/runs/student_kvasir_seg_s{seed}", "precision": "auto"}
+    rows = [row(["stage2.feature_kd=1"], 0, 0.8400), row([], 0, 0.8320), row(["stage2.feature_kd=1"], 1, 0.8300)]
+    md = st.ablation_markdown({"dataset": "kvasir_seg", "machine": {"cpu": "cpu x", "cores": 2, "torch": "2"},
+                               "threads": 2, "rows": rows, "written": "today"})
+    assert "| default recipe | 0 | 0.8320 | | stage2 epoch 7 | 50.0 |" in md
+    assert "| `stage2.feature_kd=1` | 0 | 0.8400 | +0.0080 |" in md
+    assert "| `stage2.feature_kd=1` | 1 | 0.8300 | | " in md  # no default of seed 1 to compare with
+    assert md.index("default recipe") < md.index("feature_kd")

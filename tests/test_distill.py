@@ -229,3 +229,35 @@ def test_cli_options_a_method_does_not_take_are_one_line_errors(tmp_path, capsys
     assert main(["distill", "--data", DATA, "--out", str(tmp_path / "x"), "knowsam.labeled=0.5"]) == 2
     assert "config key 'knowsam.labeled' belongs to method knowsam, not kdsam" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_from_before_a_neutral_key_was_added_is_still_that_run(tmp_path):
+    """precision and stage2.feature_kd came after runs had been trained; a config.yaml without them reads as their
+    neutral defaults (auto, 0). A key without that mark (student.detail, whose default changed what trains) still
+    counts as a difference."""
+    import os
+
+    import yaml
+
+    from samdistill.config import added_neutral_keys
+    from samdistill.distill import finished_run
+
+    out = tmp_path / "old"
+    cfg = _cfg(tmp_path)
+    distill(cfg, out)
+    assert {"precision": "auto", "stage2.feature_kd": 0.0}.items() <= added_neutral_keys(cfg).items()
+    saved = out / "config.yaml"
+    stamp = saved.stat().st_mtime_ns
+
+    def write(tree):
+        saved.write_text(yaml.safe_dump(tree))
+        os.utime(saved, ns=(stamp, stamp))  # as old as it was: the summary stays the newer file
+
+    tree = yaml.safe_load(saved.read_text())
+    del tree["precision"], tree["stage2"]["feature_kd"]
+    write(tree)
+    assert finished_run(out, cfg)[0] is not None
+    assert finished_run(out, cfg.model_copy(update={"precision": "bf16"})) == (None, ["precision"])
+    del tree["student"]["detail"]
+    write(tree)
+    assert finished_run(out, cfg) == (None, ["student.detail"])

@@ -78,7 +78,7 @@ class DistillConfig(Strict):
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="arithmetic of training and validation forwards: auto = bf16 autocast on CUDA, fp32 "
+        "auto", json_schema_extra={"added_neutral": True}, description="arithmetic of training and validation forwards: auto = bf16 autocast on CUDA, fp32 "
         "elsewhere; bf16 = bf16 autocast on CUDA or CPU (on a CPU it pays where it has AMX / AVX512-BF16, e.g. "
         "Intel Xeon 4th gen and later; elsewhere it can be slower than fp32)")
     val_every: int = Field(1, ge=1)
@@ -95,6 +95,21 @@ class DistillConfig(Strict):
             return valid_device_name(v)
         except UserError as exc:
             raise ValueError(str(exc)) from None
+
+
+def added_neutral_keys(model: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of ``model`` (recursively) that were added after runs had been trained, with the default that
+    trains what a run from before them trained (marked ``json_schema_extra={"added_neutral": True}``), and that
+    default: a finished run whose config.yaml lacks such a key is read as having it."""
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        key = f"{prefix}{name}"
+        value = getattr(model, name)
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("added_neutral"):
+            out[key] = field.default
+        if isinstance(value, BaseModel):
+            out.update(added_neutral_keys(value, key + "."))
+    return out
 
 
 _RUN_CONFIGS: list[Callable[[], dict[str, type[DistillConfig]]]] = []

@@ -17,7 +17,7 @@ import torch
 
 from samdistill._version import __version__
 from samdistill.atomic import check_out_dir
-from samdistill.config import DistillConfig, dump_config
+from samdistill.config import DistillConfig, added_neutral_keys, dump_config
 from samdistill.data.cache import build_cache
 from samdistill.devices import check_device
 from samdistill.errors import UserError
@@ -54,8 +54,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def finished_run(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any] | None, list[str]]:
-    """``(summary, [])`` when ``out`` holds a run trained to the end with ``cfg`` (``RUN_FREE_KEYS`` aside),
-    else ``(None, keys)``: the dotted config keys in which a finished run there differs (``[]`` if none is).
+    """``(summary, [])`` when ``out`` holds a run trained to the end with ``cfg`` (``RUN_FREE_KEYS`` aside; a key
+    added since, marked ``added_neutral``, that its config.yaml lacks counts as that key's default), else
+    ``(None, keys)``: the dotted config keys in which a finished run there differs (``[]`` if none is).
 
     Finished = ``summary.json`` and ``student.pt`` present and ``summary.json`` no older than ``config.yaml``
     (every call that trains rewrites ``config.yaml`` first, so a later call that was cut short is not read as
@@ -69,6 +70,8 @@ def finished_run(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any] | None, 
     if summary.stat().st_mtime_ns < saved.stat().st_mtime_ns:
         return None, []
     old = _flat({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in RUN_FREE_KEYS})
+    # a key added since that run, at the default that trains what the run trained, is no difference
+    old = {**{k: v for k, v in added_neutral_keys(cfg).items() if k not in RUN_FREE_KEYS}, **old}
     now = _flat({k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_FREE_KEYS})
     diff = sorted(k for k in set(old) | set(now) if old.get(k, ...) != now.get(k, ...))
     if diff:

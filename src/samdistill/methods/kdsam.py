@@ -90,7 +90,7 @@ class Stage2Config(Strict):
     token_kd: float = Field(0.0, ge=0)  # MSE to the teacher's IoU + mask tokens after its transformer
     # MSE to the teacher's mask features (what its hypernetworks read, 4x its grid) average-pooled to the
     # student's (4x the student's grid, detail map included)
-    feature_kd: float = Field(0.0, ge=0)
+    feature_kd: float = Field(0.0, ge=0, json_schema_extra={"added_neutral": True})
     loop_iters: int = Field(0, ge=0)  # prompt-in-the-loop: corrective points after the box, decoded again
     mse: float = Field(0.5, ge=0)
 
