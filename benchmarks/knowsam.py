@@ -68,9 +68,8 @@ def section(cfg):
 def precision_tag(args) -> str:
     """``_bf16`` / ``_fp32`` when ``--precision`` makes the runs train in another arithmetic than the recipe's
     default on this device (fp32 on a CPU, bf16 on CUDA): their own run dirs and results files."""
-    cuda = args.device != "cpu"
-    effective = "bf16" if args.precision == "bf16" or (args.precision == "auto" and cuda) else "fp32"
-    return "" if effective == ("bf16" if cuda else "fp32") else f"_{effective}"
+    effective = _dtype(args.device, args.precision)
+    return "" if effective == _dtype(args.device, "auto") else f"_{effective}"
 
 
 def run_root(name: str, args) -> Path:
@@ -180,7 +179,8 @@ def variant_config(name: str, data: Path, variant: str, args, seed: int = 0):
         "data": {"path": str(data)}, "threads": args.threads, method: k, "seed": seed,
         "cache": {"dir": str(args.cache_dir)}, "progress": not args.quiet,
         "val_every": max(1, epochs // MIN_VAL_POINTS),  # >= 10 validation points (every epoch below 20 epochs)
-        "overlays": 2, "device": args.device, "precision": args.precision,
+        # the arithmetic auto gives on this device is written as auto, so --precision fp32 on a CPU is the same run
+        "overlays": 2, "device": args.device, "precision": args.precision if precision_tag(args) else "auto",
     })
 
 
@@ -194,7 +194,7 @@ def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> 
     tried = []
     tag, note = device_tag(args.device), data_note(data)
     for old in sorted(RESULTS.glob(f"knowsam_{name}*.json")):
-        if (old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem or old.stem.endswith("_smoke")
+        if (old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem or "_smoke" in old.stem
                 or next((t for t in ("_bf16", "_fp32") if t in old.stem), "") != precision_tag(args)
                 or "_speed" in old.stem):
             continue
@@ -266,7 +266,8 @@ def speed_results(name: str, data: Path, args, machine: dict) -> dict:
                          "images_per_s": tp["images_per_s"], "seconds_per_step": tp["train_seconds"] / args.speed})
             print(f"{v} {prec}: {tp['images_per_s']:.2f} images/s")
     return {"dataset": name, "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads,
-            "device": args.device, "steps": args.speed, "input_size": args.input_size or None,
+            "device": args.device, "steps": args.speed, "variants": list(args.variants),
+            "baseline_batch": args.baseline_batch, "input_size": args.input_size or None,
             "sam_decode": args.sam_decode, "rows": rows, "load_average": [load_start, os.getloadavg()[0]],
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -281,9 +282,11 @@ def speed_markdown(r: dict) -> str:
         f"# KnowSAM training speed on {r['dataset']}: fp32 against bf16 autocast", "",
         f"Machine: {r['machine']}, {r['threads']} torch threads, device {r['device']}. Each run trains {r['steps']} "
         f"optimiser steps of the protocol's config (students at {r['input_size'] or 'the teacher-sized'} px, SAM decode "
-        f"{r['sam_decode']}, cached embeddings; batch 8 = 4 + 4 for (b), (d), (e), 4 for (a), (c)); images/s is the "
-        "trainer's (data, forward, backward and optimiser; validation excluded), first step included. Written "
-        f"{r['written']} by `python benchmarks/knowsam.py --datasets {r['dataset']} --speed {r['steps']}`."
+        f"{r['sam_decode']}, cached embeddings; batch 8 = 4 + 4 for (b), (d), (e), {r.get('baseline_batch', 4)} for "
+        "(a), (c)); images/s is the trainer's (data, forward, backward and optimiser; validation excluded), first step "
+        f"included. Written {r['written']} by `python benchmarks/knowsam.py --datasets {r['dataset']} --speed "
+        f"{r['steps']}" + (f" --variants {' '.join(r['variants'])} --threads {r['threads']}" if "variants" in r else "")
+        + (f" --baseline-batch {r['baseline_batch']}" if r.get("baseline_batch", 4) != 4 else "") + "`."
         + (" Load average (1 min) at the start / end: {:.1f} / {:.1f} (other jobs on the machine show here; fp32 and "
            "bf16 of a run are timed back to back, so they share the load).".format(*r["load_average"])
            if "load_average" in r else ""), "",
@@ -319,7 +322,7 @@ def _epoch_markdown(r: dict) -> str:
         f"# KnowSAM on {r['dataset']} ({r['labeled'] * 100:g} % labels)",
         "",
         (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU. " if not r.get("gpu") else
-         f"Device: {r['gpu']} ({'fp32' if r.get('precision') == 'fp32' else 'bf16 autocast'}), host CPU {r['machine']}. ")
+         f"Device: {r['gpu']} (bf16 autocast), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "") + "Wall time of this invocation "
         f"{r['wall_seconds'] / 60:.1f} min (reused rows: see their source"
         + ("; runs marked * were trained by an earlier call, e.g. `benchmarks/gpu.sh knowsam` trains (a) + (c) and "
@@ -388,13 +391,21 @@ def _fmt(x, spec: str = "+.4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _arithmetic(r: dict) -> str:
-    """``, fp32`` / ``, bf16 autocast``: how the runs of a results file trained, where it records ``precision``
-    (files written before the key trained in the recipe's default and keep their rendering)."""
+def _arithmetic(r: dict) -> str | None:
+    """``fp32`` / ``bf16 autocast``: how the runs of a results file trained, where it records ``precision``; None
+    for files written before the key (they trained in the recipe's default and keep their rendering)."""
     if "precision" not in r:
-        return ""
-    p = r["precision"]
-    return ", bf16 autocast" if p == "bf16" or (p == "auto" and r.get("gpu")) else ", fp32"
+        return None
+    return "bf16 autocast" if _dtype("cuda" if r.get("gpu") else "cpu", r["precision"]) == "bf16" else "fp32"
+
+
+def _dtype(device: str, precision: str) -> str:
+    """``bf16`` / ``fp32``: what ``precision`` trains in on ``device`` (samdistill's one rule for it)."""
+    import torch
+
+    from samdistill.devices import training_dtype
+
+    return "bf16" if training_dtype(device, precision) == torch.bfloat16 else "fp32"
 
 
 def protocol_markdown(r: dict) -> str:
@@ -405,8 +416,9 @@ def protocol_markdown(r: dict) -> str:
         f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels, {r['max_steps']} steps per run)"
         + (" — SMOKE RUN, not a result" if r.get("smoke") else ""),
         "",
-        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU{_arithmetic(r)}. " if not r.get("gpu") else
-         f"Device: {r['gpu']} ({'fp32' if r.get('precision') == 'fp32' else 'bf16 autocast'}), host CPU {r['machine']}. ")
+        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU"
+         + (f", {_arithmetic(r)}" if _arithmetic(r) else "") + ". " if not r.get("gpu") else
+         f"Device: {r['gpu']} ({_arithmetic(r) or 'bf16 autocast'}), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "")
         + f"Wall time of this invocation {r['wall_seconds'] / 60:.1f} min"
         + (" (runs marked * were trained, wholly or partly, by an earlier call and taken up from their run dirs; "
@@ -475,7 +487,7 @@ def rows_markdown(r: dict) -> str:
                             "test Dice", "IoU", "HD95 px"])
     lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only, the comparison "
              "waits for all five)", "",
-             f"Machine: {r['machine']}, {r['threads']} torch threads per run{_arithmetic(r)}. Rows trained by separate `--train-only` "
+             f"Machine: {r['machine']}, {r['threads']} torch threads per run{', ' + _arithmetic(r) if _arithmetic(r) else ''}. Rows trained by separate `--train-only` "
              "calls, possibly side by side on the same cores (train min is each run's own training time; runs marked * "
              "were taken up from their run dirs). Test split, prompt-free, metrics at original resolution.", "", table]
     lines += _convergence_lines(r)
@@ -526,6 +538,13 @@ def protocol_results(name: str, data: Path, runs: dict, args, machine: dict, t0:
             "wall_seconds": time.time() - t0, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
@@ -562,7 +581,7 @@ def main() -> None:
                          "(knowsam_<dataset>_speed.md); runs and results of another arithmetic than auto's get a "
                          "_bf16 / _fp32 tag")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--speed", type=int, metavar="STEPS",
+    ap.add_argument("--speed", type=_positive, metavar="STEPS",
                     help="time the --variants instead: STEPS training steps each in fp32 and in bf16 autocast, in "
                          "throwaway run dirs -> knowsam_<dataset>_speed.{json,md} (no evaluation, no comparison)")
     ap.add_argument("--quiet", action="store_true")
@@ -585,7 +604,7 @@ def main() -> None:
     for name in args.datasets:
         data = shared_dataset(name)
         t0 = time.time()
-        if args.speed:
+        if args.speed is not None:
             r = speed_results(name, data, args, machine)
             write_results(f"knowsam_{name}_speed{smoke}{device_tag(args.device)}", r, speed_markdown(r))
             continue

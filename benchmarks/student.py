@@ -49,6 +49,21 @@ def _fmt(v, nd: int = 4) -> str:
     return "" if v is None else f"{v:.{nd}f}"
 
 
+def canonical_overrides(extra: list[str]) -> list[str]:
+    """``KEY=VALUE`` overrides as the validated config holds them, sorted, only those that change the default
+    recipe: ``stage2.kd=1`` and ``stage2.kd=1.0`` are one setting. A typo or bad value is the config's one-line
+    error, raised here before anything trains; overrides that change nothing are refused."""
+    from samdistill.config import flatten, load_config, parse_overrides
+    from samdistill.errors import UserError
+
+    base = flatten(load_config("kdsam").model_dump(mode="json"))
+    now = flatten(load_config("kdsam", parse_overrides(list(extra))).model_dump(mode="json"))
+    changed = sorted(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in now.items() if base.get(k) != v)
+    if not changed:
+        raise UserError(f"--ablate {' '.join(extra)}: that is the default recipe; name a setting that differs")
+    return changed
+
+
 def ablation_tag(extra: list[str]) -> str:
     """``["stage2.feature_kd=1", "precision=bf16"]`` -> ``stage2-feature_kd-1_precision-bf16`` (a run dir suffix)."""
     return "_".join(re.sub(r"[^A-Za-z0-9_-]+", "-", item.replace("=", "-").replace(".", "-")) for item in extra)
@@ -314,6 +329,7 @@ def main() -> None:
         render_only([x for x in stems if "_ablations" in x], ablation_markdown)
         return
     if args.ablate:
+        args.ablate = canonical_overrides(args.ablate)  # checked before anything trains
         for name in args.datasets:
             run_ablation(name, args)
         return

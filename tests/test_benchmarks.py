@@ -215,17 +215,26 @@ def test_knowsam_runs_of_another_arithmetic_get_their_own_dirs_and_the_speed_tab
                               ("supervised", "bf16", 7.5)]]
     md = ks.speed_markdown({"dataset": "kvasir_seg", "machine": "cpu x", "threads": 1, "device": "cpu", "steps": 20,
                             "input_size": 128, "sam_decode": "foreground", "rows": rows, "written": "today",
-                            "load_average": [3.04, 2.96]})
+                            "load_average": [3.04, 2.96], "variants": ["knowsam", "supervised"], "baseline_batch": 4})
     assert "| (b) KnowSAM | 1.50 | 5.33 | 3.00 | 2.67 | 2.00x |" in md
     assert "| (a) labeled subset alone | 6.00 | 1.33 | 7.50 | 1.07 | 1.25x |" in md
     assert md.index("(b) KnowSAM") < md.index("(a) labeled")  # in the order the runs were timed
     assert "Load average (1 min) at the start / end: 3.0 / 3.0" in md
+    assert "`python benchmarks/knowsam.py --datasets kvasir_seg --speed 20 --variants knowsam supervised --threads 1`" in md
 
 
 def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monkeypatch):
     st = _script("student", monkeypatch)
     assert st.ablation_tag(["stage2.feature_kd=1", "precision=bf16"]) == "stage2-feature_kd-1_precision-bf16"
     assert st.ablation_tag(["student.name=a/b"]) == "student-name-a-b"  # never a path separator
+    # one setting however it is spelt; checked (and refused in one line) before anything trains
+    assert st.canonical_overrides(["stage2.kd=1", "precision=bf16"]) == st.canonical_overrides(
+        ["precision=bf16", "stage2.kd=1.0"]) == ["precision=bf16", "stage2.kd=1.0"]
+    from samdistill.errors import UserError
+    with pytest.raises(UserError, match="did you mean 'stage2.feature_kd'"):
+        st.canonical_overrides(["stage2.feature_kdd=1"])
+    with pytest.raises(UserError, match="that is the default recipe"):
+        st.canonical_overrides(["stage2.kd=0.5"])
 
     def row(overrides, seed, dice):
         return {"overrides": overrides, "seed": seed, "val_dice": dice, "best_phase": "stage2", "best_epoch": 7,

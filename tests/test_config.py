@@ -46,11 +46,12 @@ def test_overrides_are_dotted_and_typed():
         ("stage2.optim.lr=-1", "greater than 0"),
         ("noequals", "key=value"),
         ("precision=fp16", "bad config value for 'precision'"),
+        ("device=mps precision=bf16", "precision=bf16 trains on cpu or cuda"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, fragment):
     with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
-        load_config("kdsam", [override])
+        load_config("kdsam", override.split())
 
 
 def test_resolved_config_round_trips(tmp_path):

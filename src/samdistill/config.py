@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from samdistill.errors import UserError
 
@@ -96,17 +96,38 @@ class DistillConfig(Strict):
         except UserError as exc:
             raise ValueError(str(exc)) from None
 
+    @model_validator(mode="after")
+    def _precision_on_device(self) -> "DistillConfig":
+        from samdistill.devices import training_dtype
+
+        try:
+            training_dtype(self.device, self.precision)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config tree -> its dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (what overrides name)."""
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, val in tree.items() for k, v in flatten(val, f"{prefix}.{key}" if prefix else key).items()}
+    return {prefix: tree}
+
 
 def added_neutral_keys(model: BaseModel, prefix: str = "") -> dict[str, Any]:
     """Dotted keys of ``model`` (recursively) that were added after runs had been trained, with the default that
     trains what a run from before them trained (marked ``json_schema_extra={"added_neutral": True}``), and that
     default: a finished run whose config.yaml lacks such a key is read as having it."""
+    from pydantic_core import PydanticUndefined, to_jsonable_python
+
     out: dict[str, Any] = {}
     for name, field in type(model).model_fields.items():
         key = f"{prefix}{name}"
         value = getattr(model, name)
         if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("added_neutral"):
-            out[key] = field.default
+            if field.default is PydanticUndefined:
+                raise TypeError(f"{key} is marked added_neutral but has no plain default to read an older run with")
+            out[key] = to_jsonable_python(field.default)  # as config.yaml holds it
         if isinstance(value, BaseModel):
             out.update(added_neutral_keys(value, key + "."))
     return out

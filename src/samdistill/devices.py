@@ -38,3 +38,18 @@ def check_device(name: str) -> str:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device {name!r}: Apple's MPS backend is not available here; use device=cpu")
     return name
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def training_dtype(device: str, precision: str = "auto") -> torch.dtype:
+    """The arithmetic of a run's training and validation forwards on ``device`` (the ``precision`` key): bf16
+    autocast for ``bf16``, and for ``auto`` on CUDA; fp32 otherwise. Weights stay fp32 either way. ``bf16`` on
+    mps (no bf16 autocast there) or an unknown precision is a one-line :class:`UserError`."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    kind = torch.device(valid_device_name(device)).type
+    if precision == "bf16" and kind == "mps":
+        raise UserError("precision=bf16 trains on cpu or cuda; on mps use precision=auto (fp32)")
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and kind == "cuda") else torch.float32

@@ -17,7 +17,7 @@ import torch
 
 from samdistill._version import __version__
 from samdistill.atomic import check_out_dir
-from samdistill.config import DistillConfig, added_neutral_keys, dump_config
+from samdistill.config import DistillConfig, added_neutral_keys, dump_config, flatten
 from samdistill.data.cache import build_cache
 from samdistill.devices import check_device
 from samdistill.errors import UserError
@@ -46,13 +46,6 @@ def _logger(out: Path) -> logging.Logger:
 RUN_FREE_KEYS = ("progress", "threads")
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    if isinstance(d, dict) and d:
-        return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}.{key}" if prefix else key).items()}
-    return {prefix: d}
-
-
 def finished_run(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any] | None, list[str]]:
     """``(summary, [])`` when ``out`` holds a run trained to the end with ``cfg`` (``RUN_FREE_KEYS`` aside; a key
     added since, marked ``added_neutral``, that its config.yaml lacks counts as that key's default), else
@@ -69,10 +62,10 @@ def finished_run(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any] | None, 
         return None, []
     if summary.stat().st_mtime_ns < saved.stat().st_mtime_ns:
         return None, []
-    old = _flat({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in RUN_FREE_KEYS})
+    old = flatten({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in RUN_FREE_KEYS})
     # a key added since that run, at the default that trains what the run trained, is no difference
     old = {**{k: v for k, v in added_neutral_keys(cfg).items() if k not in RUN_FREE_KEYS}, **old}
-    now = _flat({k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_FREE_KEYS})
+    now = flatten({k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_FREE_KEYS})
     diff = sorted(k for k in set(old) | set(now) if old.get(k, ...) != now.get(k, ...))
     if diff:
         return None, diff

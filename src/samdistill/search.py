@@ -13,7 +13,8 @@ The search runs through the one :class:`~samdistill.train.trainer.Trainer`: the 
 step, each with its recipe optimiser ``nas.search.w_optim`` / ``a_optim``), one phase whose batches pair
 a weight-half batch with an architecture-half batch. So the search has what every run has: atomic
 checkpoints (``checkpoints/last.pt``, with the per-step record) that ``resume=True`` continues exactly,
-a checkpoint and a clean stop on SIGTERM, NaN/Inf steps skipped and counted, bf16 autocast on CUDA and
+a checkpoint and a clean stop on SIGTERM, NaN/Inf steps skipped and counted, bf16 autocast on CUDA (or on the
+CPU with ``precision=bf16``) and
 ``metrics.csv``. Under ``torchrun`` each rank searches on a disjoint share of the batches and gradients
 are averaged (weights and architecture alike), so every rank holds the same supernet; rank 0 writes.
 """

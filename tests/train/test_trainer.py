@@ -155,11 +155,19 @@ def test_precision_picks_the_cpu_arithmetic_and_weights_stay_fp32(tmp_path, prec
     assert model.weight.dtype == torch.float32 and res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
 
 
-def test_an_unknown_precision_is_refused(tmp_path):
+def test_an_unknown_precision_or_bf16_on_mps_is_refused(tmp_path):
+    from samdistill.devices import training_dtype
+    from samdistill.errors import UserError
+
     model = torch.nn.Linear(1, 1)
     phase = Phase("p", ToyMethod(model), ToySet(), ToySet(), 1, 4, OptimConfig())
-    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+    with pytest.raises(UserError, match="precision must be auto, fp32 or bf16"):
         Trainer(model=model, phases=[phase], out_dir=tmp_path, progress=False, precision="fp16")
+    with pytest.raises(UserError, match="precision=bf16 trains on cpu or cuda"):
+        training_dtype("mps", "bf16")
+    # one rule for every device string, no GPU needed to ask it
+    assert training_dtype("cuda:1") == training_dtype("cuda", "bf16") == torch.bfloat16
+    assert training_dtype("cpu") == training_dtype("mps") == training_dtype("cuda", "fp32") == torch.float32
 
 
 def test_resume_into_another_architecture_names_the_methods_hint_only(tmp_path):

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from samdistill.config import OptimConfig
+from samdistill.devices import training_dtype
 from samdistill.errors import CheckpointError
 from samdistill.train import distributed as dist_utils
 from samdistill.train.checkpoint import load_training_state, plain, rng_state, save_training_state, set_rng_state
@@ -164,9 +165,7 @@ class Trainer:
         self.on_best, self.on_epoch_end = on_best, on_epoch_end
         self.stop_after_steps = stop_after_steps  # for tests: simulate a kill (nothing saved)
         self.checkpoint_every = checkpoint_every
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        self.precision = precision
+        self.dtype = training_dtype(device, precision)  # the forwards' arithmetic (bf16 autocast or fp32)
         self.resume_hint = resume_hint  # the method's likely cause of a checkpoint of another architecture
         self.ctx = dist_utils.context()
         self.progress = progress and self.ctx.is_main
@@ -207,12 +206,10 @@ class Trainer:
         return DataLoader(phase.val_set, batch_size=phase.batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
     def _autocast(self):
-        """bf16 autocast with ``precision`` bf16 (CUDA or CPU) or auto on CUDA; otherwise fp32."""
+        """bf16 autocast where ``training_dtype`` says so (CUDA or CPU), else a no-op context."""
         kind = torch.device(self.device).type
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and kind == "cuda")
-        if kind not in ("cuda", "cpu"):
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16)
+        bf16 = self.dtype == torch.bfloat16
+        return torch.autocast(kind if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16)
 
     def _state(self, phase_idx, epoch, opts, scheds, batch_in_epoch: int = 0, partial: dict | None = None) -> dict[str, Any]:
         """``epoch``: epochs finished in this phase; ``batch_in_epoch`` > 0 for a mid-epoch state.
