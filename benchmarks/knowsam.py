@@ -225,6 +225,9 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
     # a run trained to the end with this config (threads/progress aside) is read, not redone; a differing config
     # or an interrupted run continues from its checkpoint
     run = distill(cfg, run_dir, resume="auto")
+    if run.get("interrupted"):  # SIGTERM (e.g. to move the run to more threads): its checkpoint is on disk
+        raise SystemExit(f"({RUN[variant]}) {variant} stopped ({run['reason']}) after {run['step']} steps; call the "
+                         "same command again to resume it")
     finished = bool(run.get("already_finished"))
     wall = run["total_seconds"] if finished else time.time() - t0  # a run read: its own wall time
     evaluated = run_dir / "eval" / "summary.json"

@@ -246,3 +246,18 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
     assert "| `stage2.feature_kd=1` | 0 | 0.8400 | +0.0080 |" in md
     assert "| `stage2.feature_kd=1` | 1 | 0.8300 | | " in md  # no default of seed 1 to compare with
     assert md.index("default recipe") < md.index("feature_kd")
+
+
+def test_knowsam_run_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):
+    """A run SIGTERMed mid-way (its checkpoint saved) ends the call with one line, not an evaluation of a student
+    that does not exist yet."""
+    import samdistill.api
+
+    ks = _script("knowsam", monkeypatch)
+    monkeypatch.setattr(ks, "variant_config", lambda *a, **k: (26, type("Cfg", (), {"method": "knowsam"})()))
+    monkeypatch.setattr(ks, "run_root", lambda name, args: tmp_path)
+    monkeypatch.setattr(samdistill.api, "distill", lambda cfg, out, resume: {"interrupted": True, "reason": "SIGTERM",
+                                                                              "step": 1784})
+    monkeypatch.setattr(samdistill.api, "evaluate_model", lambda *a, **k: pytest.fail("evaluated an unfinished run"))
+    with pytest.raises(SystemExit, match=r"\(b\) knowsam stopped \(SIGTERM\) after 1784 steps; call the same command"):
+        ks.run_variant("kvasir_seg", tmp_path, "knowsam", object())
