@@ -189,6 +189,12 @@ def test_knowsam_rows_file_of_the_step_budget_reports_c_convergence(monkeypatch,
     assert "| (c) all labels (upper bound) | 0 | 70 / 0 | 1000 (batch 4) | 30.0 | 5.25 | 0.7000 |" in md
     assert md.index("(a) labeled subset alone") < md.index("(c) all labels")
     assert "- seed 0: gain +0.0800 over steps 800-1000 (10 validation points) -> NOT converged" in md
+    # the targets the rows so far decide, by the comparison's own rule; the others wait for their rows
+    r["runs"]["all_labels"]["test"] = {"dice": 0.8, "iou": 0.7, "hd95": 20.0}
+    md = ks.rows_markdown({**r, "c_converged": {"0": False}})
+    assert "- (c) - (a) >= 0.10: +0.1000 -> met" in md and "- (c) converged by the rule: NOT met" in md
+    assert "- (b) > (d): - -> waits for its rows" in md
+    assert "Targets" not in ks.rows_markdown({**r, "runs": {"all_labels": runs["all_labels"]}})  # one row decides nothing
     old = ks.rows_markdown({k: v for k, v in r.items() if k not in ("max_steps", "convergence")})
     assert "| supervised | 1000 (3) | 4 | 0.7000 |" in old and "Convergence" not in old
     assert not ks.c_convergence("kvasir_seg", {"supervised": runs["supervised"]}, Args, tmp_path / "none.png")
