@@ -195,6 +195,8 @@ def _message(exc: ValidationError, schema: type[BaseModel], others: dict[str, ty
         close = difflib.get_close_matches(loc, _valid_keys(schema), n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown config key {loc!r}{hint}"
+    if parts == [method] or not parts:  # a check across keys (a model validator): its message names the keys
+        return f"bad config: {err['msg'].removeprefix('Value error, ')}"
     return f"bad config value for {loc!r}: {err['msg']} (got {err.get('input')!r})"
 
 
