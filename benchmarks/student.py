@@ -268,8 +268,7 @@ def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
     run_dir, r = distill_run(name, seed, args, extra)
     s = r["summary"]
     return {"overrides": list(extra), "seed": seed, "val_dice": s["best"]["dice"], "best_phase": s["best"]["phase"],
-            "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60, "run": str(run_dir),
-            "precision": r["config"].get("precision", "auto")}
+            "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60, "run": str(run_dir)}
 
 
 def ablation_markdown(r: dict) -> str:

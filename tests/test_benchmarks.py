@@ -244,7 +244,7 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
 
     def row(overrides, seed, dice):
         return {"overrides": overrides, "seed": seed, "val_dice": dice, "best_phase": "stage2", "best_epoch": 7,
-                "distill_minutes": 50.0, "run": f"benchmarks/results/runs/student_kvasir_seg_s{seed}", "precision": "auto"}
+                "distill_minutes": 50.0, "run": f"benchmarks/results/runs/student_kvasir_seg_s{seed}"}
     rows = [row(["stage2.feature_kd=1"], 0, 0.8400), row([], 0, 0.8320), row(["stage2.feature_kd=1"], 1, 0.8300)]
     md = st.ablation_markdown({"dataset": "kvasir_seg", "machine": {"cpu": "cpu x", "cores": 2, "torch": "2"},
                                "threads": 2, "rows": rows, "written": "today"})
