@@ -37,7 +37,9 @@ def device_tag(device: str) -> str:
 
 def throughput(run_dir: Path) -> dict:
     """Training throughput of each phase from the run's metrics.csv: images / training seconds over all its
-    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning)."""
+    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning); ``threads``: the
+    torch threads its epochs trained on, e.g. ``"1"`` or ``"1, 2"`` (a run resumed on more threads), or None
+    where the run's epochs predate that column."""
     import csv
 
     with open(run_dir / "metrics.csv", newline="") as fh:
@@ -49,8 +51,19 @@ def throughput(run_dir: Path) -> dict:
         imgs = [float(r["images_per_s"]) * s for r, s in zip(rs, secs)]
         out[phase] = {"epochs": len(rs), "images": sum(imgs), "train_seconds": sum(secs),
                       "images_per_s": sum(imgs) / sum(secs), "first_epoch_images_per_s": float(rs[0]["images_per_s"]),
-                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None}
+                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None,
+                      "threads": _threads([r.get("threads") for r in rs])}
     return out
+
+
+def _threads(per_epoch: list) -> str | None:
+    """``"1"``, ``"1, 2"``, ``"1, 2 (epochs before 7 not recorded)"`` from metrics.csv's threads column."""
+    known = [int(t) for t in per_epoch if t not in (None, "")]
+    if not known:
+        return None
+    text = ", ".join(map(str, dict.fromkeys(known)))
+    first = next(i for i, t in enumerate(per_epoch) if t not in (None, ""))
+    return text + (f" (epochs before {first + 1} not recorded)" if first else "")
 
 
 def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:

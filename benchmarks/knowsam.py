@@ -87,6 +87,14 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r["val_dice"])) for r in csv.DictReader(fh) if r.get("val_dice") not in (None, "")]
 
 
+def run_threads(run_dir: Path) -> int:
+    """The torch threads of the run's last training call (its config.yaml; runs from before metrics.csv had a
+    threads column say no more)."""
+    import yaml
+
+    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["threads"])
+
+
 def convergence(curve: list[tuple[int, float]], steps: int) -> dict:
     """The rule for (c): the best validation Dice reached in the last ``CONVERGED_TAIL`` of the ``steps`` gains
     less than ``CONVERGED_GAIN`` over the best reached before it. The best-so-far (what best-checkpoint keeping
@@ -238,10 +246,11 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
                             threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     curve = val_curve(run_dir)
-    return {"variant": variant, "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
+    tp = throughput(run_dir)[cfg.method]
+    return {"variant": variant, "threads": tp["threads"] or f"{run_threads(run_dir)} (last call)", "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
             "steps": run["steps"], "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
             "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
-            "throughput": throughput(run_dir)[cfg.method]["images_per_s"], "n_labeled": run["n_labeled"],
+            "throughput": tp["images_per_s"], "n_labeled": run["n_labeled"],
             "n_unlabeled": run["n_unlabeled"], "config": section(cfg).model_dump(mode="json"),
             "val_every": cfg.val_every, "val_curve": curve, "run_dir": str(run_dir),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
@@ -415,11 +424,12 @@ def protocol_markdown(r: dict) -> str:
     """Five rows per seed, each with the same optimiser-step budget; (c)'s convergence; the issue's targets."""
     runs, t = r["runs"], r["targets"]
     resumed = any(x.get("resumed") for x in runs.values())
+    per_row = _threads_per_row(runs.values())
     lines = [
         f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels, {r['max_steps']} steps per run)"
         + (" — SMOKE RUN, not a result" if r.get("smoke") else ""),
         "",
-        (f"Machine: {r['machine']}, {r['threads']} torch threads, no GPU"
+        (f"Machine: {r['machine']}, {THREADS_NOTE if per_row else str(r['threads']) + ' torch threads'}, no GPU"
          + (f", {_arithmetic(r)}" if _arithmetic(r) else "") + ". " if not r.get("gpu") else
          f"Device: {r['gpu']} ({_arithmetic(r) or 'bf16 autocast'}), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "")
@@ -437,12 +447,14 @@ def protocol_markdown(r: dict) -> str:
         mark = (f" (reused from {v['reused_from']})" if v.get("reused_from") else "") + ("*" if v.get("resumed") else "")
         table.append([NAMES[v["variant"]] + mark, x["seed"], f"{v['n_labeled']} / {v['n_unlabeled']}",
                       f"{x['steps']} (batch {v['config']['batch_size']})", f"{x['train_minutes']:.1f}",
-                      f"{x['images_per_s']:.2f}", f"{x['dice']:.4f}", f"{x['iou']:.4f}", f"{x['hd95']:.1f}"])
+                      *([v.get("threads", "not recorded")] if per_row else []), f"{x['images_per_s']:.2f}",
+                      f"{x['dice']:.4f}", f"{x['iou']:.4f}", f"{x['hd95']:.1f}"])
     te = r["teacher"]
-    table.append(["LiteMedSAM teacher, tight box (reference)", "-", "-", "-", "-", "-", f"{te['dice']:.4f}",
-                  f"{te['iou']:.4f}", f"{te['hd95']:.1f}"])
+    table.append(["LiteMedSAM teacher, tight box (reference)", "-", "-", "-", "-", *(["-"] if per_row else []), "-",
+                  f"{te['dice']:.4f}", f"{te['iou']:.4f}", f"{te['hd95']:.1f}"])
     lines.append(markdown_table(table, ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
-                                        "train images/s", "test Dice", "IoU", "HD95 px"]))
+                                        *(["torch threads"] if per_row else []), "train images/s", "test Dice",
+                                        "IoU", "HD95 px"]))
     lines += _convergence_lines(r)
     lines += _target_lines(t) + [
         "",
@@ -466,23 +478,36 @@ def rows_markdown(r: dict) -> str:
                                 for v, x in r["runs"].items()],
                                ["run", "steps (epochs)", "batch", "test Dice", "IoU", "HD95 px"])
         return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
+    per_row = _threads_per_row(r["runs"].values())
     table = markdown_table([[NAMES[x["variant"]] + ("*" if x.get("resumed") else ""), x["seed"],
                              f"{x['n_labeled']} / {x['n_unlabeled']}", f"{x['steps']} (batch {x['config']['batch_size']})",
-                             f"{x['train_seconds'] / 60:.1f}", _fmt(x.get("throughput"), ".2f"),
+                             f"{x['train_seconds'] / 60:.1f}", *([x.get("threads", "not recorded")] if per_row else []),
+                             _fmt(x.get("throughput"), ".2f"),
                              f"{x['test']['dice']:.4f}", f"{x['test']['iou']:.4f}", f"{x['test']['hd95']:.1f}"]
                             for x in sorted(r["runs"].values(), key=lambda x: (x["seed"], x["run"]))],
-                           ["run", "seed", "labeled / unlabeled train images", "steps", "train min", "train images/s",
-                            "test Dice", "IoU", "HD95 px"])
+                           ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
+                            *(["torch threads"] if per_row else []), "train images/s", "test Dice", "IoU", "HD95 px"])
+    threads = (THREADS_NOTE if per_row else f"{r['threads']} torch threads per run")
     lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only, the comparison "
              "waits for all five)", "",
-             f"Machine: {r['machine']}, {r['threads']} torch threads per run{', ' + _arithmetic(r) if _arithmetic(r) else ''}. Rows trained by separate `--train-only` "
-             "calls, possibly side by side on the same cores (train min is each run's own training time; runs marked * "
-             "were taken up from their run dirs). Test split, prompt-free, metrics at original resolution.", "", table]
+             f"Machine: {r['machine']}, {threads}{', ' + _arithmetic(r) if _arithmetic(r) else ''}. Rows trained by "
+             "separate `--train-only` calls, possibly side by side on the same cores (train min is each run's own "
+             "training time; runs marked * were taken up from their run dirs). Test split, prompt-free, metrics at "
+             "original resolution.", "", table]
     lines += _convergence_lines(r)
     rows = [{"run": x["run"], "seed": x["seed"], "dice": x["test"]["dice"]} for x in r["runs"].values()]
     if len({x["run"] for x in rows}) >= 2:  # what the rows so far say of the targets (the same rule as the comparison)
         lines += _target_lines(targets(rows, {str(k): v for k, v in r.get("c_converged", {}).items()}), pending=True)
     return "\n".join(lines) + "\n"
+
+
+THREADS_NOTE = ("torch threads per row (each run's, per epoch from its metrics.csv; a run whose epochs predate "
+                "that record shows its last training call's)")
+
+
+def _threads_per_row(runs) -> bool:
+    """Whether the rows carry their own torch threads (results written since runs record them)."""
+    return any("threads" in x for x in runs)
 
 
 def _target_lines(t: dict, pending: bool = False) -> list[str]:

@@ -201,6 +201,35 @@ def test_knowsam_rows_file_of_the_step_budget_reports_c_convergence(monkeypatch,
     assert not (tmp_path / "none.png").exists()
 
 
+def test_rows_carry_their_own_threads_from_metrics_csv(monkeypatch, tmp_path):
+    """A run resumed on other threads says so per row; runs from before the column say they do not know."""
+    ks = _script("knowsam", monkeypatch)
+    common = _script("_common", monkeypatch)
+    run = tmp_path / "run"
+    run.mkdir()
+    head = "phase,epoch,step,train_seconds,images_per_s"
+    (run / "metrics.csv").write_text(f"{head},threads\nk,1,10,5,2\nk,2,20,5,2,1\nk,3,30,5,4,2\nk,4,40,5,4,1\n")
+    tp = common.throughput(run)["k"]
+    assert tp["threads"] == "1, 2 (epochs before 2 not recorded)" and tp["images_per_s"] == pytest.approx(3.0)
+    (run / "metrics.csv").write_text(f"{head}\nk,1,10,5,2\n")
+    assert common.throughput(run)["k"]["threads"] is None
+    (run / "config.yaml").write_text("method: knowsam\nthreads: 2\n")
+    assert ks.run_threads(run) == 2
+
+    def row(variant, threads):
+        x = {"variant": variant, "run": ks.RUN[variant], "seed": 0, "n_labeled": 70, "n_unlabeled": 0, "steps": 1000,
+             "epochs": 3, "config": {"batch_size": 4}, "train_seconds": 1800.0, "throughput": 5.25,
+             "test": {"dice": 0.7, "iou": 0.6, "hd95": 30.0}}
+        return x if threads is None else {**x, "threads": threads}
+    r = {"dataset": "kvasir_seg", "seed": "0", "machine": "cpu x", "threads": 2, "max_steps": 1000,
+         "runs": {"supervised": row("supervised", "1"), "knowsam": row("knowsam", "1, 2")}}
+    md = ks.rows_markdown(r)
+    assert "| (a) labeled subset alone | 0 | 70 / 0 | 1000 (batch 4) | 30.0 | 1 | 5.25 |" in md
+    assert "| 30.0 | 1, 2 | 5.25 |" in md and "2 torch threads per run" not in md and "torch threads per row" in md
+    old = ks.rows_markdown({**r, "runs": {"supervised": row("supervised", None)}})  # a file from before: as it was
+    assert "2 torch threads per run" in old and "| 30.0 | 5.25 |" in old
+
+
 def test_knowsam_runs_of_another_arithmetic_get_their_own_dirs_and_the_speed_table(monkeypatch):
     ks = _script("knowsam", monkeypatch)
 

@@ -32,6 +32,7 @@ def test_distill_lowers_loss_saves_and_evaluates(tmp_path):
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     mse = [float(r.split(",")[header.index("train_mse")]) for r in rows[:3]]
     assert mse[-1] < mse[0]  # stage 1 regresses the teacher embedding
+    assert {r.split(",")[header.index("threads")] for r in rows} == {"1"}  # each epoch's torch threads (cfg: 1)
     for f in ("config.yaml", "student.pt", "summary.json", "plots/curves.png", "checkpoints/best.pt", "log.txt"):
         assert (out / f).exists(), f
     assert list((out / "overlays").glob("*.png"))

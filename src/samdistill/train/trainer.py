@@ -425,6 +425,7 @@ class Trainer:
             "phase": phase.name, "epoch": epoch + 1, "step": self.global_step,
             "lr": opts[0].param_groups[0]["lr"], "train_seconds": train_s,
             "images_per_s": n_images / train_s if train_s > 0 else 0.0,
+            "threads": torch.get_num_threads(),  # a run resumed on other threads shows it per epoch
             **{f"train_{k[4:]}": v / n_batches for k, v in totals.items()},
         }
         if phase.val_set is not None and len(phase.val_set) and ((epoch + 1) % self.val_every == 0 or epoch + 1 == n_epochs):
