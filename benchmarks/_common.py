@@ -37,9 +37,7 @@ def device_tag(device: str) -> str:
 
 def throughput(run_dir: Path) -> dict:
     """Training throughput of each phase from the run's metrics.csv: images / training seconds over all its
-    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning); ``threads``: the
-    torch threads its epochs trained on, e.g. ``"1"`` or ``"1, 2"`` (a run resumed on more threads), or None
-    where the run's epochs predate that column."""
+    epochs (validation excluded), and of its first epoch alone (warm-up, cuDNN autotuning)."""
     import csv
 
     with open(run_dir / "metrics.csv", newline="") as fh:
@@ -51,16 +49,23 @@ def throughput(run_dir: Path) -> dict:
         imgs = [float(r["images_per_s"]) * s for r, s in zip(rs, secs)]
         out[phase] = {"epochs": len(rs), "images": sum(imgs), "train_seconds": sum(secs),
                       "images_per_s": sum(imgs) / sum(secs), "first_epoch_images_per_s": float(rs[0]["images_per_s"]),
-                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None,
-                      "threads": _threads([r.get("threads") for r in rs])}
+                      "later_epochs_images_per_s": (sum(imgs[1:]) / sum(secs[1:])) if len(rs) > 1 else None}
     return out
 
 
-def _threads(per_epoch: list) -> str | None:
-    """``"1"``, ``"1, 2"``, ``"1, 2 (epochs before 7 not recorded)"`` from metrics.csv's threads column."""
+def threads_used(run_dir: Path) -> str:
+    """The torch threads a run's epochs trained on, from its metrics.csv: ``"1"``, ``"1, 2"`` (resumed on more
+    threads), ``"1, 2 (epochs before 7 not recorded)"``; a run whose epochs all predate that column: its last
+    training call's, from config.yaml, ``"2 (last call)"``."""
+    import csv
+
+    import yaml
+
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        per_epoch = [r.get("threads") for r in csv.DictReader(fh)]
     known = [int(t) for t in per_epoch if t not in (None, "")]
     if not known:
-        return None
+        return f"{yaml.safe_load((run_dir / 'config.yaml').read_text())['threads']} (last call)"
     text = ", ".join(map(str, dict.fromkeys(known)))
     first = next(i for i, t in enumerate(per_epoch) if t not in (None, ""))
     return text + (f" (epochs before {first + 1} not recorded)" if first else "")
@@ -113,8 +118,9 @@ def write_results(stem: str, payload: dict, markdown: str) -> None:
     print(f"wrote {RESULTS / (stem + '.json')} and .md")
 
 
-def machine_line(machine: dict, threads: int) -> str:
-    """The results' closing sentence on where they were measured."""
+def machine_line(machine: dict, threads: int | str) -> str:
+    """The results' closing sentence on where they were measured (``threads``: a count, or words such as
+    ``"per-row torch"`` where a table states each row's)."""
     return (f"Machine: {machine.get('cpu', '')}, {machine.get('cores', '')} cores, {threads} threads, "
             f"torch {machine.get('torch', '')}.")
 

@@ -48,8 +48,8 @@ import os
 import time
 from pathlib import Path
 
-from _common import (RESULTS, data_note, device_tag, markdown_table, render_only, shared_dataset, throughput,
-                     write_results)
+from _common import (RESULTS, data_note, device_tag, markdown_table, render_only, shared_dataset, threads_used,
+                     throughput, write_results)
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 VARIANTS = ("supervised", "knowsam", "all_labels", "meanteacher", "meanteacher_skd")
@@ -85,14 +85,6 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
 
     with open(run_dir / "metrics.csv", newline="") as fh:
         return [(int(r["step"]), float(r["val_dice"])) for r in csv.DictReader(fh) if r.get("val_dice") not in (None, "")]
-
-
-def run_threads(run_dir: Path) -> int:
-    """The torch threads of the run's last training call (its config.yaml; runs from before metrics.csv had a
-    threads column say no more)."""
-    import yaml
-
-    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["threads"])
 
 
 def convergence(curve: list[tuple[int, float]], steps: int) -> dict:
@@ -247,7 +239,7 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     curve = val_curve(run_dir)
     tp = throughput(run_dir)[cfg.method]
-    return {"variant": variant, "threads": tp["threads"] or f"{run_threads(run_dir)} (last call)", "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
+    return {"variant": variant, "threads": threads_used(run_dir), "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
             "steps": run["steps"], "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
             "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
             "throughput": tp["images_per_s"], "n_labeled": run["n_labeled"],

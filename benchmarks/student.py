@@ -39,7 +39,7 @@ import re
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine_line, markdown_table, render_only, shared_dataset, write_results
+from _common import RESULTS, machine_line, markdown_table, render_only, shared_dataset, threads_used, write_results
 
 TEACHER = "litemedsam"
 CLICKS = 3
@@ -268,15 +268,18 @@ def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
     run_dir, r = distill_run(name, seed, args, extra)
     s = r["summary"]
     return {"overrides": list(extra), "seed": seed, "val_dice": s["best"]["dice"], "best_phase": s["best"]["phase"],
-            "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60, "run": str(run_dir)}
+            "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60, "run": str(run_dir),
+            "threads": threads_used(run_dir)}
 
 
 def ablation_markdown(r: dict) -> str:
     """Each setting's best validation Dice next to the default recipe's of the same seed."""
     base = {x["seed"]: x["val_dice"] for x in r["rows"] if not x["overrides"]}
+    per_row = any("threads" in x for x in r["rows"])  # (files from before rows recorded their threads: per file)
     table = [[" ".join(f"`{o}`" for o in x["overrides"]) or "default recipe", x["seed"], f"{x['val_dice']:.4f}",
               "" if not x["overrides"] or x["seed"] not in base else f"{x['val_dice'] - base[x['seed']]:+.4f}",
-              f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}", f"`{x['run']}`"]
+              f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}",
+              *([x.get("threads", "not recorded")] if per_row else []), f"`{x['run']}`"]
              for x in sorted(r["rows"], key=lambda x: (bool(x["overrides"]), x["overrides"], x["seed"]))]
     return "\n".join([
         f"# Whole-student ablations on {r['dataset']} (validation split only)", "",
@@ -284,8 +287,9 @@ def ablation_markdown(r: dict) -> str:
         "best validation Dice the run kept (tight box, input frame). Settings are chosen here; the test split is "
         "scored only by `student.py` for the recipe that ships. Minutes: the distill run's wall time (cache "
         f"entries on disk not counted; runs may have shared the cores). Last written {r['written']}. "
-        + machine_line(r["machine"], r["threads"]), "",
-        markdown_table(table, ["setting", "seed", "val Dice", "vs default", "best at", "distill min", "run"]), ""])
+        + machine_line(r["machine"], "per-row torch" if per_row else r["threads"]), "",
+        markdown_table(table, ["setting", "seed", "val Dice", "vs default", "best at", "distill min",
+                               *(["torch threads"] if per_row else []), "run"]), ""])
 
 
 def run_ablation(name: str, args) -> None:

@@ -209,12 +209,10 @@ def test_rows_carry_their_own_threads_from_metrics_csv(monkeypatch, tmp_path):
     run.mkdir()
     head = "phase,epoch,step,train_seconds,images_per_s"
     (run / "metrics.csv").write_text(f"{head},threads\nk,1,10,5,2\nk,2,20,5,2,1\nk,3,30,5,4,2\nk,4,40,5,4,1\n")
-    tp = common.throughput(run)["k"]
-    assert tp["threads"] == "1, 2 (epochs before 2 not recorded)" and tp["images_per_s"] == pytest.approx(3.0)
-    (run / "metrics.csv").write_text(f"{head}\nk,1,10,5,2\n")
-    assert common.throughput(run)["k"]["threads"] is None
+    assert common.threads_used(run) == "1, 2 (epochs before 2 not recorded)"
+    (run / "metrics.csv").write_text(f"{head}\nk,1,10,5,2\n")  # a run from before the column: its last call's
     (run / "config.yaml").write_text("method: knowsam\nthreads: 2\n")
-    assert ks.run_threads(run) == 2
+    assert common.threads_used(run) == "2 (last call)"
 
     def row(variant, threads):
         x = {"variant": variant, "run": ks.RUN[variant], "seed": 0, "n_labeled": 70, "n_unlabeled": 0, "steps": 1000,
@@ -281,6 +279,13 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
     assert "| `stage2.feature_kd=1` | 0 | 0.8400 | +0.0080 |" in md
     assert "| `stage2.feature_kd=1` | 1 | 0.8300 | | " in md  # no default of seed 1 to compare with
     assert md.index("default recipe") < md.index("feature_kd")
+    assert "2 threads" in md and "torch threads |" not in md  # a file from before rows carried their threads
+    rows[0]["threads"] = "1"
+    md = st.ablation_markdown({"dataset": "kvasir_seg", "machine": {"cpu": "cpu x", "cores": 2, "torch": "2"},
+                               "threads": 2, "rows": rows, "written": "today"})
+    assert "| `stage2.feature_kd=1` | 0 | 0.8400 | +0.0080 | stage2 epoch 7 | 50.0 | 1 |" in md
+    assert "| default recipe | 0 | 0.8320 | | stage2 epoch 7 | 50.0 | not recorded |" in md
+    assert "per-row torch threads" in md and "2 threads" not in md
 
 
 def test_knowsam_run_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):

@@ -37,6 +37,7 @@ BACKBONES: dict[str, tuple[str, int]] = {
     "resnet18": ("resnet18", 128),
     "repvit_m0_9": ("repvit_m0_9", 128),
     "efficientvit_b0": ("efficientvit_b0", 96),
+    "efficientvit_b1": ("efficientvit_b1", 96),
     "mobilenetv4_conv_small": ("mobilenetv4_conv_small", 96),
     "tinyvit_5m": ("tiny_vit_5m_224", 128),
 }
