@@ -298,12 +298,11 @@ def run_ablation(name: str, args) -> None:
     from samdistill.machine import machine_info
 
     stem = f"student_{name}_ablations{'_smoke' if args.smoke else ''}"
+    new = [ablation_row(name, seed, args, extra) for seed in args.seeds for extra in ([], list(args.ablate))]
+    # the file is read after training, so two ablations run side by side both keep their rows
     old = RESULTS / f"{stem}.json"
     rows = json.loads(old.read_text())["rows"] if old.exists() else []
-    for seed in args.seeds:
-        for extra in ([], list(args.ablate)):
-            new = ablation_row(name, seed, args, extra)
-            rows = [x for x in rows if (x["overrides"], x["seed"]) != (new["overrides"], seed)] + [new]
+    rows = [x for x in rows if all((x["overrides"], x["seed"]) != (y["overrides"], y["seed"]) for y in new)] + new
     r = {"dataset": name, "machine": machine_info(), "threads": args.threads, "rows": rows,
          "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_results(stem, r, ablation_markdown(r))

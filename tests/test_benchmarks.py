@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -286,6 +287,30 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
     assert "| `stage2.feature_kd=1` | 0 | 0.8400 | +0.0080 | stage2 epoch 7 | 50.0 | 1 |" in md
     assert "| default recipe | 0 | 0.8320 | | stage2 epoch 7 | 50.0 | not recorded |" in md
     assert "per-row torch threads" in md and "2 threads" not in md
+
+
+def test_two_ablations_side_by_side_both_keep_their_rows(monkeypatch, tmp_path):
+    """Each call reads the ablations file when it writes, not when it starts: a setting that finished while
+    another trained stays in the file."""
+    st = _script("student", monkeypatch)
+    common = sys.modules["_common"]
+    monkeypatch.setattr(st, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+
+    def fake_row(name, seed, args, extra):
+        if extra == ["a=1"]:  # while "a=1" trains, another call finishes "b=1" and writes the file
+            (tmp_path / "student_kvasir_seg_ablations.json").write_text(json.dumps({"rows": [
+                {"overrides": ["b=1"], "seed": 0, "val_dice": 0.8}, {"overrides": [], "seed": 0, "val_dice": 0.7}]}))
+        return {"overrides": list(extra), "seed": seed, "val_dice": 0.9 if extra else 0.7, "best_phase": "stage2",
+                "best_epoch": 1, "distill_minutes": 1.0, "run": "r", "threads": "1"}
+    monkeypatch.setattr(st, "ablation_row", fake_row)
+    monkeypatch.setattr(st, "ablation_markdown", lambda r: "")
+
+    class Args:
+        seeds, smoke, threads, ablate = [0], False, 1, ["a=1"]
+    st.run_ablation("kvasir_seg", Args)
+    rows = json.loads((tmp_path / "student_kvasir_seg_ablations.json").read_text())["rows"]
+    assert sorted((tuple(x["overrides"]), x["val_dice"]) for x in rows) == [((), 0.7), (("a=1",), 0.9), (("b=1",), 0.8)]
 
 
 def test_knowsam_run_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):
