@@ -71,6 +71,12 @@ def threads_used(run_dir: Path) -> str:
     return text + (f" (epochs before {first + 1} not recorded)" if first else "")
 
 
+def rows_carry_threads(rows: Iterable[dict]) -> bool:
+    """Whether a results file's rows state their own torch threads (:func:`threads_used`; files written before
+    that state them per file)."""
+    return any("threads" in x for x in rows)
+
+
 def markdown_table(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:
     """A Markdown table (no trailing newline): the header, ``|---|`` separators, one line per row.
 

@@ -48,8 +48,8 @@ import os
 import time
 from pathlib import Path
 
-from _common import (RESULTS, data_note, device_tag, markdown_table, render_only, shared_dataset, threads_used,
-                     throughput, write_results)
+from _common import (RESULTS, data_note, device_tag, markdown_table, render_only, rows_carry_threads, shared_dataset,
+                     threads_used, throughput, write_results)
 
 SUPERVISED_ONLY = {"sam": False, "consistency": 0.0, "entropy": 0.0, "mix": 0.0, "kd": 0.0}
 VARIANTS = ("supervised", "knowsam", "all_labels", "meanteacher", "meanteacher_skd")
@@ -238,11 +238,11 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
                             threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     curve = val_curve(run_dir)
-    tp = throughput(run_dir)[cfg.method]
-    return {"variant": variant, "threads": threads_used(run_dir), "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
+    return {"variant": variant, "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
             "steps": run["steps"], "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
             "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
-            "throughput": tp["images_per_s"], "n_labeled": run["n_labeled"],
+            "throughput": throughput(run_dir)[cfg.method]["images_per_s"], "threads": threads_used(run_dir),
+            "n_labeled": run["n_labeled"],
             "n_unlabeled": run["n_unlabeled"], "config": section(cfg).model_dump(mode="json"),
             "val_every": cfg.val_every, "val_curve": curve, "run_dir": str(run_dir),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
@@ -416,7 +416,7 @@ def protocol_markdown(r: dict) -> str:
     """Five rows per seed, each with the same optimiser-step budget; (c)'s convergence; the issue's targets."""
     runs, t = r["runs"], r["targets"]
     resumed = any(x.get("resumed") for x in runs.values())
-    per_row = _threads_per_row(runs.values())
+    per_row = rows_carry_threads(runs.values())
     lines = [
         f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels, {r['max_steps']} steps per run)"
         + (" — SMOKE RUN, not a result" if r.get("smoke") else ""),
@@ -470,7 +470,7 @@ def rows_markdown(r: dict) -> str:
                                 for v, x in r["runs"].items()],
                                ["run", "steps (epochs)", "batch", "test Dice", "IoU", "HD95 px"])
         return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
-    per_row = _threads_per_row(r["runs"].values())
+    per_row = rows_carry_threads(r["runs"].values())
     table = markdown_table([[NAMES[x["variant"]] + ("*" if x.get("resumed") else ""), x["seed"],
                              f"{x['n_labeled']} / {x['n_unlabeled']}", f"{x['steps']} (batch {x['config']['batch_size']})",
                              f"{x['train_seconds'] / 60:.1f}", *([x.get("threads", "not recorded")] if per_row else []),
@@ -495,11 +495,6 @@ def rows_markdown(r: dict) -> str:
 
 THREADS_NOTE = ("torch threads per row (each run's, per epoch from its metrics.csv; a run whose epochs predate "
                 "that record shows its last training call's)")
-
-
-def _threads_per_row(runs) -> bool:
-    """Whether the rows carry their own torch threads (results written since runs record them)."""
-    return any("threads" in x for x in runs)
 
 
 def _target_lines(t: dict, pending: bool = False) -> list[str]:

@@ -39,7 +39,8 @@ import re
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine_line, markdown_table, render_only, shared_dataset, threads_used, write_results
+from _common import (RESULTS, machine_line, markdown_table, render_only, rows_carry_threads, shared_dataset, threads_used,
+                     write_results)
 
 TEACHER = "litemedsam"
 CLICKS = 3
@@ -275,7 +276,7 @@ def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
 def ablation_markdown(r: dict) -> str:
     """Each setting's best validation Dice next to the default recipe's of the same seed."""
     base = {x["seed"]: x["val_dice"] for x in r["rows"] if not x["overrides"]}
-    per_row = any("threads" in x for x in r["rows"])  # (files from before rows recorded their threads: per file)
+    per_row = rows_carry_threads(r["rows"])
     table = [[" ".join(f"`{o}`" for o in x["overrides"]) or "default recipe", x["seed"], f"{x['val_dice']:.4f}",
               "" if not x["overrides"] or x["seed"] not in base else f"{x['val_dice'] - base[x['seed']]:+.4f}",
               f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}",
