@@ -268,16 +268,22 @@ def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
     there, never on the test images."""
     run_dir, r = distill_run(name, seed, args, extra)
     s = r["summary"]
-    return {"overrides": list(extra), "seed": seed, "val_dice": s["best"]["dice"], "best_phase": s["best"]["phase"],
-            "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60, "run": str(run_dir),
-            "threads": threads_used(run_dir)}
+    return {"overrides": list(extra), "student": s["student"], "seed": seed, "val_dice": s["best"]["dice"],
+            "best_phase": s["best"]["phase"], "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60,
+            "run": str(run_dir), "threads": threads_used(run_dir)}
+
+
+def _default_label(row: dict) -> str:
+    """The default recipe's row, naming its student: the default changes over time, the file keeps old rows."""
+    return f"default recipe ({row['student']})" if "student" in row else "default recipe"
 
 
 def ablation_markdown(r: dict) -> str:
     """Each setting's best validation Dice next to the default recipe's of the same seed."""
     base = {x["seed"]: x["val_dice"] for x in r["rows"] if not x["overrides"]}
     per_row = rows_carry_threads(r["rows"])
-    table = [[" ".join(f"`{o}`" for o in x["overrides"]) or "default recipe", x["seed"], f"{x['val_dice']:.4f}",
+    table = [[" ".join(f"`{o}`" for o in x["overrides"]) or _default_label(x),
+              x["seed"], f"{x['val_dice']:.4f}",
               "" if not x["overrides"] or x["seed"] not in base else f"{x['val_dice'] - base[x['seed']]:+.4f}",
               f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}",
               *([x.get("threads", "not recorded")] if per_row else []), f"`{x['run']}`"]

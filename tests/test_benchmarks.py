@@ -287,6 +287,10 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
     assert "| `stage2.feature_kd=1` | 0 | 0.8400 | +0.0080 | stage2 epoch 7 | 50.0 | 1 |" in md
     assert "| default recipe | 0 | 0.8320 | | stage2 epoch 7 | 50.0 | not recorded |" in md
     assert "per-row torch threads" in md and "2 threads" not in md
+    rows[1]["student"] = "efficientvit_b1"  # rows written since record the default's student
+    md = st.ablation_markdown({"dataset": "kvasir_seg", "machine": {"cpu": "cpu x", "cores": 2, "torch": "2"},
+                               "threads": 2, "rows": rows, "written": "today"})
+    assert "| default recipe (efficientvit_b1) | 0 | 0.8320 | |" in md
 
 
 def test_two_ablations_side_by_side_both_keep_their_rows(monkeypatch, tmp_path):

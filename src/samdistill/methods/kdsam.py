@@ -49,7 +49,7 @@ from samdistill.data.boxes import jitter, tight_boxes
 
 
 class StudentConfig(Strict):
-    name: str = "mobilenetv4_conv_small"
+    name: str = "efficientvit_b1"
     decoder: Literal["teacher", "slim"] = "teacher"
     grid: Optional[int] = Field(None, ge=4)  # embedding grid; None: the teacher's (64 for LiteMedSAM)
     slim_depth: int = Field(1, ge=1)  # decoder=slim: two-way transformer blocks (the teacher has 2)
