@@ -480,8 +480,8 @@ def rows_markdown(r: dict) -> str:
                            ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
                             *(["torch threads"] if per_row else []), "train images/s", "test Dice", "IoU", "HD95 px"])
     threads = (THREADS_NOTE if per_row else f"{r['threads']} torch threads per run")
-    lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only, the comparison "
-             "waits for all five)", "",
+    lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only: the comparison "
+             f"is knowsam_{r['dataset']}.md, written by a call without --train-only once a seed has all five)", "",
              f"Machine: {r['machine']}, {threads}{', ' + _arithmetic(r) if _arithmetic(r) else ''}. Rows trained by "
              "separate `--train-only` calls, possibly side by side on the same cores (train min is each run's own "
              "training time; runs marked * were taken up from their run dirs). Test split, prompt-free, metrics at "
