@@ -155,14 +155,23 @@ def run_dataset(name: str, args) -> dict:
         s = r["summary"]
         cache = s["cache"]
         hits_cost = cache.get("hits", 0) * teacher_first / 1e3  # an entry already on disk, at its measured cost
-        train[str(seed)] = {"run": str(rd), "distill_seconds": s["total_seconds"], "train_seconds": s["train_seconds"],
+        train[str(seed)] = {"run": str(rd), "distill_seconds": distill_seconds(s), "threads": threads_used(rd),
+                            "train_seconds": max(s["train_seconds"], s.get("epoch_seconds", 0.0)),
                             "cache": cache, "cache_hits_seconds_estimated": hits_cost,
-                            "train_minutes": (s["total_seconds"] + hits_cost) / 60, "best": s["best"],
+                            "train_minutes": (distill_seconds(s) + hits_cost) / 60, "best": s["best"],
                             "steps": s["steps"], "config": r["config"]}
     return {"dataset": name, "machine": bench["machine"], "threads": bench["threads"],
             "train_minutes": train[str(seed0)]["train_minutes"], "train": train, "rows": rows,
             "clicks": CLICKS, "limit": args.limit, "smoke": args.smoke, "eval_minutes": eval_minutes,
             "targets": targets(name, rows, train), "recipe": recipe_summary(runs[seed0][1]["config"])}
+
+
+def distill_seconds(summary: dict) -> float:
+    """A run's distill wall time, also when it was stopped and resumed: ``total_seconds`` and ``train_seconds``
+    are the last call's, ``epoch_seconds`` every epoch's across calls, so the last call's time outside its
+    epochs (cache, validation, student.pt) plus all epochs (validation passes of earlier calls not counted)."""
+    s = summary
+    return s["total_seconds"] - s["train_seconds"] + max(s["train_seconds"], s.get("epoch_seconds", 0.0))
 
 
 def recipe_summary(cfg: dict) -> dict:
@@ -256,7 +265,9 @@ def markdown(r: dict) -> str:
     for seed, t in r["train"].items():
         c = t["cache"]
         lines.append(f"- seed {seed}: {t['train_minutes']:.1f} min in all = distill run {t['distill_seconds'] / 60:.1f} min "
-                     f"(training {t['train_seconds'] / 60:.1f} min; {c.get('misses', 0)} cache entries computed in it) + "
+                     f"(training {t['train_seconds'] / 60:.1f} min"
+                     + (f" at {t['threads']} torch threads" if "threads" in t else "")
+                     + f"; {c.get('misses', 0)} cache entries computed in it) + "
                      f"{c.get('hits', 0)} cache entries already on disk counted at "
                      f"{t['cache_hits_seconds_estimated'] / 60:.1f} min; best val {json.dumps(t['best'])}; run `{t['run']}`.")
     lines += ["", f"Bench + clicks took {r['eval_minutes']:.1f} min. {machine_line(r['machine'], r['threads'])}", ""]
@@ -269,7 +280,7 @@ def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
     run_dir, r = distill_run(name, seed, args, extra)
     s = r["summary"]
     return {"overrides": list(extra), "student": s["student"], "seed": seed, "val_dice": s["best"]["dice"],
-            "best_phase": s["best"]["phase"], "best_epoch": s["best"]["epoch"], "distill_minutes": s["total_seconds"] / 60,
+            "best_phase": s["best"]["phase"], "best_epoch": s["best"]["epoch"], "distill_minutes": distill_seconds(s) / 60,
             "run": str(run_dir), "threads": threads_used(run_dir)}
 
 

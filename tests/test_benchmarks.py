@@ -293,6 +293,15 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
     assert "| default recipe (efficientvit_b1) | 0 | 0.8320 | |" in md
 
 
+def test_student_distill_time_counts_every_epoch_of_a_resumed_run(monkeypatch):
+    st = _script("student", monkeypatch)
+    one_call = {"total_seconds": 100.0, "train_seconds": 90.0, "epoch_seconds": 80.0}  # 10 s validation in it
+    assert st.distill_seconds(one_call) == 100.0
+    resumed = {"total_seconds": 40.0, "train_seconds": 30.0, "epoch_seconds": 80.0}  # the last call trained 30 of 80
+    assert st.distill_seconds(resumed) == 90.0
+    assert st.distill_seconds({"total_seconds": 40.0, "train_seconds": 30.0}) == 40.0  # a summary without epochs
+
+
 def test_two_ablations_side_by_side_both_keep_their_rows(monkeypatch, tmp_path):
     """Each call reads the ablations file when it writes, not when it starts: a setting that finished while
     another trained stays in the file."""
