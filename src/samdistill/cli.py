@@ -184,7 +184,7 @@ def distill(
     recipe: Optional[str] = typer.Option(None, help="Recipe: a YAML file, or a shipped recipe's name (kdsam, knowsam, meanteacher, nas; default: the --method's)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher model name (default from the recipe: litemedsam)."),
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
-    student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`)."),
+    student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`); default: the recipe's (kdsam: efficientvit_b1)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
     labeled: Optional[float] = typer.Option(None, help="knowsam: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
