@@ -19,13 +19,15 @@ Usage::
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from _common import RESULTS, dataset_main, machine_line, markdown_table, shared_dataset
 
-CHOICES = {"fp32": None, "int8 encoder+decoder": "encoder,decoder", "int8 encoder": "encoder",
-           "int8 decoder": "decoder"}
+#: row -> (graphs quantised, train images calibrated on); None: the fp32 export
+CHOICES = {"fp32": None, "int8 encoder+decoder": ("encoder,decoder", 32), "int8 encoder": ("encoder", 32),
+           "int8 decoder": ("decoder", 32), "int8 decoder, 128 calibration images": ("decoder", 128)}
 
 
 def run(args) -> dict:
@@ -39,9 +41,10 @@ def run(args) -> dict:
         raise SystemExit(f"{student} not found: distil it first (python benchmarks/student.py --datasets "
                          f"{args.dataset} --train-only)")
     folders = {}
-    for name, graphs in CHOICES.items():
-        folder = run_dir / "int8_choices" / name.replace(" ", "_").replace("+", "_")
-        kw = {} if graphs is None else {"int8": True, "calibrate": str(data), "int8_graphs": graphs}
+    for name, choice in CHOICES.items():
+        folder = run_dir / "int8_choices" / re.sub(r"[^A-Za-z0-9]+", "_", name)
+        kw = {} if choice is None else {"int8": True, "calibrate": str(data), "int8_graphs": choice[0],
+                                        "calibrate_n": choice[1]}
         export_model(str(student), folder, force=True, **kw)
         folders[name] = folder
     t0 = time.time()
@@ -61,8 +64,8 @@ def markdown(r: dict) -> str:
     n = r["rows"][0]["n"]
     lines = [f"# int8 choices for the distilled student on {r['dataset']}\n",
              f"Student `{r['student']}`. Validation split, n={n} images, tight box; each int8 export calibrated on "
-             "32 train images (MinMax, QDQ, per-channel int8 weights); first click = read + preprocess + encoder + "
-             "decoder + postprocess, next click = a new box on the cached embedding; medians, batch 1.\n"]
+             "32 train images unless its row says otherwise (MinMax, QDQ, per-channel int8 weights); first click = "
+             "read + preprocess + encoder + decoder + postprocess, next click = a new box on the cached embedding; medians, batch 1.\n"]
     table = [[x["graphs"], x["backend"], f"{x['dice']:.4f}", f"{x['dice_minus_fp32']:+.4f}", f"{x['first_click_ms']:.1f}",
               f"{x['next_click_ms']:.1f}", f"{x['images_per_s_16']:.1f}"] for x in r["rows"]]
     lines.append(markdown_table(table, ["quantised", "backend", "val Dice", "- fp32", "first click ms", "next click ms",
