@@ -266,7 +266,7 @@ def markdown(r: dict) -> str:
         c = t["cache"]
         lines.append(f"- seed {seed}: {t['train_minutes']:.1f} min in all = distill run {t['distill_seconds'] / 60:.1f} min "
                      f"(training {t['train_seconds'] / 60:.1f} min"
-                     + (f" at {t['threads']} torch threads" if "threads" in t else "")
+                     + (f", torch threads {t['threads']}" if "threads" in t else "")
                      + f"; {c.get('misses', 0)} cache entries computed in it) + "
                      f"{c.get('hits', 0)} cache entries already on disk counted at "
                      f"{t['cache_hits_seconds_estimated'] / 60:.1f} min; best val {json.dumps(t['best'])}; run `{t['run']}`.")
