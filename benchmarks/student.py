@@ -155,10 +155,11 @@ def run_dataset(name: str, args) -> dict:
         s = r["summary"]
         cache = s["cache"]
         hits_cost = cache.get("hits", 0) * teacher_first / 1e3  # an entry already on disk, at its measured cost
-        train[str(seed)] = {"run": str(rd), "distill_seconds": distill_seconds(s), "threads": threads_used(rd),
+        wall = distill_seconds(s)
+        train[str(seed)] = {"run": str(rd), "distill_seconds": wall, "threads": threads_used(rd),
                             "train_seconds": max(s["train_seconds"], s.get("epoch_seconds", 0.0)),
                             "cache": cache, "cache_hits_seconds_estimated": hits_cost,
-                            "train_minutes": (distill_seconds(s) + hits_cost) / 60, "best": s["best"],
+                            "train_minutes": (wall + hits_cost) / 60, "best": s["best"],
                             "steps": s["steps"], "config": r["config"]}
     return {"dataset": name, "machine": bench["machine"], "threads": bench["threads"],
             "train_minutes": train[str(seed0)]["train_minutes"], "train": train, "rows": rows,
