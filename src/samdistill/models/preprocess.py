@@ -107,7 +107,9 @@ class Preprocess:
         nh, nw = self.resized_hw(original_hw)
         if logits.shape[-1] != self.input_size or logits.shape[-2] != self.input_size:
             logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        logits = logits[..., :nh, :nw]
+        # contiguous: torch's bilinear upsampling of a strided crop ran 2x slower (2.1 vs 1.1 ms to 1070x1348 on
+        # 2 cores), and this is on every click's path
+        logits = logits[..., :nh, :nw].contiguous()
         return F.interpolate(logits, size=tuple(int(v) for v in original_hw), mode="bilinear", align_corners=False)
 
     # ---------------------------------------------------------------- persistence
