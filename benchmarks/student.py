@@ -164,6 +164,7 @@ def run_dataset(name: str, args) -> dict:
     return {"dataset": name, "machine": bench["machine"], "threads": bench["threads"],
             "train_minutes": train[str(seed0)]["train_minutes"], "train": train, "rows": rows,
             "clicks": CLICKS, "limit": args.limit, "smoke": args.smoke, "eval_minutes": eval_minutes,
+            "timing": bench.get("timing"),
             "targets": targets(name, rows, train), "recipe": recipe_summary(runs[seed0][1]["config"])}
 
 
@@ -231,13 +232,15 @@ def markdown(r: dict) -> str:
         head += "\n**Smoke run (1 + 1 epochs, a pipeline check): not a result.**\n"
     n = r["rows"][0]["n"]
     part = "" if r["limit"] is None else f" (first {r['limit']})"
+    timing = "; the rows timed image by image in turn (each image through every model, rotating order)" if r.get(
+        "timing") else "; each row timed in one block"
     lines = [head,
              f"Test split{part}, n={n} images, tight box from the "
              f"ground truth; Dice/IoU/HD95 at the original size. Clicks: the box, then {r['clicks']} corrective clicks "
              "(largest error region, most interior pixel). First click = read + preprocess + encoder + decoder + "
              "postprocess to the original size; next click = a new box on the cached embedding (decoder + "
-             "postprocess); medians over the images, batch 1. ONNX rows carry the MACs of the PyTorch graph they "
-             "were exported from.\n"]
+             f"postprocess); medians over the images, batch 1{timing}. ONNX rows carry the MACs of the PyTorch graph "
+             "they were exported from.\n"]
     table = []
     for x in r["rows"]:
         dc = " / ".join(f"{d:.3f}" for d in x["dice_clicks"])

@@ -130,3 +130,26 @@ def test_bench_clicks_reuse_the_timed_embedding_and_match_the_click_protocol(tmp
     assert teacher["clicks"]["dice_clicks"] == ref["dice_clicks"] and teacher["clicks"]["noc"] == ref["noc"]
     assert len(teacher["clicks"]["dice_clicks"]) == 3 and "clicks" not in prompt_free
     assert len(encodes) == 2 * without  # the clicks add no encoder pass
+
+
+def test_models_are_timed_image_by_image_in_rotating_order(tmp_path, tiny_model, monkeypatch):
+    """A slow spell of a shared machine must land on every row alike: each image passes through all models before
+    the next image, and the model that goes first moves on by one per image."""
+    from samdistill.data.datasets import open_dataset
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.eval import bench
+
+    student = save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(), tmp_path / "student.pt")
+    calls = []
+    real = Predictor.set_image
+    monkeypatch.setattr(Predictor, "set_image", lambda self, im: (calls.append(self.name), real(self, im))[1])
+    ds = open_dataset("synthetic:n=10,size=64")
+    ids = [i for i in ds.ids("test") if next(ds.iter_samples([i])).mask.any()]
+    rows = bench.bench_models(["test_sam", str(student)], ds, ids, progress=False, threads=1, image_dir=tmp_path)
+    assert len(ids) >= 2 and [r["n"] for r in rows] == [len(ids), len(ids)]
+    # first image: each model's 3 warm-ups right before its timed pass; then one set_image per model per image
+    first = ["test_sam"] * (bench.WARMUP + 1) + ["student"] * (bench.WARMUP + 1)
+    assert calls[: len(first)] == first
+    rest = calls[len(first):]
+    expected = [m for i in range(1, len(ids)) for m in (["test_sam", "student"] if i % 2 == 0 else ["student", "test_sam"])]
+    assert rest == expected

@@ -10,8 +10,8 @@ The two latencies a user feels (DESIGN.md section 8b), from the same per-image p
 the cached embedding: decoder + postprocess (None for a prompt-free model, which takes no prompt; its
 first click is image in -> mask out). A generated dataset (``synthetic``) has no files: its images are
 written once as PNG to a temporary folder so the read is timed too.
-Models are timed back to back in this process with the same thread count (ONNX sessions included), so
-their ratios are meaningful even on a busy machine.
+Models are timed in this process with the same thread count (ONNX sessions included), interleaved image by
+image (:func:`bench_models`), so a slow spell of a shared machine slows every row alike and their ratios hold.
 Writes ``bench.json``, ``bench.md`` and ``pareto.png`` (accuracy vs latency and vs MACs).
 """
 
@@ -41,6 +41,8 @@ from samdistill.viz.pareto import pareto_plot
 
 #: Warm-up passes (read + encode + both decodes) on the first image before anything is timed (DESIGN.md section 8).
 WARMUP = 3
+#: How the rows share the machine (recorded in bench.json; results from before it timed each model in one block).
+INTERLEAVED = "interleaved: each image through every model in turn, the first model rotating by one per image"
 #: A next click's box: the tight box with each side moved by up to this many pixels (seeded).
 JITTER_PX = 3
 
@@ -84,13 +86,32 @@ def jittered_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
 
 def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True, threads: int | None = None,
                 image_dir: Path | None = None, clicks: int = 0) -> dict[str, Any]:
-    """One model's row. ``image_dir``: where the images of a dataset without files (``synthetic``) are written
-    so a first click reads a file like a user's does (a temporary folder when None). ``clicks``: also the
-    interactive protocol (the tight box, then up to ``clicks`` corrective clicks) on each image, decoded on
-    the embedding of the timed pass (untimed; no second encoder pass): ``row["clicks"]``."""
-    pred, info = _describe(spec, threads)
+    """One model's row (:func:`bench_models` with one model)."""
+    return bench_models([spec], dataset, ids, progress=progress, threads=threads, image_dir=image_dir, clicks=clicks)[0]
+
+
+def bench_models(specs: list[str], dataset, ids: list[str], *, progress: bool = True, threads: int | None = None,
+                 image_dir: Path | None = None, clicks: int = 0) -> list[dict[str, Any]]:
+    """One row per model, the models interleaved: every image is read, encoded and decoded by each model in turn
+    (the order rotated by one model per image), so a slow spell of a shared machine lands on all of them alike and
+    their latency ratios hold; the batch-16 throughput likewise alternates the models over its 3 rounds.
+    ``image_dir``: where the images of a dataset without files (``synthetic``) are written so a first click reads
+    a file like a user's does (a temporary folder when None). ``clicks``: also the interactive protocol (the
+    tight box, then up to ``clicks`` corrective clicks) on each image, decoded on the embedding of the timed pass
+    (untimed; no second encoder pass): ``row["clicks"]``."""
+    passes = [_ModelPass(*_describe(spec, threads), clicks=clicks) for spec in specs]
     with tempfile.TemporaryDirectory() as tmp:
-        return _bench_row(pred, info, dataset, ids, progress=progress, image_dir=Path(image_dir or tmp), clicks=clicks)
+        folder = Path(image_dir or tmp)
+        rng = np.random.default_rng(0)  # the same next-click boxes for every model
+        desc = f"bench {passes[0].info['model']}" if len(passes) == 1 else f"bench {len(passes)} models"
+        for i, sample in enumerate(tqdm(dataset.iter_samples(ids), total=len(ids), desc=desc, disable=not progress)):
+            path = _image_file(dataset, sample, folder)
+            box = tight_box(sample.mask)[None] if sample.mask.any() else None
+            again = None if box is None else {"boxes": jittered_box(box[0], sample.mask.shape, rng)}
+            for k in range(len(passes)):
+                passes[(i + k) % len(passes)].image(sample, path, box, again)
+    _throughput(passes)
+    return [p.row() for p in passes]
 
 
 def _image_file(dataset, sample, image_dir: Path) -> Path:
@@ -106,27 +127,30 @@ def _image_file(dataset, sample, image_dir: Path) -> Path:
     return f
 
 
-def _bench_row(pred: Predictor, info: dict[str, Any], dataset, ids: list[str], *, progress: bool,
-               image_dir: Path, clicks: int = 0) -> dict[str, Any]:
-    acc, coco = MetricAccumulator(), CocoMaskAP()
-    curves: list[list[float]] = []
-    clicks = 0 if pred.prompt_free else clicks
-    enc_t, dec_t, e2e_t, first_t, next_t = [], [], [], [], []
-    rng = np.random.default_rng(0)  # the same next-click boxes for every model
-    warmed = False
-    for sample in tqdm(dataset.iter_samples(ids), total=len(ids), desc=f"bench {info['model']}", disable=not progress):
-        if not sample.mask.any() and not pred.prompt_free:
-            continue
-        path = _image_file(dataset, sample, image_dir)
-        box = tight_box(sample.mask)[None]
+class _ModelPass:
+    """One model's accumulators over the interleaved pass of :func:`bench_models`."""
+
+    def __init__(self, pred: Predictor, info: dict[str, Any], *, clicks: int = 0):
+        self.pred, self.info = pred, info
+        self.clicks = 0 if pred.prompt_free else clicks
+        self.acc, self.coco, self.curves = MetricAccumulator(), CocoMaskAP(), []
+        self.times: dict[str, list[float]] = {k: [] for k in ("enc", "dec", "e2e", "first", "next")}
+        self.warmed = False
+        self.best_batch16, self.peak = float("inf"), None
+        self._batch: np.ndarray | None = None  # the batch-16 input, made by _throughput
+
+    def image(self, sample, path: Path, box: np.ndarray | None, again: dict | None) -> None:
+        pred = self.pred
+        if box is None and not pred.prompt_free:  # an empty mask has no tight box to prompt with
+            return
         prompt = {} if pred.prompt_free else {"boxes": box}
-        again = None if pred.prompt_free else {"boxes": jittered_box(box[0], sample.mask.shape, rng)}
-        for _ in range(0 if warmed else WARMUP):  # the first image, untimed: the same calls as the timed pass
+        again = None if pred.prompt_free else again
+        for _ in range(0 if self.warmed else WARMUP):  # the first image, untimed: the same calls as the timed pass
             pred.set_image(read_image(path))
             pred.predict(**prompt)
             if again is not None:
                 pred.predict(**again)
-        warmed = True
+        self.warmed = True
         t_read = time.perf_counter()
         image = read_image(path)
         t0 = time.perf_counter()
@@ -136,46 +160,55 @@ def _bench_row(pred: Predictor, info: dict[str, Any], dataset, ids: list[str], *
         t2 = time.perf_counter()
         if again is not None:  # a new box on the cached embedding: what a next click costs
             pred.predict(**again)
-            next_t.append((time.perf_counter() - t2) * 1e3)
-        if clicks:  # untimed, on the embedding the timed pass left in the predictor
-            curves.append(run_clicks(pred, image, sample.mask, first="box", clicks=clicks, encoded=True)[0])
-        acc.add(image_metrics(masks[0], sample.mask))
-        coco.add(sample.mask, masks[0], 1.0 if pred.prompt_free else float(iou[0]))
-        enc_t.append((t1 - t0) * 1e3)
-        dec_t.append((t2 - t1) * 1e3)
-        e2e_t.append((t2 - t0) * 1e3)
-        first_t.append((t2 - t_read) * 1e3)
-    means = acc.aggregate()
-    # throughput at batch 16: one batched encoder call + 16 decoder calls, best of 3
-    s = pred.preprocess.input_size
-    x = np.random.default_rng(0).random((16, 3, s, s), dtype=np.float32)
-    coords = np.array([[[s * 0.2, s * 0.2], [s * 0.7, s * 0.8]]], np.float32)
-    labels = np.array([[2, 3]], np.int64)
-    best = float("inf")
-    pred._encode(x[:2])
+            self.times["next"].append((time.perf_counter() - t2) * 1e3)
+        if self.clicks:  # untimed, on the embedding the timed pass left in the predictor
+            self.curves.append(run_clicks(pred, image, sample.mask, first="box", clicks=self.clicks, encoded=True)[0])
+        self.acc.add(image_metrics(masks[0], sample.mask))
+        self.coco.add(sample.mask, masks[0], 1.0 if pred.prompt_free else float(iou[0]))
+        for k, v in (("enc", t1 - t0), ("dec", t2 - t1), ("e2e", t2 - t0), ("first", t2 - t_read)):
+            self.times[k].append(v * 1e3)
 
-    def batch16() -> None:
+    def batch16(self) -> None:
+        """Throughput at batch 16: one batched encoder call + 16 decoder calls."""
+        pred, x = self.pred, self._batch
+        s = pred.preprocess.input_size
+        coords = np.array([[[s * 0.2, s * 0.2], [s * 0.7, s * 0.8]]], np.float32)
+        labels = np.array([[2, 3]], np.int64)
         emb = pred._encode(x)
         if not pred.prompt_free:
             for i in range(16):
                 pred._decode(emb[i : i + 1], coords, labels)
 
-    peak = peak_memory_mb(batch16)
+    def row(self) -> dict[str, Any]:
+        means, t = self.acc.aggregate(), self.times
+
+        def median(k: str) -> float | None:
+            return float(np.median(t[k])) if t[k] else None
+
+        return {
+            **self.info, "n": len(self.acc), "dice": means.get("dice"), "iou": means.get("iou"),
+            "hd95": means.get("hd95"), "nsd": means.get("nsd"), "coco_mask_ap": self.coco.compute(),
+            "latency_ms": {"preprocess_plus_encoder": median("enc"), "decoder_plus_postprocess": median("dec"),
+                           "end_to_end": median("e2e")},
+            "first_click_ms": median("first"), "next_click_ms": median("next"),
+            "throughput_img_s_batch16": 16 / self.best_batch16,
+            "peak_memory_mb_batch16": self.peak,
+            **({"clicks": curve_summary(self.curves)} if self.curves else {}),
+        }
+
+
+def _throughput(passes: list[_ModelPass]) -> None:
+    """Each model's batch-16 peak memory (alone), then its best of 3 timed rounds, the models alternating."""
+    for p in passes:
+        s = p.pred.preprocess.input_size
+        p._batch = np.random.default_rng(0).random((16, 3, s, s), dtype=np.float32)
+        p.pred._encode(p._batch[:2])
+        p.peak = peak_memory_mb(p.batch16)
     for _ in range(3):
-        t0 = time.perf_counter()
-        batch16()
-        best = min(best, time.perf_counter() - t0)
-    return {
-        **info, "n": len(acc), "dice": means.get("dice"), "iou": means.get("iou"), "hd95": means.get("hd95"),
-        "nsd": means.get("nsd"), "coco_mask_ap": coco.compute(),
-        "latency_ms": {"preprocess_plus_encoder": float(np.median(enc_t)), "decoder_plus_postprocess": float(np.median(dec_t)),
-                       "end_to_end": float(np.median(e2e_t))},
-        "first_click_ms": float(np.median(first_t)) if first_t else None,
-        "next_click_ms": float(np.median(next_t)) if next_t else None,
-        "throughput_img_s_batch16": 16 / best,
-        "peak_memory_mb_batch16": peak,
-        **({"clicks": curve_summary(curves)} if curves else {}),
-    }
+        for p in passes:
+            t0 = time.perf_counter()
+            p.batch16()
+            p.best_batch16 = min(p.best_batch16, time.perf_counter() - t0)
 
 
 def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str = "test", limit: int | None = None,
@@ -190,8 +223,7 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
     t0 = time.perf_counter()
     with num_threads(threads) as used:
         with tempfile.TemporaryDirectory() as tmp:  # one copy of a generated dataset's images for all models
-            rows = [bench_model(m, ds, ids, progress=progress, threads=used, image_dir=Path(tmp), clicks=clicks)
-                    for m in models]
+            rows = bench_models(models, ds, ids, progress=progress, threads=used, image_dir=Path(tmp), clicks=clicks)
     ref = rows[0]
     for r in rows:
         r["speedup_end_to_end_vs_first"] = ref["latency_ms"]["end_to_end"] / r["latency_ms"]["end_to_end"]
@@ -201,7 +233,7 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
         r["throughput_ratio_vs_first"] = r["throughput_img_s_batch16"] / ref["throughput_img_s_batch16"]
     result = {"dataset": ds.name, "split": split, "limit": limit, "prompt": "tight box from the ground truth",
               "threads": used, "device": "cpu", "rows": rows, "seconds": time.perf_counter() - t0,
-              "warmup": WARMUP, "jitter_px": JITTER_PX,
+              "warmup": WARMUP, "jitter_px": JITTER_PX, "timing": INTERLEAVED,
               "machine": machine_info(),
               "memory": "peak extra resident memory (MiB) during the batch-16 pass: RSS high-water mark reset before it"}
     (out / "bench.json").write_text(json.dumps(result, indent=2))
