@@ -85,6 +85,9 @@ def distill_run(name: str, seed: int, args, extra: list[str] | None = None) -> t
         overrides = merge(overrides, parse_overrides(list(extra)))
     cfg = load_config("kdsam", overrides)
     run = distill(cfg, run_dir, resume="auto")
+    if run.get("interrupted"):  # SIGTERM (e.g. to free the cores for a bench): its checkpoint is on disk
+        raise SystemExit(f"{run_dir.name} stopped ({run['reason']}) after {run['step']} steps; call the same command "
+                         "again to resume it")
     return run_dir, {"config": cfg.model_dump(mode="json"), "summary": run}
 
 

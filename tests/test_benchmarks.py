@@ -326,6 +326,23 @@ def test_two_ablations_side_by_side_both_keep_their_rows(monkeypatch, tmp_path):
     assert sorted((tuple(x["overrides"]), x["val_dice"]) for x in rows) == [((), 0.7), (("a=1",), 0.9), (("b=1",), 0.8)]
 
 
+def test_student_run_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):
+    """A distill run SIGTERMed mid-way ends the call with one line (it crashed on the missing summary keys, and
+    --train-only printed 'distilled' for a student that did not exist)."""
+    import samdistill.api
+
+    st = _script("student", monkeypatch)
+    monkeypatch.setattr(st, "RESULTS", tmp_path)
+    monkeypatch.setattr(samdistill.api, "distill", lambda cfg, out, resume: {"interrupted": True, "reason": "SIGTERM",
+                                                                              "step": 2112})
+
+    class Args:
+        seeds, smoke, threads, quiet = [0], False, 1, True
+    with pytest.raises(SystemExit, match=r"student_kvasir_seg_s0_stage2-feature_kd-1 stopped \(SIGTERM\) after 2112 "
+                                         r"steps; call the same command again"):
+        st.distill_run("kvasir_seg", 0, Args, ["stage2.feature_kd=1"])
+
+
 def test_knowsam_run_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path):
     """A run SIGTERMed mid-way (its checkpoint saved) ends the call with one line, not an evaluation of a student
     that does not exist yet."""
