@@ -172,10 +172,13 @@ def run_dataset(name: str, args) -> dict:
 
 
 def distill_seconds(summary: dict) -> float:
-    """A run's distill wall time, also when it was stopped and resumed: ``total_seconds`` and ``train_seconds``
-    are the last call's, ``epoch_seconds`` every epoch's across calls, so the last call's time outside its
-    epochs (cache, validation, student.pt) plus all epochs (validation passes of earlier calls not counted)."""
+    """A run's distill wall time, also when it was stopped and resumed: ``total_seconds_all_calls`` where the
+    summary has it; before that key, ``total_seconds`` and ``train_seconds`` are the last call's and
+    ``epoch_seconds`` every epoch's across calls, so the last call's time outside its epochs (cache, validation,
+    student.pt) plus all epochs (validation passes of earlier calls not counted)."""
     s = summary
+    if "total_seconds_all_calls" in s:
+        return s["total_seconds_all_calls"]
     return s["total_seconds"] - s["train_seconds"] + max(s["train_seconds"], s.get("epoch_seconds", 0.0))
 
 

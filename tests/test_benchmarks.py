@@ -300,6 +300,8 @@ def test_student_distill_time_counts_every_epoch_of_a_resumed_run(monkeypatch):
     resumed = {"total_seconds": 40.0, "train_seconds": 30.0, "epoch_seconds": 80.0}  # the last call trained 30 of 80
     assert st.distill_seconds(resumed) == 90.0
     assert st.distill_seconds({"total_seconds": 40.0, "train_seconds": 30.0}) == 40.0  # a summary without epochs
+    # a summary that counts every call itself is taken as written
+    assert st.distill_seconds({**resumed, "total_seconds_all_calls": 97.0}) == 97.0
 
 
 def test_two_ablations_side_by_side_both_keep_their_rows(monkeypatch, tmp_path):

@@ -53,7 +53,12 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
     assert cut["interrupted"]
     with pytest.raises(UserError, match="--resume"):
         distill(_cfg(tmp_path), tmp_path / "cut")
-    distill(_cfg(tmp_path), tmp_path / "cut", resume=True)
+    first = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["seconds"]
+    resumed = distill(_cfg(tmp_path), tmp_path / "cut", resume=True)
+    # the run's time counts the first call's loop up to its checkpoint as well as this call's
+    assert first > 0 and resumed["train_seconds_all_calls"] == pytest.approx(first + resumed["train_seconds"], abs=0.05)
+    assert resumed["total_seconds_all_calls"] > resumed["total_seconds"]
+    assert full["train_seconds_all_calls"] == pytest.approx(full["train_seconds"], abs=0.05)  # one call: the same
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -237,8 +237,9 @@ def distill(
     if "n_labeled" in summary:
         typer.echo(f"labels used: {summary['n_labeled']} images labeled, {summary['n_unlabeled']} unlabeled "
                    f"(list in {out / 'labeled.json'})")
+    minutes = summary.get("train_seconds_all_calls", summary["train_seconds"]) / 60  # a resumed run: every call
     typer.echo(f"student {summary['student']} distilled from {summary['teacher']} on {summary['dataset']}: best val Dice "
-               f"{b['dice']:.4f} ({b['phase']} epoch {b['epoch']}), {summary['train_seconds'] / 60:.1f} min training, "
+               f"{b['dice']:.4f} ({b['phase']} epoch {b['epoch']}), {minutes:.1f} min training, "
                f"cache {summary['cache']['hits']} hits / {summary['cache']['misses']} computed")
     typer.echo(f"  wrote {summary['student_path']}; evaluate it with: samdistill eval --model {summary['student_path']} "
                f"--data {cfg.data.path} --out {out / 'eval'}")

@@ -170,6 +170,8 @@ class Trainer:
         self.ctx = dist_utils.context()
         self.progress = progress and self.ctx.is_main
         self.history: list[dict[str, Any]] = []
+        self.seconds_before = 0.0  # wall time of the loops of earlier calls of a resumed run, to their last checkpoint
+        self._t_run: float | None = None
         self.best = {"dice": -1.0, "phase": None, "epoch": None}
         self.bad_steps = 0
         self.skipped_steps = 0
@@ -228,6 +230,7 @@ class Trainer:
             "best": plain(dict(self.best)),
             "history": plain(list(self.history)),
             "skipped_steps": self.skipped_steps,
+            "seconds": self.seconds_before + (0.0 if self._t_run is None else time.perf_counter() - self._t_run),
             "rng": rng_state(),
             "method": plain(self.phases[phase_idx].method.state_dict())
             if hasattr(self.phases[phase_idx].method, "state_dict") else None,
@@ -308,7 +311,8 @@ class Trainer:
                 start_batch = restored.get("batch_in_epoch", 0)
                 self.global_step, self.best = restored["step"], restored["best"]
                 self.history, self.skipped_steps = restored["history"], restored.get("skipped_steps", 0)
-        t_run = time.perf_counter()
+                self.seconds_before = float(restored.get("seconds", 0.0))  # 0 for a checkpoint from before it
+        t_run = self._t_run = time.perf_counter()
         for pi, phase in enumerate(self.phases):
             n_epochs = self.phase_epochs(phase)
             if pi < start_phase or n_epochs == 0:
@@ -348,6 +352,7 @@ class Trainer:
             "steps": self.global_step,
             "skipped_steps": self.skipped_steps,
             "seconds": time.perf_counter() - t_run,  # this call
+            "run_seconds": self.seconds_before + time.perf_counter() - t_run,  # every call, to its last checkpoint
             "epoch_seconds": sum(r["train_seconds"] for r in self.history),  # every epoch, across resumes
             "history": self.history,
         }
