@@ -65,6 +65,21 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
     assert full["steps"] == json.loads((tmp_path / "cut" / "summary.json").read_text())["steps"]
 
 
+def test_resuming_a_checkpoint_without_its_time_leaves_the_all_calls_time_unknown(tmp_path):
+    """A checkpoint written before the loop's seconds were recorded: the summary must not present the last call's
+    time as the whole run's (benchmarks then fall back to the epoch sum)."""
+    cut = distill(_cfg(tmp_path), tmp_path / "cut", stop_after_steps=5)
+    assert cut["interrupted"]
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["seconds"]
+    torch.save(state, last)
+    resumed = distill(_cfg(tmp_path), tmp_path / "cut", resume=True)
+    assert "train_seconds_all_calls" not in resumed and "total_seconds_all_calls" not in resumed
+    again = torch.load(last, weights_only=True)
+    assert again["seconds"] is None  # and stays unknown for later resumes
+
+
 def test_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path, capsys):
     """Even with its checkpoints deleted, a finished run is not overwritten by a fresh one."""
     import shutil

@@ -174,13 +174,15 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
             "n_val": len(val_ids), "cache": cache_stats, "cache_dir": str(cache.dir), "best": result["best"],
             "steps": result["steps"], "skipped_steps": result["skipped_steps"],
             "train_seconds": result["seconds"], "epoch_seconds": result["epoch_seconds"], "total_seconds": time.perf_counter() - t0,
-            # a resumed run: its training loop over every call (each to its last checkpoint), and that plus this
-            # call's time outside the loop (cache, student.pt, overlays); train/total_seconds are this call's
-            "train_seconds_all_calls": result["run_seconds"],
-            "total_seconds_all_calls": time.perf_counter() - t0 - result["seconds"] + result["run_seconds"],
+
             "threads": threads, "device": cfg.device, "machine": machine_info(),
             "params": final.parameter_counts(), "student_path": str(out / "student.pt"),
         }
+        if result["run_seconds"] is not None:  # unknown after resuming a checkpoint written before it was recorded
+            # a resumed run: its training loop over every call (each to its last checkpoint), and that plus this
+            # call's time outside the loop (cache, student.pt, overlays); train/total_seconds are this call's
+            summary["train_seconds_all_calls"] = result["run_seconds"]
+            summary["total_seconds_all_calls"] = summary["total_seconds"] - result["seconds"] + result["run_seconds"]
         summary["world_size"] = ctx.world_size
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         log.info("done: %s", json.dumps(summary["best"]))

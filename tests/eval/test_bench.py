@@ -2,6 +2,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 
 from samdistill.cli import main
 from samdistill.deploy.onnx import export_promptable
@@ -153,3 +154,47 @@ def test_models_are_timed_image_by_image_in_rotating_order(tmp_path, tiny_model,
     rest = calls[len(first):]
     expected = [m for i in range(1, len(ids)) for m in (["test_sam", "student"] if i % 2 == 0 else ["student", "test_sam"])]
     assert rest == expected
+
+
+def test_interleaved_rows_equal_each_model_benched_alone(tmp_path, tiny_model, monkeypatch):
+    """Interleaving changes only when each model runs: every row scores the same images (a promptable model skips
+    an image without foreground, a prompt-free one scores it) with the same Dice, and the promptable models see
+    the same next-click boxes."""
+    import dataclasses
+
+    from samdistill.data.datasets import open_dataset
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.eval import bench
+
+    student = save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(), tmp_path / "student.pt")
+    free = save_model(load_model("test_knowsam_student", teacher=tiny_model).eval(), tmp_path / "free.pt")
+    base = open_dataset("synthetic:n=20,size=64")
+    ids = base.ids("test")
+
+    class OneEmpty:  # the first test image loses its foreground
+        by_id: dict = {}
+
+        def iter_samples(self, wanted):
+            for s in base.iter_samples(wanted):
+                yield dataclasses.replace(s, mask=np.zeros_like(s.mask)) if s.id == ids[0] else s
+
+    boxes: dict[str, list] = {}
+    real = Predictor.predict
+
+    def record(self, boxes_=None, **kw):
+        boxes.setdefault(self.name, []).append(None if boxes_ is None else np.asarray(boxes_).tolist())
+        return real(self, boxes_, **kw)
+
+    monkeypatch.setattr(Predictor, "predict", lambda self, boxes=None, **kw: record(self, boxes, **kw))
+    models = ["test_sam", str(student), str(free)]
+    (tmp_path / "a").mkdir()
+    rows = bench.bench_models(models, OneEmpty(), ids, progress=False, threads=1, image_dir=tmp_path / "a")
+    together = dict(boxes)
+    boxes.clear()
+    alone = [bench.bench_model(m, OneEmpty(), ids, progress=False, threads=1, image_dir=tmp_path / "a") for m in models]
+    assert len(ids) >= 3
+    assert [r["n"] for r in rows] == [len(ids) - 1, len(ids) - 1, len(ids)]
+    for r, a in zip(rows, alone):
+        assert r["n"] == a["n"] and r["dice"] == pytest.approx(a["dice"], abs=1e-6)
+    assert together["test_sam"] == together["student"] == boxes["test_sam"] == boxes["student"]
+    assert len({str(b) for b in together["student"]}) > 2  # tight and jittered boxes of several images

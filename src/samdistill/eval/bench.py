@@ -209,6 +209,8 @@ def _throughput(passes: list[_ModelPass]) -> None:
             t0 = time.perf_counter()
             p.batch16()
             p.best_batch16 = min(p.best_batch16, time.perf_counter() - t0)
+    for p in passes:
+        p._batch = None  # 16 input images per model: not kept for the rest of the run
 
 
 def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str = "test", limit: int | None = None,
@@ -281,7 +283,9 @@ def bench_markdown(r: dict[str, Any]) -> str:
     click_note = ("First click: read the image file + preprocess + encoder + decoder (tight box) + postprocess to the "
                   "original size; next click: decoder + postprocess for a new box (tight box jittered by up to "
                   f"{r.get('jitter_px', JITTER_PX)} px) on the cached embedding (– for a prompt-free model). ") if clicks else ""
+    order = "Models interleaved: each image through every model in turn, the first one rotating. " if r.get(
+        "timing") else ""
     lines.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; run took {r['seconds'] / 60:.1f} min. "
-                 f"Latency: median over the images after {warmup}, batch 1. {click_note}Peak memory: extra resident "
-                 "memory during the batch-16 pass (RSS high-water mark reset first).")
+                 f"Latency: median over the images after {warmup}, batch 1. {order}{click_note}Peak memory: extra "
+                 "resident memory during the batch-16 pass (RSS high-water mark reset first).")
     return "\n".join(lines) + "\n"

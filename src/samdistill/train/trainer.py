@@ -170,7 +170,9 @@ class Trainer:
         self.ctx = dist_utils.context()
         self.progress = progress and self.ctx.is_main
         self.history: list[dict[str, Any]] = []
-        self.seconds_before = 0.0  # wall time of the loops of earlier calls of a resumed run, to their last checkpoint
+        # wall time of the loops of earlier calls of a resumed run, to their last checkpoint (None: a checkpoint from
+        # before this was recorded, so the run's time over all calls is unknown)
+        self.seconds_before: float | None = 0.0
         self._t_run: float | None = None
         self.best = {"dice": -1.0, "phase": None, "epoch": None}
         self.bad_steps = 0
@@ -230,7 +232,8 @@ class Trainer:
             "best": plain(dict(self.best)),
             "history": plain(list(self.history)),
             "skipped_steps": self.skipped_steps,
-            "seconds": self.seconds_before + (0.0 if self._t_run is None else time.perf_counter() - self._t_run),
+            "seconds": None if self.seconds_before is None else (
+                self.seconds_before + (0.0 if self._t_run is None else time.perf_counter() - self._t_run)),
             "rng": rng_state(),
             "method": plain(self.phases[phase_idx].method.state_dict())
             if hasattr(self.phases[phase_idx].method, "state_dict") else None,
@@ -311,7 +314,7 @@ class Trainer:
                 start_batch = restored.get("batch_in_epoch", 0)
                 self.global_step, self.best = restored["step"], restored["best"]
                 self.history, self.skipped_steps = restored["history"], restored.get("skipped_steps", 0)
-                self.seconds_before = float(restored.get("seconds", 0.0))  # 0 for a checkpoint from before it
+                self.seconds_before = restored.get("seconds")
         t_run = self._t_run = time.perf_counter()
         for pi, phase in enumerate(self.phases):
             n_epochs = self.phase_epochs(phase)
@@ -352,7 +355,8 @@ class Trainer:
             "steps": self.global_step,
             "skipped_steps": self.skipped_steps,
             "seconds": time.perf_counter() - t_run,  # this call
-            "run_seconds": self.seconds_before + time.perf_counter() - t_run,  # every call, to its last checkpoint
+            # every call, each to its last checkpoint (None after a checkpoint that did not record it)
+            "run_seconds": None if self.seconds_before is None else self.seconds_before + time.perf_counter() - t_run,
             "epoch_seconds": sum(r["train_seconds"] for r in self.history),  # every epoch, across resumes
             "history": self.history,
         }
