@@ -160,8 +160,7 @@ def run_dataset(name: str, args) -> dict:
         hits_cost = cache.get("hits", 0) * teacher_first / 1e3  # an entry already on disk, at its measured cost
         wall = distill_seconds(s)
         train[str(seed)] = {"run": str(rd), "distill_seconds": wall, "threads": threads_used(rd),
-                            "train_seconds": s.get("train_seconds_all_calls",
-                                                   max(s["train_seconds"], s.get("epoch_seconds", 0.0))),
+                            "train_seconds": loop_seconds(s),
                             "cache": cache, "cache_hits_seconds_estimated": hits_cost,
                             "train_minutes": (wall + hits_cost) / 60, "best": s["best"],
                             "steps": s["steps"], "config": r["config"]}
@@ -172,15 +171,20 @@ def run_dataset(name: str, args) -> dict:
             "targets": targets(name, rows, train), "recipe": recipe_summary(runs[seed0][1]["config"])}
 
 
+def loop_seconds(summary: dict) -> float:
+    """A run's training-loop time over every call: ``train_seconds_all_calls`` where the summary has it; before
+    that key, ``train_seconds`` is the last call's and ``epoch_seconds`` every epoch's across calls, so the larger
+    of the two (validation passes of earlier calls not counted)."""
+    s = summary
+    return s.get("train_seconds_all_calls", max(s["train_seconds"], s.get("epoch_seconds", 0.0)))
+
+
 def distill_seconds(summary: dict) -> float:
     """A run's distill wall time, also when it was stopped and resumed: ``total_seconds_all_calls`` where the
-    summary has it; before that key, ``total_seconds`` and ``train_seconds`` are the last call's and
-    ``epoch_seconds`` every epoch's across calls, so the last call's time outside its epochs (cache, validation,
-    student.pt) plus all epochs (validation passes of earlier calls not counted)."""
+    summary has it; before that key, the last call's time outside its loop (cache, student.pt) plus
+    :func:`loop_seconds`."""
     s = summary
-    if "total_seconds_all_calls" in s:
-        return s["total_seconds_all_calls"]
-    return s["total_seconds"] - s["train_seconds"] + max(s["train_seconds"], s.get("epoch_seconds", 0.0))
+    return s.get("total_seconds_all_calls", s["total_seconds"] - s["train_seconds"] + loop_seconds(s))
 
 
 def recipe_summary(cfg: dict) -> dict:

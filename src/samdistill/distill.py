@@ -174,7 +174,6 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
             "n_val": len(val_ids), "cache": cache_stats, "cache_dir": str(cache.dir), "best": result["best"],
             "steps": result["steps"], "skipped_steps": result["skipped_steps"],
             "train_seconds": result["seconds"], "epoch_seconds": result["epoch_seconds"], "total_seconds": time.perf_counter() - t0,
-
             "threads": threads, "device": cfg.device, "machine": machine_info(),
             "params": final.parameter_counts(), "student_path": str(out / "student.pt"),
         }

@@ -137,7 +137,6 @@ class _ModelPass:
         self.times: dict[str, list[float]] = {k: [] for k in ("enc", "dec", "e2e", "first", "next")}
         self.warmed = False
         self.best_batch16, self.peak = float("inf"), None
-        self._batch: np.ndarray | None = None  # the batch-16 input, made by _throughput
 
     def image(self, sample, path: Path, box: np.ndarray | None, again: dict | None) -> None:
         pred = self.pred
@@ -168,9 +167,9 @@ class _ModelPass:
         for k, v in (("enc", t1 - t0), ("dec", t2 - t1), ("e2e", t2 - t0), ("first", t2 - t_read)):
             self.times[k].append(v * 1e3)
 
-    def batch16(self) -> None:
-        """Throughput at batch 16: one batched encoder call + 16 decoder calls."""
-        pred, x = self.pred, self._batch
+    def batch16(self, x: np.ndarray) -> None:
+        """Throughput at batch 16: one batched encoder call on ``x`` + 16 decoder calls."""
+        pred = self.pred
         s = pred.preprocess.input_size
         coords = np.array([[[s * 0.2, s * 0.2], [s * 0.7, s * 0.8]]], np.float32)
         labels = np.array([[2, 3]], np.int64)
@@ -198,19 +197,19 @@ class _ModelPass:
 
 
 def _throughput(passes: list[_ModelPass]) -> None:
-    """Each model's batch-16 peak memory (alone), then its best of 3 timed rounds, the models alternating."""
-    for p in passes:
-        s = p.pred.preprocess.input_size
-        p._batch = np.random.default_rng(0).random((16, 3, s, s), dtype=np.float32)
-        p.pred._encode(p._batch[:2])
-        p.peak = peak_memory_mb(p.batch16)
+    """Each model's batch-16 peak memory (alone), then its best of 3 timed rounds, the models alternating; one
+    random batch per input size, shared by the models of that size."""
+    batches: dict[int, np.ndarray] = {}
+    xs = [batches.setdefault(s, np.random.default_rng(0).random((16, 3, s, s), dtype=np.float32))
+          for s in (p.pred.preprocess.input_size for p in passes)]
+    for p, x in zip(passes, xs):
+        p.pred._encode(x[:2])
+        p.peak = peak_memory_mb(lambda: p.batch16(x))
     for _ in range(3):
-        for p in passes:
+        for p, x in zip(passes, xs):
             t0 = time.perf_counter()
-            p.batch16()
+            p.batch16(x)
             p.best_batch16 = min(p.best_batch16, time.perf_counter() - t0)
-    for p in passes:
-        p._batch = None  # 16 input images per model: not kept for the rest of the run
 
 
 def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str = "test", limit: int | None = None,
@@ -224,8 +223,7 @@ def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str =
     ids = ds.ids(split, limit)
     t0 = time.perf_counter()
     with num_threads(threads) as used:
-        with tempfile.TemporaryDirectory() as tmp:  # one copy of a generated dataset's images for all models
-            rows = bench_models(models, ds, ids, progress=progress, threads=used, image_dir=Path(tmp), clicks=clicks)
+        rows = bench_models(models, ds, ids, progress=progress, threads=used, clicks=clicks)
     ref = rows[0]
     for r in rows:
         r["speedup_end_to_end_vs_first"] = ref["latency_ms"]["end_to_end"] / r["latency_ms"]["end_to_end"]

@@ -232,12 +232,18 @@ class Trainer:
             "best": plain(dict(self.best)),
             "history": plain(list(self.history)),
             "skipped_steps": self.skipped_steps,
-            "seconds": None if self.seconds_before is None else (
-                self.seconds_before + (0.0 if self._t_run is None else time.perf_counter() - self._t_run)),
+            "seconds": self._run_seconds(),
             "rng": rng_state(),
             "method": plain(self.phases[phase_idx].method.state_dict())
             if hasattr(self.phases[phase_idx].method, "state_dict") else None,
         }
+
+    def _run_seconds(self) -> float | None:
+        """The training loop's wall time over every call of this run, each earlier call to its last checkpoint;
+        None after resuming a checkpoint that did not record it."""
+        if self.seconds_before is None:
+            return None
+        return self.seconds_before + (0.0 if self._t_run is None else time.perf_counter() - self._t_run)
 
     def _save(self, state: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -355,8 +361,7 @@ class Trainer:
             "steps": self.global_step,
             "skipped_steps": self.skipped_steps,
             "seconds": time.perf_counter() - t_run,  # this call
-            # every call, each to its last checkpoint (None after a checkpoint that did not record it)
-            "run_seconds": None if self.seconds_before is None else self.seconds_before + time.perf_counter() - t_run,
+            "run_seconds": self._run_seconds(),
             "epoch_seconds": sum(r["train_seconds"] for r in self.history),  # every epoch, across resumes
             "history": self.history,
         }
