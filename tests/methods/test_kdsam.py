@@ -134,3 +134,21 @@ def test_loop_iters_decode_again_with_points(teacher256, monkeypatch):
     # student and teacher each decode the box, then box + 1 point, then box + 2 points
     assert [c for c in calls if c[0]] == [(True, None), (True, 1), (True, 2)]
     assert [c for c in calls if not c[0]] == [(False, None), (False, 1), (False, 2)]
+
+
+@pytest.mark.parametrize("stage,cfg", [(1, Stage1Config), (2, Stage2Config)])
+def test_photometric_jitter_changes_the_students_image_only(teacher256, monkeypatch, stage, cfg):
+    student = load_model("test_resnet18", teacher=teacher256, grid=16)
+    seen = []
+    orig = type(student).encode
+    monkeypatch.setattr(type(student), "encode", lambda self, x: seen.append(x.clone()) or orig(self, x))
+    batch = _batch(teacher256)
+    clean = {k: v.clone() for k, v in batch.items()}
+    KDSAMStage(stage=stage, student=student, teacher=teacher256, cfg=cfg(perceptual=0.0) if stage == 1 else cfg()
+               ).step(batch)
+    assert torch.equal(seen[-1], clean["image"])  # off by default: the student sees the image as it is
+    KDSAMStage(stage=stage, student=student, teacher=teacher256,
+               cfg=cfg(photometric=0.2, **({"perceptual": 0.0} if stage == 1 else {}))).step(batch)
+    assert not torch.allclose(seen[-1], clean["image"], atol=1e-3)
+    # the targets (teacher embedding, mask) and the batch itself are left as they were
+    assert all(torch.equal(batch[k], clean[k]) for k in clean)

@@ -1,4 +1,5 @@
-"""Batch augmentations on tensors in the model's input frame (used by the semi-supervised method).
+"""Batch augmentations on tensors in the model's input frame (the semi-supervised methods; KD SAM's
+student-only photometric jitter).
 
 Weak: per-sample horizontal/vertical flips (their own inverse, so a prediction made on the unflipped
 image can be brought into the flipped frame and back). Strong: weak + brightness/contrast jitter and

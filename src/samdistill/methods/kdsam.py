@@ -19,6 +19,11 @@ the box, a point is drawn where the student's and the teacher's masks disagree (
 teacher says foreground), both decode again with the box and every point so far, and the loss above is
 taken on every round (averaged), so the student learns to follow corrections the way the teacher does.
 
+Photometric jitter (``stage1.photometric`` / ``stage2.photometric``, off by default): the student's input image
+gets a per-sample brightness shift, contrast scale and noise (:func:`samdistill.data.transforms.photometric`)
+while every target (the cached embedding, the teacher's decodes, the mask) stays the clean image's, so the
+student learns the teacher's answer on images that look unlike the training set's.
+
 This file is the whole method: its run config (:class:`KDSAMConfig`), its :func:`build` (student and
 phases, registered in ``METHODS``) and its step (:class:`KDSAMStage`).
 """
@@ -46,6 +51,7 @@ from samdistill.losses.embedding import embedding_mse
 from samdistill.losses.kd import logit_kd
 from samdistill.losses.segmentation import bce_loss, dice_loss, iou_head_mse
 from samdistill.data.boxes import jitter, tight_boxes
+from samdistill.data.transforms import photometric
 
 
 class StudentConfig(Strict):
@@ -71,6 +77,8 @@ class Stage1Config(Strict):
     perceptual: float = Field(0.1, ge=0)
     perceptual_net: Literal["decoder", "vgg16"] = "decoder"
     vgg16_weights: Optional[str] = None
+    # strength of the student-only photometric jitter (0: off); targets stay the clean image's
+    photometric: float = Field(0.0, ge=0, json_schema_extra={"added_neutral": True})
 
 
 class Stage2Config(Strict):
@@ -93,6 +101,8 @@ class Stage2Config(Strict):
     feature_kd: float = Field(0.0, ge=0, json_schema_extra={"added_neutral": True})
     loop_iters: int = Field(0, ge=0)  # prompt-in-the-loop: corrective points after the box, decoded again
     mse: float = Field(0.5, ge=0)
+    # strength of the student-only photometric jitter (0: off); targets stay the clean image's
+    photometric: float = Field(0.0, ge=0, json_schema_extra={"added_neutral": True})
 
 
 class KDSAMConfig(DistillConfig):
@@ -131,6 +141,8 @@ class KDSAMStage:
 
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, emb_t, mask = self._batch(batch)
+        if self.cfg.photometric > 0:
+            images = photometric(images, self.cfg.photometric)
         emb_s = self.student.encode(images)
         size = self.student.input_size
         if self.stage == 1:
