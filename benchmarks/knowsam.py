@@ -252,50 +252,115 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
 def speed_results(name: str, data: Path, args, machine: dict) -> dict:
     """Training images/s of each of ``--variants`` in fp32 and in bf16 autocast: ``--speed`` optimiser steps per
     run with the protocol's config (so mixing is on after its 20 %), in throwaway run dirs (nothing is kept but
-    the figures); validation and loading excluded (the trainer's own ``images_per_s``)."""
+    the figures); validation and loading excluded (the trainer's own ``images_per_s``). With ``--speed-base COMMIT``
+    the code of that commit (a temporary git worktree, its ``samdistill distill`` in a subprocess, fp32) trains the
+    same config first, so before and after are timed in one call, back to back."""
     import tempfile
 
     from samdistill.api import distill
 
+    base = _base_worktree(args.speed_base) if args.speed_base else None
     rows, load_start = [], os.getloadavg()[0]
-    for v in args.variants:
-        for prec in ("fp32", "bf16"):
-            a = argparse.Namespace(**{**vars(args), "max_steps": args.speed, "precision": prec, "quiet": True})
-            _, cfg = variant_config(name, data, v, a)
-            cfg = cfg.model_copy(update={"val_every": 10**6, "overlays": 0})
-            with tempfile.TemporaryDirectory(prefix="knowsam_speed_") as tmp:
-                distill(cfg, Path(tmp) / v, resume=False)
-                tp = throughput(Path(tmp) / v)[cfg.method]
-            rows.append({"variant": v, "run": RUN[v], "precision": prec, "steps": args.speed,
-                         "images_per_s": tp["images_per_s"], "seconds_per_step": tp["train_seconds"] / args.speed})
-            print(f"{v} {prec}: {tp['images_per_s']:.2f} images/s")
+    try:
+        for v in args.variants:
+            for prec in ("base", "fp32", "bf16") if base else ("fp32", "bf16"):
+                a = argparse.Namespace(**{**vars(args), "max_steps": args.speed, "quiet": True,
+                                          "precision": "fp32" if prec == "base" else prec})
+                _, cfg = variant_config(name, data, v, a)
+                cfg = cfg.model_copy(update={"val_every": 10**6, "overlays": 0})
+                with tempfile.TemporaryDirectory(prefix="knowsam_speed_") as tmp:
+                    if prec == "base":
+                        _distill_at(base[0], cfg, Path(tmp) / v)
+                    else:
+                        distill(cfg, Path(tmp) / v, resume=False)
+                    tp = throughput(Path(tmp) / v)[cfg.method]
+                rows.append({"variant": v, "run": RUN[v], "precision": "fp32" if prec == "base" else prec,
+                             **({"code": "base"} if prec == "base" else {}), "steps": args.speed,
+                             "images_per_s": tp["images_per_s"], "seconds_per_step": tp["train_seconds"] / args.speed})
+                print(f"{v} {prec}: {tp['images_per_s']:.2f} images/s")
+    finally:
+        if base:
+            base[1]()
     return {"dataset": name, "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads,
             "device": args.device, "steps": args.speed, "variants": list(args.variants),
             "baseline_batch": args.baseline_batch, "input_size": args.input_size or None,
             "sam_decode": args.sam_decode, "rows": rows, "load_average": [load_start, os.getloadavg()[0]],
+            **({"base": base[2]} if base else {}),
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def _base_worktree(commit: str):
+    """A detached git worktree of ``commit`` in a temporary folder: ``(its src path, remove(), "<short> <subject>")``."""
+    import subprocess
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True).stdout
+    try:
+        label = git("log", "-1", "--format=%h %s", commit).strip()
+        label = label if len(label) <= 100 else label[:99] + "…"
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"--speed-base {commit}: not a commit of this repository ({exc.stderr.strip()})") from None
+    tmp = tempfile.mkdtemp(prefix="knowsam_base_")
+    git("worktree", "add", "--detach", tmp, commit)
+    return Path(tmp) / "src", lambda: git("worktree", "remove", "--force", tmp), label
+
+
+def _distill_at(src: Path, cfg, out: Path) -> None:
+    """``samdistill distill`` of the code under ``src`` with ``cfg``'s method section and run keys as overrides
+    (the keys that differ from that method's defaults, so an older config that lacks a newer key still parses)."""
+    import subprocess
+    import sys
+
+    from samdistill.config import flatten, load_config
+
+    now = flatten(cfg.model_dump(mode="json"))
+    default = flatten(load_config(cfg.method, {}).model_dump(mode="json"))
+    keep = {k: v for k, v in now.items() if v != default.get(k, object()) and k != "method"}
+    overrides = [f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}" for k, v in keep.items()]
+    cmd = [sys.executable, "-m", "samdistill", "distill", "--method", cfg.method, "--out", str(out), *overrides]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the base commit's distill failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+
+
 def speed_markdown(r: dict) -> str:
-    by = {(x["variant"], x["precision"]): x for x in r["rows"]}
-    table = [[NAMES[v], f"{by[v, 'fp32']['images_per_s']:.2f}", f"{by[v, 'fp32']['seconds_per_step']:.2f}",
-              f"{by[v, 'bf16']['images_per_s']:.2f}", f"{by[v, 'bf16']['seconds_per_step']:.2f}",
-              f"{by[v, 'bf16']['images_per_s'] / by[v, 'fp32']['images_per_s']:.2f}x"]
-             for v in dict.fromkeys(x["variant"] for x in r["rows"])]
+    by = {(x["variant"], x.get("code", "now"), x["precision"]): x for x in r["rows"]}
+    base = "base" in r
+    table = []
+    for v in dict.fromkeys(x["variant"] for x in r["rows"]):
+        fp32, bf16 = by[v, "now", "fp32"], by[v, "now", "bf16"]
+        row = [NAMES[v]]
+        if base:
+            b = by[v, "base", "fp32"]
+            row += [f"{b['images_per_s']:.2f}", f"{b['seconds_per_step']:.2f}"]
+        row += [f"{fp32['images_per_s']:.2f}", f"{fp32['seconds_per_step']:.2f}", f"{bf16['images_per_s']:.2f}",
+                f"{bf16['seconds_per_step']:.2f}", f"{bf16['images_per_s'] / fp32['images_per_s']:.2f}x"]
+        if base:
+            row += [f"{fp32['images_per_s'] / b['images_per_s']:.2f}x", f"{bf16['images_per_s'] / b['images_per_s']:.2f}x"]
+        table.append(row)
+    columns = ["run", "fp32 images/s", "fp32 s/step", "bf16 images/s", "bf16 s/step", "bf16 speed-up"]
+    if base:
+        columns = (["run", "before: fp32 images/s", "before: s/step"] + columns[1:]
+                   + ["fp32 vs before", "bf16 vs before"])
     return "\n".join([
-        f"# KnowSAM training speed on {r['dataset']}: fp32 against bf16 autocast", "",
+        f"# KnowSAM training speed on {r['dataset']}: fp32 against bf16 autocast"
+        + (" and against the code before" if base else ""), "",
         f"Machine: {r['machine']}, {r['threads']} torch threads, device {r['device']}. Each run trains {r['steps']} "
         f"optimiser steps of the protocol's config (students at {r['input_size'] or 'the teacher-sized'} px, SAM decode "
         f"{r['sam_decode']}, cached embeddings; batch 8 = 4 + 4 for (b), (d), (e), {r.get('baseline_batch', 4)} for "
         "(a), (c)); images/s is the trainer's (data, forward, backward and optimiser; validation excluded), first step "
         f"included. Written {r['written']} by `python benchmarks/knowsam.py --datasets {r['dataset']} --speed "
         f"{r['steps']}" + (f" --variants {' '.join(r['variants'])} --threads {r['threads']}" if "variants" in r else "")
-        + (f" --baseline-batch {r['baseline_batch']}" if r.get("baseline_batch", 4) != 4 else "") + "`."
+        + (f" --baseline-batch {r['baseline_batch']}" if r.get("baseline_batch", 4) != 4 else "")
+        + (f" --speed-base {r['base'].split()[0]}" if base else "") + "`."
+        + (f" Before = the code of commit {r['base'].split()[0]} (\"{r['base'].split(' ', 1)[1]}\") in fp32, timed in "
+           "the same call just before today's fp32 and bf16 runs of each row." if base else "")
         + (" Load average (1 min) at the start / end: {:.1f} / {:.1f} (other jobs on the machine show here; fp32 and "
            "bf16 of a run are timed back to back, so they share the load).".format(*r["load_average"])
            if "load_average" in r else ""), "",
-        markdown_table(table, ["run", "fp32 images/s", "fp32 s/step", "bf16 images/s", "bf16 s/step",
-                               "bf16 speed-up"]), ""])
+        markdown_table(table, columns), ""])
 
 
 def teacher_reference(name: str, data: Path, args) -> dict:
@@ -611,6 +676,9 @@ def main() -> None:
     ap.add_argument("--speed", type=_positive, metavar="STEPS",
                     help="time the --variants instead: STEPS training steps each in fp32 and in bf16 autocast, in "
                          "throwaway run dirs -> knowsam_<dataset>_speed.{json,md} (no evaluation, no comparison)")
+    ap.add_argument("--speed-base", metavar="COMMIT",
+                    help="with --speed: also time the code of this commit (fp32, a temporary git worktree) first, "
+                         "-> knowsam_<dataset>_speed_base.{json,md}; e.g. --speed-base 79ac2db^ (before the step cuts)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite every results/knowsam_*.md from its .json (no training)")
@@ -633,7 +701,8 @@ def main() -> None:
         t0 = time.time()
         if args.speed is not None:
             r = speed_results(name, data, args, machine)
-            write_results(f"knowsam_{name}_speed{smoke}{device_tag(args.device)}", r, speed_markdown(r))
+            write_results(f"knowsam_{name}_speed{'_base' if args.speed_base else ''}{smoke}{device_tag(args.device)}",
+                          r, speed_markdown(r))
             continue
         if args.train_only:  # rows only: knowsam_<dataset>_steps<N>_rows[_seedN].json (one file per step budget)
             stem = (f"knowsam_{name}_steps{args.max_steps}_rows{seeds_tag}{smoke}{precision_tag(args)}"

@@ -256,6 +256,29 @@ def test_knowsam_runs_of_another_arithmetic_get_their_own_dirs_and_the_speed_tab
     assert "Load average (1 min) at the start / end: 3.0 / 3.0" in md
     assert "`python benchmarks/knowsam.py --datasets kvasir_seg --speed 20 --variants knowsam supervised --threads 1`" in md
 
+    # --speed-base: the older commit's fp32 row comes first and both of today's are divided by it
+    base = [{**rows[0], "code": "base", "images_per_s": 0.75, "seconds_per_step": 8 / 0.75}] + rows[:2]
+    md = ks.speed_markdown({"dataset": "kvasir_seg", "machine": "cpu x", "threads": 1, "device": "cpu", "steps": 20,
+                            "input_size": 128, "sam_decode": "foreground", "rows": base, "written": "today",
+                            "variants": ["knowsam"], "baseline_batch": 4, "base": "abc1234 step cuts"})
+    assert "| (b) KnowSAM | 0.75 | 10.67 | 1.50 | 5.33 | 3.00 | 2.67 | 2.00x | 2.00x | 4.00x |" in md
+    assert "--speed-base abc1234`" in md and 'commit abc1234 ("step cuts")' in md
+
+
+def test_knowsam_speed_base_passes_only_the_keys_that_differ_from_the_defaults(monkeypatch, tmp_path):
+    ks = _script("knowsam", monkeypatch)
+    import subprocess
+
+    from samdistill.config import load_config
+    seen = {}
+    monkeypatch.setattr(subprocess, "run", lambda cmd, env, **kw: seen.update(cmd=cmd, env=env) or
+                        subprocess.CompletedProcess(cmd, 0, "", ""))
+    cfg = load_config("knowsam", {"knowsam": {"max_steps": 16, "input_size": 128, "unlabeled": False}, "threads": 1})
+    ks._distill_at(tmp_path / "src", cfg, tmp_path / "out")
+    over = seen["cmd"][seen["cmd"].index(str(tmp_path / "out")) + 1:]
+    assert sorted(over) == ["knowsam.input_size=128", "knowsam.max_steps=16", "knowsam.unlabeled=false", "threads=1"]
+    assert seen["env"]["PYTHONPATH"] == str(tmp_path / "src")
+
 
 def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monkeypatch):
     st = _script("student", monkeypatch)
