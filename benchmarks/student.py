@@ -27,6 +27,7 @@ Usage::
     python benchmarks/student.py --datasets kvasir_seg --limit 8 --smoke   # a quick check (student_<ds>_smoke)
     python benchmarks/student.py --datasets kvasir_seg --train-only        # distil now, export + bench later
     python benchmarks/student.py --datasets kvasir_seg --ablate stage2.feature_kd=1   # a setting, on val only
+    python benchmarks/student.py --datasets kvasir_seg --val-gap --seeds 0 1 2   # teacher vs students, per image (val)
 
 Runs resume: a finished distill run is read back (``resume="auto"``), an interrupted one continues.
 """
@@ -341,6 +342,75 @@ def run_ablation(name: str, args) -> None:
     write_results(stem, r, ablation_markdown(r))
 
 
+AREA_BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 1.01))  # foreground share of the input frame
+
+
+def val_gap(name: str, args) -> dict:
+    """``--val-gap``: the teacher and each seed's student image by image on the validation split (tight box, input
+    frame, the per-epoch validation's Dice), by the foreground's share of the frame; where the gap comes from."""
+    import tempfile
+
+    import torch
+    import yaml
+    from torch.utils.data import DataLoader
+
+    from samdistill.config import load_config
+    from samdistill.data.cache import CachedSet, build_cache
+    from samdistill.machine import machine_info
+    from samdistill.models.zoo import load_model
+    from samdistill.train.validation import promptable_scores
+
+    torch.set_num_threads(args.threads)
+    rows, teacher_scores = [], None
+    for seed in args.seeds:
+        run_dir = RESULTS / "runs" / f"student_{name}_s{seed}{'_smoke' if args.smoke else ''}"
+        if not (run_dir / "student.pt").exists():
+            raise SystemExit(f"--val-gap: {run_dir} holds no student.pt; distil it first (--train-only --seeds {seed})")
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = load_config(raw["method"], raw)
+        with tempfile.TemporaryDirectory() as tmp:
+            teacher = load_model(cfg.teacher).eval()
+            _, cache, _, val_keys, val_ids = build_cache(cfg, teacher, Path(tmp), progress=False)
+        loader = DataLoader(CachedSet(cache, [val_keys[(i, False)] for i in val_ids], True), batch_size=8)
+        if teacher_scores is None:  # the same cached entries for every seed: the teacher is scored once
+            teacher_scores = promptable_scores(teacher, loader, cached=True)
+        student = load_model(str(run_dir / "student.pt")).eval()
+        s_dice, areas, _ = promptable_scores(student, loader)
+        t_dice = teacher_scores[0]
+        gaps = sorted(s - t for s, t in zip(s_dice, t_dice))
+        mean = lambda xs: sum(xs) / len(xs) if xs else None
+        buckets = []
+        for lo, hi in AREA_BUCKETS:
+            idx = [i for i, a in enumerate(areas) if lo <= a < hi]
+            buckets.append({"from": lo, "to": min(hi, 1.0), "n": len(idx), "teacher": mean([t_dice[i] for i in idx]),
+                            "student": mean([s_dice[i] for i in idx])})
+        rows.append({"seed": seed, "n": len(s_dice), "teacher_dice": mean(t_dice), "student_dice": mean(s_dice),
+                     "gap": mean(gaps), "gap_without_worst_10": mean(gaps[10:]), "buckets": buckets,
+                     "run": str(run_dir)})
+        print(f"seed {seed}: student {rows[-1]['student_dice']:.4f} teacher {rows[-1]['teacher_dice']:.4f}")
+    return {"dataset": name, "machine": machine_info(), "threads": args.threads, "rows": rows,
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def valgap_markdown(r: dict) -> str:
+    edges = [(b["from"], b["to"]) for b in r["rows"][0]["buckets"]]
+    table = [[x["seed"], x["n"], f"{x['teacher_dice']:.4f}", f"{x['student_dice']:.4f}", f"{x['gap']:+.4f}",
+              f"{x['gap_without_worst_10']:+.4f}",
+              *(f"{b['n']}: {b['teacher']:.4f} / {b['student']:.4f}" if b["n"] else "0" for b in x["buckets"])]
+             for x in r["rows"]]
+    return "\n".join([
+        f"# Where the whole student loses to its teacher on {r['dataset']} (validation split only)", "",
+        "Image by image, tight box from the ground truth, Dice in the input frame (the per-epoch validation's score): "
+        "the teacher decodes its cached embedding, each seed's student (`student.pt` of the default recipe's run) "
+        "encodes the image. Columns by the foreground's share of the input frame: images, teacher / student Dice. "
+        "Gap without the 10 worst: the mean student - teacher difference after dropping the 10 images where the "
+        f"student loses most. Written {r['written']} by `python benchmarks/student.py --datasets {r['dataset']} "
+        f"--val-gap --seeds {' '.join(str(x['seed']) for x in r['rows'])}`. " + machine_line(r["machine"], r["threads"]),
+        "",
+        markdown_table(table, ["seed", "images", "teacher Dice", "student Dice", "gap", "gap without the 10 worst",
+                               *(f"{lo:.0%}-{hi:.0%} of the frame" for lo, hi in edges)]), ""])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Example: python benchmarks/student.py --datasets kvasir_seg --seeds 0 1")
@@ -357,11 +427,20 @@ def main() -> None:
                     help="train the default recipe with these overrides (and the default, if not yet trained) and "
                          "write their validation Dice to student_<dataset>_ablations.{json,md}; no test split, no "
                          "export, e.g. --ablate stage2.feature_kd=1")
+    ap.add_argument("--val-gap", action="store_true",
+                    help="score the teacher and the --seeds' trained students image by image on the validation split "
+                         "-> student_<dataset>_valgap.{json,md} (no training, no test split)")
     args = ap.parse_args()
     if args.render_only:
         stems = sorted(p.stem for p in RESULTS.glob("student_*.json"))
-        render_only([x for x in stems if "_ablations" not in x], markdown)
+        render_only([x for x in stems if "_ablations" not in x and "_valgap" not in x], markdown)
         render_only([x for x in stems if "_ablations" in x], ablation_markdown)
+        render_only([x for x in stems if "_valgap" in x], valgap_markdown)
+        return
+    if args.val_gap:
+        for name in args.datasets:
+            r = val_gap(name, args)
+            write_results(f"student_{name}_valgap{'_smoke' if args.smoke else ''}", r, valgap_markdown(r))
         return
     if args.ablate:
         args.ablate = canonical_overrides(args.ablate)  # checked before anything trains

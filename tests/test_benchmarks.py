@@ -60,8 +60,10 @@ CASES = (
     + [("teachers", "markdown", s) for s in _committed("teachers.json")]
     + [("litemedsam_reference", "markdown", s) for s in _committed("litemedsam_reference_*.json")]
     + [("deploy", "markdown", s) for s in _committed("bench_*.json")]
-    + [("student", "markdown", s) for s in _committed("student_*.json", lambda s: "_ablations" not in s)]
+    + [("student", "markdown", s) for s in _committed("student_*.json",
+                                                      lambda s: "_ablations" not in s and "_valgap" not in s)]
     + [("student", "ablation_markdown", s) for s in _committed("student_*_ablations*.json")]
+    + [("student", "valgap_markdown", s) for s in _committed("student_*_valgap*.json")]
     + [("int8", "markdown", s) for s in _committed("int8_*.json")]
     + [("grid", "markdown", s) for s in _committed("grid_*.json")]
 )
