@@ -66,11 +66,13 @@ CASES = (
     + [("student", "valgap_markdown", s) for s in _committed("student_*_valgap*.json")]
     + [("int8", "markdown", s) for s in _committed("int8_*.json")]
     + [("grid", "markdown", s) for s in _committed("grid_*.json")]
+    + [("zoom", "markdown", s) for s in _committed("zoom_*.json")]
 )
 
 
 def test_every_results_family_is_covered():
-    assert {script for script, _, _ in CASES} == {"kdsam", "knowsam", "teachers", "deploy", "student", "int8", "grid"}
+    assert {script for script, _, _ in CASES} == {"kdsam", "knowsam", "teachers", "deploy", "student", "int8", "grid",
+                                                  "zoom"}
     assert len(CASES) >= 20
 
 
