@@ -384,7 +384,7 @@ class Trainer:
         # with max_steps the last epoch stops after the budget's remaining batches
         budget = len(loader) if phase.max_steps is None else min(len(loader), phase.max_steps - epoch * spe)
         bar = tqdm(itertools.islice(batches, budget), total=budget, desc=f"{phase.name} epoch {epoch + 1}/{n_epochs}",
-                   unit="batch", disable=not self.progress, leave=False, initial=skip)
+                   unit="batch", disable=not self.progress, leave=False)  # skipped batches pass through it too
         for b, batch in enumerate(bar):
             if b < skip:  # resuming inside this epoch: these batches were trained before the stop
                 continue
