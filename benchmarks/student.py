@@ -347,47 +347,46 @@ AREA_BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 1.01))  # foreground share of 
 
 def val_gap(name: str, args) -> dict:
     """``--val-gap``: the teacher and each seed's student image by image on the validation split (tight box, input
-    frame, the per-epoch validation's Dice), by the foreground's share of the frame; where the gap comes from."""
-    import tempfile
-
-    import torch
+    frame, the per-epoch validation's Dice), by the foreground's share of the frame; where the gap comes from.
+    The seeds' runs share data, teacher and cache, so the teacher is loaded, its cache entries looked up and it is
+    scored once."""
     import yaml
     from torch.utils.data import DataLoader
 
     from samdistill.config import load_config
-    from samdistill.data.cache import CachedSet, build_cache
-    from samdistill.machine import machine_info
+    from samdistill.data.cache import CachedSet, EmbeddingCache, open_run_dataset
+    from samdistill.machine import machine_info, num_threads
     from samdistill.models.zoo import load_model
     from samdistill.train.validation import promptable_scores
 
-    torch.set_num_threads(args.threads)
-    rows, teacher_scores = [], None
-    for seed in args.seeds:
-        run_dir = RESULTS / "runs" / f"student_{name}_s{seed}{'_smoke' if args.smoke else ''}"
+    runs = {seed: RESULTS / "runs" / f"student_{name}_s{seed}{'_smoke' if args.smoke else ''}" for seed in args.seeds}
+    for seed, run_dir in runs.items():
         if not (run_dir / "student.pt").exists():
             raise SystemExit(f"--val-gap: {run_dir} holds no student.pt; distil it first (--train-only --seeds {seed})")
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-        cfg = load_config(raw["method"], raw)
-        with tempfile.TemporaryDirectory() as tmp:
-            teacher = load_model(cfg.teacher).eval()
-            _, cache, _, val_keys, val_ids = build_cache(cfg, teacher, Path(tmp), progress=False)
+    raw = yaml.safe_load((runs[args.seeds[0]] / "config.yaml").read_text())
+    cfg = load_config(raw["method"], raw)
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
+    rows = []
+    with num_threads(args.threads):
+        teacher = load_model(cfg.teacher).eval()
+        ds = open_run_dataset(cfg)
+        val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
+        cache = EmbeddingCache(cfg.cache.dir, teacher)
+        val_keys = cache.build(ds, val_ids, progress=False)
         loader = DataLoader(CachedSet(cache, [val_keys[(i, False)] for i in val_ids], True), batch_size=8)
-        if teacher_scores is None:  # the same cached entries for every seed: the teacher is scored once
-            teacher_scores = promptable_scores(teacher, loader, cached=True)
-        student = load_model(str(run_dir / "student.pt")).eval()
-        s_dice, areas, _ = promptable_scores(student, loader)
-        t_dice = teacher_scores[0]
-        gaps = sorted(s - t for s, t in zip(s_dice, t_dice))
-        mean = lambda xs: sum(xs) / len(xs) if xs else None
-        buckets = []
-        for lo, hi in AREA_BUCKETS:
-            idx = [i for i, a in enumerate(areas) if lo <= a < hi]
-            buckets.append({"from": lo, "to": min(hi, 1.0), "n": len(idx), "teacher": mean([t_dice[i] for i in idx]),
-                            "student": mean([s_dice[i] for i in idx])})
-        rows.append({"seed": seed, "n": len(s_dice), "teacher_dice": mean(t_dice), "student_dice": mean(s_dice),
-                     "gap": mean(gaps), "gap_without_worst_10": mean(gaps[10:]), "buckets": buckets,
-                     "run": str(run_dir)})
-        print(f"seed {seed}: student {rows[-1]['student_dice']:.4f} teacher {rows[-1]['teacher_dice']:.4f}")
+        t_dice = promptable_scores(teacher, loader, cached=True)[0]
+        for seed, run_dir in runs.items():
+            s_dice, areas, _ = promptable_scores(load_model(str(run_dir / "student.pt")).eval(), loader)
+            gaps = sorted(s - t for s, t in zip(s_dice, t_dice))
+            buckets = []
+            for lo, hi in AREA_BUCKETS:
+                idx = [i for i, a in enumerate(areas) if lo <= a < hi]
+                buckets.append({"from": lo, "to": min(hi, 1.0), "n": len(idx),
+                                "teacher": mean([t_dice[i] for i in idx]), "student": mean([s_dice[i] for i in idx])})
+            rows.append({"seed": seed, "n": len(s_dice), "teacher_dice": mean(t_dice), "student_dice": mean(s_dice),
+                         "gap": mean(gaps), "gap_without_worst_10": mean(gaps[10:]), "buckets": buckets,
+                         "run": str(run_dir)})
+            print(f"seed {seed}: student {rows[-1]['student_dice']:.4f} teacher {rows[-1]['teacher_dice']:.4f}")
     return {"dataset": name, "machine": machine_info(), "threads": args.threads, "rows": rows,
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 

@@ -220,6 +220,12 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def open_run_dataset(cfg: "DistillConfig") -> SegDataset:
+    """The dataset a run's config names (``cfg.data``), opened as the run opens it."""
+    return open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
+                        mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
+
+
 def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
                 ) -> tuple[SegDataset, EmbeddingCache, dict[tuple[str, bool], str], dict[tuple[str, bool], str], list[str]]:
     """Open a run's dataset (``cfg.data``) and fill its teacher-embedding cache (``cfg.cache``) for the train
@@ -230,8 +236,7 @@ def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
     share of the missing entries and every rank waits for the others before returning; rank 0 writes.
     """
     rank, world = _rank_and_world()
-    ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
-                      mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
+    ds = open_run_dataset(cfg)
     train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
     val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
     if not train_ids:
