@@ -1,6 +1,7 @@
 """Predictor: PyTorch and ONNX backends agree; folder + box CSV; prompts outside the image fail."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,3 +66,16 @@ def test_cli_predict_on_a_folder_with_a_box_csv(tmp_path, tiny_model, synth_fold
     (tmp_path / "bad.csv").write_text("image,x,y\nfoo.png,1,2\n")
     assert main(["predict", "test_sam", "--input", str(inp), "--prompts", str(tmp_path / "bad.csv"),
                  "--out", str(tmp_path / "p2")]) == 2
+    # --zoom: each box segmented on its crop, the mask at the original size with nothing outside the crop
+    from samdistill.deploy.zoom import zoom_window
+
+    assert main(["predict", "test_sam", "--input", str(inp), "--prompts", str(tmp_path / "boxes.csv"),
+                 "--out", str(tmp_path / "zoomed"), "--zoom", "1.2"]) == 0
+    for name, *box in rows:
+        m = np.asarray(Image.open(tmp_path / "zoomed" / "masks" / Path(name).with_suffix(".png").name)) > 0
+        x0, y0, x1, y1 = zoom_window(np.array(box, float), m.shape, 1.2)
+        outside = m.copy()
+        outside[y0:y1, x0:x1] = False
+        assert m.shape == np.asarray(Image.open(inp / name)).shape[:2] and not outside.any()
+    assert main(["predict", "test_sam", "--input", str(inp), "--prompts", str(tmp_path / "boxes.csv"),
+                 "--out", str(tmp_path / "z2"), "--zoom", "0.5"]) == 2

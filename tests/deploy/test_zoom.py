@@ -35,3 +35,77 @@ def test_predict_zoomed_sees_the_crop_and_pastes_its_mask_back():
     mask = predict_zoomed(Model(), image, box, 2.0)
     assert seen["shape"] == (40, 40, 3) and seen["box"] == [15.0, 10.0, 24.0, 29.0]  # the box in the crop's frame
     assert mask.shape == (100, 200) and mask.sum() == 200 and mask[30:50, 40:50].all()
+
+
+class _Counting:
+    """Counts the Predictor's encoder calls and records the image size each one saw (before preprocessing)."""
+
+    def __init__(self, pred):
+        self.calls, self.pred = [], pred
+        pre = pred.preprocess
+        original = pre.image
+
+        def image(arr):
+            self.calls.append(np.asarray(arr).shape[:2])
+            return original(arr)
+
+        pred.preprocess = type("P", (), {"image": staticmethod(image),
+                                         "__getattr__": lambda s, k: getattr(pre, k)})()
+
+
+def test_predictor_zoom_matches_predict_zoomed_and_reuses_the_crop(tiny_model):
+    from samdistill import Predictor
+
+    image = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
+    box = np.array([40.0, 30.0, 59.0, 49.0])
+    plain = Predictor.from_torch(tiny_model)
+
+    class Whole:  # predict_zoomed's model: the plain Predictor on whatever image it is given
+        def predict(self, img, boxes):
+            plain.set_image(img)
+            return plain.predict(boxes=boxes)[0]
+
+    ref = predict_zoomed(Whole(), image, box, 1.5)
+    p = Predictor.from_torch(tiny_model)
+    p.zoom = 1.5
+    seen = _Counting(p)
+    p.set_image(image)
+    assert seen.calls == []  # nothing is encoded before a prompt says where
+    masks, iou = p.predict(boxes=box[None])
+    assert masks.shape == (1, 90, 120) and iou.shape == (1,)
+    assert (masks[0] == ref).all()
+    assert seen.calls == [(30, 30)]  # the 1.5 x 20 px crop
+    assert not masks[0, :, :35].any() and not masks[0, :25].any()  # nothing outside the crop
+    # a next click (the box moved by 2 px) and a corrective point inside the crop: no new encoder pass
+    p.predict(boxes=(box + [2, -2, 2, 1])[None])
+    p.predict(boxes=box[None], points=[[[50, 40]]], labels=[[0]])
+    assert len(seen.calls) == 1
+    # a box elsewhere, or one far larger than the crop: the crop is encoded anew
+    p.predict(boxes=[[0, 0, 19, 19]])
+    p.predict(boxes=[[0, 0, 119, 89]])
+    assert seen.calls[1:] == [(25, 25), (90, 120)]  # the corner crop is clipped to the image
+    # points alone have no scale: the whole image
+    p.set_image(image)
+    p.predict(points=[[10, 10]])
+    assert seen.calls[-1] == (90, 120)
+
+
+def test_predictor_zoom_state_and_bad_values(tiny_model):
+    from samdistill import Predictor
+    from samdistill.errors import UserError
+
+    image = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    p = Predictor.from_torch(tiny_model)
+    p.zoom = 2.0
+    p.set_image(image)
+    first = p.predict(boxes=[[10, 10, 25, 25]])[0]
+    state = p.get_state()
+    p.set_image(np.zeros((64, 64, 3), np.uint8))
+    p.set_state(state)
+    assert (p.predict(boxes=[[10, 10, 25, 25]])[0] == first).all()
+    plain = Predictor.from_torch(tiny_model)
+    with pytest.raises(UserError, match="another zoom"):
+        plain.set_state(state)
+    for bad in (0.5, float("nan")):
+        with pytest.raises(UserError, match="zoom must be"):
+            plain.zoom = bad

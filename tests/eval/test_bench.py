@@ -82,7 +82,7 @@ def test_first_click_times_the_file_read_and_next_click_only_the_decoder(tmp_pat
                     return getattr(self.pre, name)
 
             monkeypatch.setattr(pred, "preprocess", SlowPost(pred.preprocess))
-        monkeypatch.setattr(bench, "_describe", lambda spec, threads=None: (pred, info))
+        monkeypatch.setattr(bench, "_describe", lambda spec, threads=None, zoom=None: (pred, info))
         return bench.bench_model("test_sam", ds, ids, progress=False, threads=1, image_dir=tmp_path)
 
     real_read, real_describe, ms = bench.read_image, bench._describe, slow * 1e3
@@ -198,3 +198,31 @@ def test_interleaved_rows_equal_each_model_benched_alone(tmp_path, tiny_model, m
         assert r["n"] == a["n"] and r["dice"] == pytest.approx(a["dice"], abs=1e-6)
     assert together["test_sam"] == together["student"] == boxes["test_sam"] == boxes["student"]
     assert len({str(b) for b in together["student"]}) > 2  # tight and jittered boxes of several images
+
+
+def test_a_zoomed_row_scores_like_the_zoomed_predictor_and_says_so(tmp_path, tiny_model):
+    """``zooms``: the same model benched plain and zoomed in one run; the zoomed row's Dice is the zoomed
+    Predictor's, its enc/dec split is None (the crop is encoded inside predict) and bench.md names the zoom."""
+    from samdistill.data.datasets import open_dataset
+    from samdistill.data.prompts import tight_box
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.eval.bench import run_bench
+    from samdistill.eval.metrics import dice
+
+    data = "synthetic:n=10,size=64"
+    r = run_bench(["test_sam", "test_sam"], data, out_dir=tmp_path / "b", threads=1, progress=False,
+                  zooms=[None, 2.0])
+    plain, zoomed = r["rows"]
+    assert "zoom" not in plain and zoomed["zoom"] == 2.0
+    assert zoomed["latency_ms"]["preprocess_plus_encoder"] is None and zoomed["first_click_ms"] > 0
+    assert plain["latency_ms"]["preprocess_plus_encoder"] > 0
+    ds = open_dataset(data)
+    p = Predictor.load("test_sam", zoom=2.0)
+    scores = []
+    for s in ds.iter_samples(ds.ids("test")):
+        if s.mask.any():
+            p.set_image(s.image)
+            scores.append(dice(p.predict(boxes=tight_box(s.mask)[None])[0][0], s.mask))
+    assert zoomed["dice"] == pytest.approx(float(np.mean(scores)), abs=1e-9)
+    assert zoomed["dice"] != pytest.approx(plain["dice"], abs=1e-6)
+    assert "test_sam (zoom x2)" in (tmp_path / "b" / "bench.md").read_text()

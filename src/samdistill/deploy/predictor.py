@@ -7,6 +7,13 @@
 A prompt-free student (KnowSAM; a checkpoint or an exported ``model.onnx``) segments in ``set_image``
 and ``predict()`` takes no prompt: ``masks`` is ``1 x H x W``, ``iou`` is NaN.
 
+``zoom=M`` (promptable models): a box is segmented on the square crop of M x its longer side around it
+(:func:`samdistill.deploy.zoom.zoom_window`) instead of the whole image, so a small structure covers more of
+the embedding grid; the mask comes back at the original size (nothing outside the crop). ``set_image`` then
+only keeps the image; the first ``predict`` encodes the crop, and later prompts reuse that embedding while
+they lie inside the crop at a similar scale (a next click, a corrective point), else the crop is encoded anew.
+Point-only prompts have no scale: their crop is the whole image.
+
 Prompts are in original image pixels; a box or point outside the image is an error, not a clip.
 """
 
@@ -27,21 +34,45 @@ from samdistill.models.segmenter import segmenter
 
 class Predictor:
     def __init__(self, *, preprocess: Preprocess, encode, decode, name: str, backend: str,
-                 prompt_free: bool = False) -> None:
+                 prompt_free: bool = False, zoom: float | None = None) -> None:
         self.preprocess, self._encode, self._decode = preprocess, encode, decode
         self.name, self.backend, self.prompt_free = name, backend, prompt_free
         self._embedding: np.ndarray | None = None
         self._hw: tuple[int, int] | None = None
+        self._image: np.ndarray | None = None  # zoom: the image, kept until a prompt says where to crop
+        self._window: tuple[int, int, int, int] | None = None  # zoom: the crop the embedding is of
+        self.zoom = zoom
+
+    @property
+    def zoom(self) -> float | None:
+        """The zoom margin (None: the whole image is encoded, the default)."""
+        return self._zoom
+
+    @zoom.setter
+    def zoom(self, value: float | None) -> None:
+        if value is not None:
+            if self.prompt_free:
+                raise UserError(f"{self.name} is a prompt-free model: zoom needs a box to crop around")
+            if not np.isfinite(value) or value < 1:
+                raise UserError(f"zoom must be a number >= 1 (the crop's side over the box's longer side), got {value}")
+            value = float(value)
+        self._zoom = value
+        self._embedding = self._image = self._window = None  # an embedding of the other kind is not reused
+        self._hw = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def load(cls, model: str | Path, *, checkpoint: str | None = None, threads: int | None = None) -> "Predictor":
+    def load(cls, model: str | Path, *, checkpoint: str | None = None, threads: int | None = None,
+             zoom: float | None = None) -> "Predictor":
         p = Path(str(model))
         if p.is_dir():  # an export folder: from_onnx reads its manifest (and refuses one that is not)
-            return cls.from_onnx(p, threads=threads)
-        from samdistill.models.zoo import load_model
+            pred = cls.from_onnx(p, threads=threads)
+        else:
+            from samdistill.models.zoo import load_model
 
-        return cls.from_torch(load_model(model, checkpoint=checkpoint), name=p.stem if p.is_file() else str(model))
+            pred = cls.from_torch(load_model(model, checkpoint=checkpoint), name=p.stem if p.is_file() else str(model))
+        pred.zoom = zoom
+        return pred
 
     @classmethod
     def from_torch(cls, model, name: str = "model") -> "Predictor":
@@ -119,26 +150,67 @@ class Predictor:
 
     # ------------------------------------------------------------------ use
     def set_image(self, image: np.ndarray) -> None:
-        """Preprocess and encode ``image`` once; later ``predict`` calls only run the decoder."""
+        """Preprocess and encode ``image`` once; later ``predict`` calls only run the decoder. With ``zoom``
+        the image is kept and the first ``predict`` encodes the crop its prompt asks for."""
         arr = np.asarray(image)
         self._hw = (int(arr.shape[0]), int(arr.shape[1]))
-        x = self.preprocess.image(arr)[None].numpy()
-        self._embedding = self._encode(x)
+        self._embedding = self._window = None
+        if self._zoom is not None:
+            self._image = arr
+            return
+        self._embedding = self._encode(self.preprocess.image(arr)[None].numpy())
 
-    def get_state(self) -> tuple[np.ndarray, tuple[int, int]] | None:
-        """The encoded image (embedding and size), to keep per image and hand back with ``set_state``."""
-        return None if self._embedding is None else (self._embedding, self._hw)
+    def get_state(self) -> tuple | None:
+        """The encoded image (embedding, size; with zoom also the image and the crop), to keep per image and
+        hand back with ``set_state``."""
+        if self._hw is None:
+            return None
+        return (self._embedding, self._hw) if self._zoom is None else (self._embedding, self._hw, self._image,
+                                                                       self._window)
 
-    def set_state(self, state: tuple[np.ndarray, tuple[int, int]]) -> None:
+    def set_state(self, state: tuple) -> None:
         """Make a state from ``get_state`` current again: ``predict`` then needs no new ``set_image``."""
-        self._embedding, self._hw = state
+        if len(state) != (2 if self._zoom is None else 4):
+            raise UserError("this state was taken with another zoom setting; call set_image(image) again")
+        if self._zoom is None:
+            self._embedding, self._hw = state
+        else:
+            self._embedding, self._hw, self._image, self._window = state
+
+    def _zoomed(self, boxes: np.ndarray | None, points: np.ndarray | None) -> tuple[int, int, int, int]:
+        """Make ``self._embedding`` the embedding of a crop fit for these prompts (original pixels); its window.
+
+        The crop is :func:`~samdistill.deploy.zoom.zoom_window` of the box around every box and point (the whole
+        image for points alone). The current crop is kept when every prompt lies inside it and its side is at
+        most twice the new crop's (the same object at about the same scale: a next click, a corrective point)."""
+        from samdistill.deploy.zoom import zoom_window
+
+        h, w = self._hw
+        if boxes is None:
+            want = (0, 0, w, h)
+        else:
+            xy = boxes.reshape(-1, 2) if points is None else np.concatenate([boxes.reshape(-1, 2), points.reshape(-1, 2)])
+            want = zoom_window(np.r_[xy.min(0), xy.max(0)], (h, w), self._zoom)
+        have = self._window
+        if have is not None and self._embedding is not None:
+            xy = [b.reshape(-1, 2) for b in (boxes, points) if b is not None]
+            pts = np.concatenate(xy)
+            inside = ((pts >= [have[0], have[1]]) & (pts <= [have[2] - 1, have[3] - 1])).all()
+            scale = max(have[2] - have[0], have[3] - have[1]) <= 2 * max(want[2] - want[0], want[3] - want[1])
+            if inside and scale:
+                return have
+        x0, y0, x1, y1 = want
+        crop = self._image[y0:y1, x0:x1]
+        self._embedding = self._encode(self.preprocess.image(np.ascontiguousarray(crop))[None].numpy())
+        self._window = want
+        return want
 
     def predict(self, boxes=None, points=None, labels=None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes ``Nx4`` and/or points ``Nx P x 2`` (+ labels ``NxP``, 1 fg / 0 bg) in original pixels.
 
         Returns ``(masks NxHxW bool, iou N)``, all prompts decoded in one batch.
         """
-        if self._embedding is None:
+        if self._embedding is None and (self._zoom is None or self._image is None):
             raise UserError("call set_image(image) before predict()")
         hw = self._hw
         if self.prompt_free:
@@ -146,19 +218,32 @@ class Predictor:
                 raise UserError(f"{self.name} is a prompt-free model; call predict() without boxes or points")
             logits = self.preprocess.logits_to_original(torch.from_numpy(np.ascontiguousarray(self._embedding)), hw)
             return (logits[:, 0] > 0).numpy(), np.full(1, np.nan)
-        parts_c, parts_l = [], []
+        b = pts = None
         if boxes is not None:
             b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
             if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
                 raise UserError(f"boxes must be x0, y0, x1, y1 with x1 >= x0 and y1 >= y0: {b.tolist()}")
             check_inside(b.reshape(-1, 2, 2), self._hw, "box")
-            parts_c.append(self.preprocess.boxes_to_input(b, hw).reshape(-1, 2, 2))
-            parts_l.append(np.tile(np.array([[2, 3]]), (len(b), 1)))
         if points is not None:
             pts = np.asarray(points, dtype=np.float64)
             pts = pts.reshape(-1, 1, 2) if pts.ndim == 2 else pts
-            lab = np.ones(pts.shape[:2], np.int64) if labels is None else np.asarray(labels).reshape(pts.shape[:2])
             check_inside(pts, self._hw, "point")
+        if b is None and pts is None:
+            raise UserError("give boxes or points")
+        window = None
+        if self._zoom is not None:  # decode on the crop: prompts in its frame, the mask pasted back below
+            window = self._zoomed(b, pts)
+            hw = (window[3] - window[1], window[2] - window[0])
+            if b is not None:
+                b = b - [window[0], window[1], window[0], window[1]]
+            if pts is not None:
+                pts = pts - [window[0], window[1]]
+        parts_c, parts_l = [], []
+        if b is not None:
+            parts_c.append(self.preprocess.boxes_to_input(b, hw).reshape(-1, 2, 2))
+            parts_l.append(np.tile(np.array([[2, 3]]), (len(b), 1)))
+        if pts is not None:
+            lab = np.ones(pts.shape[:2], np.int64) if labels is None else np.asarray(labels).reshape(pts.shape[:2])
             pts_in = self.preprocess.points_to_input(pts, hw)
             if boxes is not None:  # points refine the boxes: one prompt = box corners + its points
                 if len(pts_in) != len(parts_c[0]):
@@ -168,13 +253,16 @@ class Predictor:
             else:  # segment-anything pads point-only prompts with a (0, 0) point labelled -1
                 parts_c.append(np.concatenate([pts_in, np.zeros((len(pts_in), 1, 2))], 1))
                 parts_l.append(np.concatenate([lab, -np.ones((len(pts_in), 1), np.int64)], 1))
-        if not parts_c:
-            raise UserError("give boxes or points")
         coords = parts_c[0].astype(np.float32)
         labs = parts_l[0].astype(np.int64)
         low, iou = self._decode(self._embedding, coords, labs)
         logits = self.preprocess.logits_to_original(torch.from_numpy(np.ascontiguousarray(low)), hw)
-        return (logits[:, 0] > 0).numpy(), np.asarray(iou)[:, 0]
+        masks = (logits[:, 0] > 0).numpy()
+        if window is not None:
+            full = np.zeros((len(masks),) + self._hw, dtype=bool)
+            full[:, window[1]:window[3], window[0]:window[2]] = masks
+            masks = full
+        return masks, np.asarray(iou)[:, 0]
 
 
 def check_inside(xy: np.ndarray, hw: tuple[int, int], what: str) -> None:
@@ -543,7 +631,7 @@ def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, 
 
 def predict_images(model: str | Path, input: str | Path, prompts: str | Path | None, out_dir: str | Path, *,
                    checkpoint: str | Path | None = None, threads: int | None = None, on_error: str = "raise",
-                   force: bool = False, progress: bool = True) -> dict[str, Any]:
+                   force: bool = False, progress: bool = True, zoom: float | None = None) -> dict[str, Any]:
     """``samdistill predict`` on an image or a folder of images: list the inputs, read and check the prompt
     file, check every image header and prompt, and only then load the model and segment, into a staged
     ``out_dir`` (see :func:`predict_folder`). Without ``prompts`` the model must be prompt-free."""
@@ -562,5 +650,6 @@ def predict_images(model: str | Path, input: str | Path, prompts: str | Path | N
                 raise UserError(f"{pred.name} is a prompt-free model; drop --prompts")
             if not pred.prompt_free and table is None:
                 raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
+            pred.zoom = zoom
             result = _predict_into(pred, plan, tmp, on_error=on_error, progress=progress)
     return {**result, "out": str(out_dir)}

@@ -12,6 +12,9 @@ first click is image in -> mask out). A generated dataset (``synthetic``) has no
 written once as PNG to a temporary folder so the read is timed too.
 Models are timed in this process with the same thread count (ONNX sessions included), interleaved image by
 image (:func:`bench_models`), so a slow spell of a shared machine slows every row alike and their ratios hold.
+A model may be benched with ``zoom=M`` (:class:`~samdistill.deploy.predictor.Predictor`: the box's crop is
+encoded instead of the whole image): its row says ``zoom``; its first click and end-to-end time hold the crop's
+encoder pass, which happens in the first ``predict``, so its encoder/decoder split is not measured (None).
 Writes ``bench.json``, ``bench.md`` and ``pareto.png`` (accuracy vs latency and vs MACs).
 """
 
@@ -47,7 +50,15 @@ INTERLEAVED = "interleaved: each image through every model in turn, the first mo
 JITTER_PX = 3
 
 
-def _describe(spec: str, threads: int | None = None) -> tuple[Predictor, dict[str, Any]]:
+def _describe(spec: str, threads: int | None = None, zoom: float | None = None) -> tuple[Predictor, dict[str, Any]]:
+    pred, info = _load(spec, threads)
+    if zoom is not None:
+        pred.zoom = zoom
+        info["zoom"] = pred.zoom
+    return pred, info
+
+
+def _load(spec: str, threads: int | None) -> tuple[Predictor, dict[str, Any]]:
     p = Path(spec)
     info: dict[str, Any] = {"model": spec}
     if p.is_dir():
@@ -85,21 +96,26 @@ def jittered_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
 
 
 def bench_model(spec: str, dataset, ids: list[str], *, progress: bool = True, threads: int | None = None,
-                image_dir: Path | None = None, clicks: int = 0) -> dict[str, Any]:
+                image_dir: Path | None = None, clicks: int = 0, zoom: float | None = None) -> dict[str, Any]:
     """One model's row (:func:`bench_models` with one model)."""
-    return bench_models([spec], dataset, ids, progress=progress, threads=threads, image_dir=image_dir, clicks=clicks)[0]
+    return bench_models([spec], dataset, ids, progress=progress, threads=threads, image_dir=image_dir, clicks=clicks,
+                        zooms=[zoom])[0]
 
 
 def bench_models(specs: list[str], dataset, ids: list[str], *, progress: bool = True, threads: int | None = None,
-                 image_dir: Path | None = None, clicks: int = 0) -> list[dict[str, Any]]:
+                 image_dir: Path | None = None, clicks: int = 0,
+                 zooms: list[float | None] | None = None) -> list[dict[str, Any]]:
     """One row per model, the models interleaved: every image is read, encoded and decoded by each model in turn
     (the order rotated by one model per image), so a slow spell of a shared machine lands on all of them alike and
     their latency ratios hold; the batch-16 throughput likewise alternates the models over its 3 rounds.
     ``image_dir``: where the images of a dataset without files (``synthetic``) are written so a first click reads
     a file like a user's does (a temporary folder when None). ``clicks``: also the interactive protocol (the
     tight box, then up to ``clicks`` corrective clicks) on each image, decoded on the embedding of the timed pass
-    (untimed; no second encoder pass): ``row["clicks"]``."""
-    passes = [_ModelPass(*_describe(spec, threads), clicks=clicks) for spec in specs]
+    (untimed; no second encoder pass): ``row["clicks"]``. ``zooms``: one zoom margin (or None) per model."""
+    zooms = list(zooms) if zooms is not None else [None] * len(specs)
+    if len(zooms) != len(specs):
+        raise ValueError(f"{len(zooms)} zoom values for {len(specs)} models")
+    passes = [_ModelPass(*_describe(spec, threads, z), clicks=clicks) for spec, z in zip(specs, zooms)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(image_dir or tmp)
         rng = np.random.default_rng(0)  # the same next-click boxes for every model
@@ -164,8 +180,10 @@ class _ModelPass:
             self.curves.append(run_clicks(pred, image, sample.mask, first="box", clicks=self.clicks, encoded=True)[0])
         self.acc.add(image_metrics(masks[0], sample.mask))
         self.coco.add(sample.mask, masks[0], 1.0 if pred.prompt_free else float(iou[0]))
+        split = pred.zoom is None  # zoomed: set_image only keeps the image, the crop is encoded in predict
         for k, v in (("enc", t1 - t0), ("dec", t2 - t1), ("e2e", t2 - t0), ("first", t2 - t_read)):
-            self.times[k].append(v * 1e3)
+            if split or k in ("e2e", "first"):
+                self.times[k].append(v * 1e3)
 
     def batch16(self, x: np.ndarray) -> None:
         """Throughput at batch 16: one batched encoder call on ``x`` + 16 decoder calls."""
@@ -214,16 +232,17 @@ def _throughput(passes: list[_ModelPass]) -> None:
 
 def run_bench(models: list[str], data: str, *, out_dir: str | Path, split: str = "test", limit: int | None = None,
               threads: int | None = None, labels: list[int] | None = None, progress: bool = True,
-              clicks: int = 0) -> dict[str, Any]:
+              clicks: int = 0, zooms: list[float | None] | None = None) -> dict[str, Any]:
     """Bench ``models`` on ``data[split][:limit]`` into ``out_dir``; ``labels``: masks are label maps;
-    ``clicks``: each promptable row also carries the Dice-vs-clicks curve (:func:`bench_model`)."""
+    ``clicks``: each promptable row also carries the Dice-vs-clicks curve (:func:`bench_model`); ``zooms``: one
+    zoom margin (or None) per model."""
     out = check_out_dir(out_dir)  # before any model is loaded
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data, labels=labels)
     ids = ds.ids(split, limit)
     t0 = time.perf_counter()
     with num_threads(threads) as used:
-        rows = bench_models(models, ds, ids, progress=progress, threads=used, clicks=clicks)
+        rows = bench_models(models, ds, ids, progress=progress, threads=used, clicks=clicks, zooms=zooms)
     ref = rows[0]
     for r in rows:
         r["speedup_end_to_end_vs_first"] = ref["latency_ms"]["end_to_end"] / r["latency_ms"]["end_to_end"]
@@ -256,7 +275,7 @@ def bench_markdown(r: dict[str, Any]) -> str:
         "|" + "---|" * len(cols),
     ]
 
-    def ms(v: float | None) -> str:  # None: a prompt-free model has no next click
+    def ms(v: float | None) -> str:  # None: a prompt-free model has no next click; a zoomed one no enc/dec split
         return "–" if v is None else f"{v:.1f}"
 
     def ratio(v: float | None) -> str:
@@ -268,11 +287,12 @@ def bench_markdown(r: dict[str, Any]) -> str:
         first = f" {ms(x.get('first_click_ms'))} | {ms(x.get('next_click_ms'))} |" if clicks else ""
         first_ratio = (f" {ratio(x.get('first_click_speedup_vs_first'))} | "
                        f"{ratio(x.get('next_click_speedup_vs_first'))} |") if clicks else ""
+        name = x["model"] + (f" (zoom x{x['zoom']:g})" if x.get("zoom") else "")
         lines.append(
-            f"| {x['model']} | {x['backend']} | {x['n']} | {x['dice']:.4f} | {x['iou']:.4f} | {x['hd95']:.2f} | "
+            f"| {name} | {x['backend']} | {x['n']} | {x['dice']:.4f} | {x['iou']:.4f} | {x['hd95']:.2f} | "
             f"{x.get('coco_mask_ap', {}).get('map', float('nan')):.4f} | "
-            f"{x['params_total'] / 1e6:.2f} | {g} | {lat['preprocess_plus_encoder']:.1f} | "
-            f"{lat['decoder_plus_postprocess']:.1f} | {lat['end_to_end']:.1f} |{first} {x['throughput_img_s_batch16']:.2f} | "
+            f"{x['params_total'] / 1e6:.2f} | {g} | {ms(lat['preprocess_plus_encoder'])} | "
+            f"{ms(lat['decoder_plus_postprocess'])} | {lat['end_to_end']:.1f} |{first} {x['throughput_img_s_batch16']:.2f} | "
             f"{x['peak_memory_mb_batch16'] if x.get('peak_memory_mb_batch16') is not None else float('nan'):.0f} | "
             f"{x['speedup_end_to_end_vs_first']:.1f}x |{first_ratio} {x['throughput_ratio_vs_first']:.1f}x |"
         )
@@ -281,7 +301,10 @@ def bench_markdown(r: dict[str, Any]) -> str:
     click_note = ("First click: read the image file + preprocess + encoder + decoder (tight box) + postprocess to the "
                   "original size; next click: decoder + postprocess for a new box (tight box jittered by up to "
                   f"{r.get('jitter_px', JITTER_PX)} px) on the cached embedding (– for a prompt-free model). ") if clicks else ""
-    order = "Models interleaved: each image through every model in turn, the first one rotating. " if r.get(
+    zoom_note = ("Zoomed rows (zoom xM): the box's crop (M x its longer side) is encoded in the first predict, so "
+                 "their enc/dec split is not measured (–); first click and end to end hold it. "
+                 if any(x.get("zoom") for x in r["rows"]) else "")
+    order = zoom_note + "Models interleaved: each image through every model in turn, the first one rotating. " if r.get(
         "timing") else ""
     lines.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; run took {r['seconds'] / 60:.1f} min. "
                  f"Latency: median over the images after {warmup}, batch 1. {order}{click_note}Peak memory: extra "

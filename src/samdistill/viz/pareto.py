@@ -12,7 +12,8 @@ def _model_label(x: dict[str, Any]) -> str:
     """``run/student.pt (torch)`` for a path (its last two parts: the run names the file), the name for a
     registered model; from the string alone, so a bench.json from another machine plots the same."""
     p = Path(x["model"])
-    return f"{p.parent.name + '/' if p.parent.name else ''}{p.name} ({x['backend']})"
+    zoom = f", zoom x{x['zoom']:g}" if x.get("zoom") else ""
+    return f"{p.parent.name + '/' if p.parent.name else ''}{p.name} ({x['backend']}{zoom})"
 
 
 def _number_points(ax, pts: list[tuple[int, float, float]], xlim, ylim) -> None:
