@@ -385,3 +385,27 @@ def test_knowsam_run_stopped_by_sigterm_says_how_to_resume(monkeypatch, tmp_path
     monkeypatch.setattr(samdistill.api, "evaluate_model", lambda *a, **k: pytest.fail("evaluated an unfinished run"))
     with pytest.raises(SystemExit, match=r"\(b\) knowsam stopped \(SIGTERM\) after 1784 steps; call the same command"):
         ks.run_variant("kvasir_seg", tmp_path, "knowsam", object())
+
+
+def test_student_zoomed_rows_leave_the_targets_on_the_plain_rows(monkeypatch):
+    """Zoomed rows are stated beside the targets: adding them changes no target, and their block averages the zoomed
+    students against the plain and the zoomed teacher."""
+    st = _script("student", monkeypatch)
+
+    def row(model, backend, seed, dice, zoom=None, ms=(100.0, 10.0)):
+        return {"model": model, "backend": backend, "seed": seed, "zoom": zoom, "dice": dice, "dice_clicks": [dice] * 4,
+                "encoder_gmacs": 1.0, "decoder_gmacs": 1.0, "first_click_ms": ms[0], "next_click_ms": ms[1]}
+
+    plain = [row("teacher", "torch", None, 0.90, ms=(1000.0, 60.0)), row("teacher", "onnx", None, 0.90),
+             row("student", "torch", 0, 0.86), row("student", "onnx", 0, 0.86), row("student", "onnx-int8", 0, 0.86),
+             row("student", "torch", 1, 0.84)]
+    zoomed = [row("teacher", "torch", None, 0.88, 1.5), row("student", "torch", 0, 0.89, 1.5),
+              row("student", "torch", 1, 0.87, 1.5)]
+    train = {"0": {"train_minutes": 90}, "1": {"train_minutes": 100}}
+    base, both = st.targets("kvasir_seg", plain, train), st.targets("kvasir_seg", plain + zoomed, train)
+    assert "zoom" not in base and {k: v for k, v in both.items() if k != "zoom"} == base
+    assert base["dice_gap"] == pytest.approx(-0.05) and not base["met"]["dice_within_0.015"]
+    z = both["zoom"]
+    assert z["student_dice_mean_over_seeds"] == pytest.approx(0.88)
+    assert z["gap_to_plain_teacher"] == pytest.approx(-0.02) and z["gap_to_zoomed_teacher"] == pytest.approx(0.0)
+    assert z["gap_to_best_teacher"] == pytest.approx(-0.02) and z["first_click_speedup"] == pytest.approx(10.0)
