@@ -409,3 +409,13 @@ def test_student_zoomed_rows_leave_the_targets_on_the_plain_rows(monkeypatch):
     assert z["student_dice_mean_over_seeds"] == pytest.approx(0.88)
     assert z["gap_to_plain_teacher"] == pytest.approx(-0.02) and z["gap_to_zoomed_teacher"] == pytest.approx(0.0)
     assert z["gap_to_best_teacher"] == pytest.approx(-0.02) and z["first_click_speedup"] == pytest.approx(10.0)
+
+
+def test_student_2h_target_judges_the_runs_trained_at_the_bench_threads(monkeypatch):
+    st = _script("student", monkeypatch)
+    train = {"0": {"train_minutes": 134.0, "threads": "1"}, "1": {"train_minutes": 114.7, "threads": "1"},
+             "2": {"train_minutes": 79.4, "threads": "2"}}
+    assert st.judged_runs(train, 2) == ["2"]
+    assert st.judged_runs(train, 1) == ["0", "1"]
+    assert st.judged_runs({k: v for k, v in train.items() if k != "2"}, 2) == ["0", "1"]  # none at 2: all judged
+    assert st.judged_runs({"0": {"train_minutes": 90, "threads": "1, 2"}}, 2) == ["0"]  # mixed: not wholly at 2
