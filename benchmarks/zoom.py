@@ -4,7 +4,8 @@ For each validation image with foreground: the tight box; each model segments th
 (``plain``) and, for each ``--margins`` value, the square crop of margin x the box's longer side around it
 (:func:`samdistill.deploy.zoom.predict_zoomed`, pasted back; nothing outside the crop). Dice at the original size
 (:func:`samdistill.eval.metrics.dice`), over all images and by the box's share of the image. Models: the LiteMedSAM
-teacher and the default recipe's students of ``benchmarks/student.py`` (``--seeds``). Validation split only:
+teacher, the default recipe's students of ``benchmarks/student.py`` (``--seeds``) and any other run folders
+(``--runs``, e.g. an ablation's: a student trained on crops with ``data.zoom``). Validation split only:
 a zoom setting is chosen here, never on the test images. No timing: a zoomed click encodes the crop instead of
 the whole image (one encoder pass either way when the box comes with the image).
 
@@ -16,12 +17,14 @@ Writes benchmarks/results/zoom_<dataset>.json + .md::
 Usage::
 
     python benchmarks/zoom.py --dataset kvasir_seg --seeds 0 1 2 --threads 1
+    python benchmarks/zoom.py --dataset kvasir_seg --seeds 0 --runs benchmarks/results/runs/student_kvasir_seg_s0_data-zoom-1-5
     python benchmarks/zoom.py --render-only
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from _common import RESULTS, dataset_main, machine_line, markdown_table, shared_dataset
 
@@ -47,6 +50,11 @@ def run(args) -> dict:
             raise SystemExit(f"no student at {pt}: python benchmarks/student.py --datasets {args.dataset} "
                              f"--seeds {seed} --train-only")
         models[f"student seed {seed}"] = (str(pt), str(pt.relative_to(RESULTS.parent.parent)))
+    for run_dir in args.runs or []:
+        pt = (Path(run_dir) if Path(run_dir).is_absolute() else RESULTS.parent.parent / run_dir) / "student.pt"
+        if not pt.is_file():
+            raise SystemExit(f"no student at {pt}")
+        models[f"student {pt.parent.name}"] = (str(pt), str(pt.relative_to(RESULTS.parent.parent)))
     ds = open_dataset(str(shared_dataset(args.dataset)))
     ids = ds.ids("val", args.limit)
     t0, rows = time.time(), []
@@ -87,8 +95,9 @@ def markdown(r: dict) -> str:
         "(`samdistill.deploy.zoom`). Dice at the original size. Students: the default recipe's runs of "
         "`benchmarks/student.py` (" + ", ".join(f"`{x['run']}`" for x in r["rows"][1:]) + f"). Took "
         f"{r['minutes']:.1f} min, written {r['written']} by `python benchmarks/zoom.py --dataset {r['dataset']} --seeds "
-        + " ".join(x["model"].rsplit(" ", 1)[-1] for x in r["rows"][1:]) + f" --margins {' '.join(ms)} --threads "
-        f"{r['threads']}`. "
+        + " ".join(x["model"].rsplit(" ", 1)[-1] for x in r["rows"][1:] if x["model"].startswith("student seed "))
+        + "".join(f" --runs {x['run'].rsplit('/', 1)[0]}" for x in r["rows"][1:] if not x["model"].startswith("student seed "))
+        + f" --margins {' '.join(ms)} --threads {r['threads']}`. "
         + machine_line(r["machine"], r["threads"]), "",
         markdown_table(table, ["model", "all: plain", *(f"all: zoom x{m}" for m in ms), f"{small}: plain",
                                *(f"small: zoom x{m}" for m in ms)]), ""])
@@ -97,6 +106,7 @@ def markdown(r: dict) -> str:
 def _arguments(ap) -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="the students of benchmarks/student.py's runs")
     ap.add_argument("--margins", nargs="+", type=float, default=[1.5, 2.0], help="crop side / the box's longer side")
+    ap.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="other students: run folders (relative to the repo)")
 
 
 def main() -> None:

@@ -282,3 +282,36 @@ def test_a_run_from_before_a_neutral_key_was_added_is_still_that_run(tmp_path):
     del tree["student"]["detail"]
     write(tree)
     assert finished_run(out, cfg) == (None, ["student.detail"])
+
+
+def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
+    """``data.zoom``: every sample is the crop of zoom x its mask's tight box (empty masks stay whole), so the cache
+    holds the teacher's embeddings of those crops and the run trains and validates on them."""
+    import numpy as np
+    from pydantic import ValidationError
+
+    from samdistill.data.cache import open_run_dataset
+    from samdistill.data.prompts import tight_box, zoom_window
+
+    cfg = _cfg(tmp_path, data={"path": DATA, "zoom": 1.5}, stage1={"epochs": 1, "batch_size": 4},
+               stage2={"epochs": 1, "batch_size": 4})
+    ds = open_run_dataset(cfg)
+    whole = open_run_dataset(_cfg(tmp_path))
+    seen = 0
+    for sid in ds.ids("train"):
+        a, b = ds.load(sid), whole.load(sid)
+        if not b.mask.any():
+            assert a.image.shape == b.image.shape
+            continue
+        x0, y0, x1, y1 = zoom_window(tight_box(b.mask), b.mask.shape, 1.5)
+        assert (a.image == b.image[y0:y1, x0:x1]).all() and (a.mask == b.mask[y0:y1, x0:x1]).all()
+        assert a.mask.sum() == b.mask.sum()  # the crop holds the whole object
+        seen += a.image.shape[0] < b.image.shape[0] or a.image.shape[1] < b.image.shape[1]
+    assert seen > 0  # some crops are smaller than their image
+    s = distill(cfg, tmp_path / "zoomed")
+    plain = distill(_cfg(tmp_path, stage1={"epochs": 1, "batch_size": 4}, stage2={"epochs": 1, "batch_size": 4}),
+                    tmp_path / "plain")
+    assert s["cache"]["misses"] > 0 and plain["cache"]["misses"] > 0  # crops and whole images: separate entries
+    assert np.isfinite(s["best"]["dice"])
+    with pytest.raises((UserError, ValidationError), match="zoom"):
+        load_config("kdsam", {"data": {"path": DATA, "zoom": 0.5}})

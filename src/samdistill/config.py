@@ -36,6 +36,8 @@ class DataConfig(Strict):
     mask_threshold: Optional[int] = Field(None, ge=1, le=255)
     labels: Optional[list[int]] = None  # label-map masks: foreground = pixels with these values; 0 and others background
     seed: int = 0
+    # train and validate on the crop of zoom x each mask's tight box (a student used with `predict --zoom`); None: whole images
+    zoom: Optional[float] = Field(None, ge=1)
 
     @field_validator("labels")
     @classmethod

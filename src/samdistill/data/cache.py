@@ -221,9 +221,12 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 def open_run_dataset(cfg: "DistillConfig") -> SegDataset:
-    """The dataset a run's config names (``cfg.data``), opened as the run opens it."""
-    return open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
-                        mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
+    """The dataset a run's config names (``cfg.data``), opened as the run opens it (``data.zoom``: its samples
+    are the crops around their masks' boxes)."""
+    ds = open_dataset(cfg.data.path, layout=cfg.data.layout, on_error=cfg.data.on_error,
+                      mask_threshold=cfg.data.mask_threshold, labels=cfg.data.labels, seed=cfg.data.seed)
+    ds.zoom = cfg.data.zoom
+    return ds
 
 
 def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True

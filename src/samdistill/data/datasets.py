@@ -120,6 +120,7 @@ class SegDataset:
         self.ignored = scan.ignored
         self.skipped: list[tuple[str, str]] = []
         self._generator = generator
+        self.zoom: float | None = None  # set: every sample is the crop of zoom x its mask's tight box (see load)
         for path, reason in scan.problems:
             self._problem(DataError(f"{reason}: {path}", path))
         if split is None:
@@ -180,7 +181,20 @@ class SegDataset:
         return ids[:limit] if limit is not None else list(ids)
 
     def load(self, sid: str) -> Sample:
-        """Read one sample; raises :class:`DataError` on bad files (the caller applies ``on_error``)."""
+        """Read one sample; raises :class:`DataError` on bad files (the caller applies ``on_error``). With
+        ``zoom`` set, the sample is the square crop of ``zoom`` x its mask's tight box around it
+        (:func:`samdistill.data.prompts.zoom_window`; an empty mask keeps the whole image): what a Predictor
+        with the same ``zoom`` encodes at a box."""
+        sample = self._read(sid)
+        if self.zoom is None or not sample.mask.any():
+            return sample
+        from samdistill.data.prompts import tight_box, zoom_window
+
+        x0, y0, x1, y1 = zoom_window(tight_box(sample.mask), sample.mask.shape, self.zoom)
+        return Sample(sid, np.ascontiguousarray(sample.image[y0:y1, x0:x1]),
+                      np.ascontiguousarray(sample.mask[y0:y1, x0:x1]), {**sample.meta, "zoom_window": [x0, y0, x1, y1]})
+
+    def _read(self, sid: str) -> Sample:
         rec = self.by_id[sid]
         if self._generator is not None:
             image, mask = self._generator(int(rec.meta["index"]))

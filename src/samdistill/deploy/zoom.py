@@ -11,19 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def zoom_window(box: np.ndarray, hw: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` (x1, y1 exclusive) of the square crop around ``box`` (inclusive pixel box, as
-    :func:`samdistill.data.prompts.tight_box`): ``margin`` x its longer side (at least the box itself), centred
-    on it, clipped to the image."""
-    if margin < 1:
-        raise ValueError(f"a zoom margin below 1 would cut the box: {margin}")
-    bx0, by0, bx1, by1 = (float(v) for v in box)
-    side = max(bx1 - bx0 + 1, by1 - by0 + 1) * margin
-    cx, cy = (bx0 + bx1 + 1) / 2, (by0 + by1 + 1) / 2
-    x0, y0 = max(0, int(np.floor(cx - side / 2))), max(0, int(np.floor(cy - side / 2)))
-    x1, y1 = min(hw[1], int(np.ceil(cx + side / 2))), min(hw[0], int(np.ceil(cy + side / 2)))
-    return min(x0, int(bx0)), min(y0, int(by0)), max(x1, int(bx1) + 1), max(y1, int(by1) + 1)
+from samdistill.data.prompts import zoom_window  # noqa: F401  (the crop; re-exported here)
 
 
 def predict_zoomed(model, image: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
