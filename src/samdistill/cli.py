@@ -330,8 +330,9 @@ def predict(
         OnErrorChoice.raise_, help="Images: raise: stop at an unreadable image or an image without a prompt, "
         "writing nothing; skip: segment the rest and list them in skipped.csv. A bad prompt value is always an error."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out as a whole, once the new output is complete."),
-    zoom: Optional[float] = typer.Option(None, min=1.0, help="Segment each box on the square crop of ZOOM x its longer "
-                                         "side around it (1.5 for the kdsam student, chosen on Kvasir-SEG val); default: the whole image."),
+    zoom: Optional[float] = typer.Option(None, min=0.0, help="Segment each box on the square crop of ZOOM x its longer "
+                                         "side around it (>= 1; 1.5 helps the kdsam student, chosen on Kvasir-SEG val); 0: the whole "
+                                         "image; default: the zoom the model was distilled with (data.zoom), else the whole image."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Segment images with box/point prompts; each image is encoded once, its prompts decoded together.
@@ -376,7 +377,7 @@ def predict(
         with staged_dir(out, force=force, owned_by="samdistill predict") as tmp:
             with num_threads(threads):
                 pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads,
-                                      zoom=zoom)
+                                      zoom="auto" if zoom is None else zoom)
                 row = predict_volume(pred, input, b, slice_index, tmp, axis=axis, progress=progress, final_dir=out)
         typer.echo(f"{row['volume']}: {row['voxels']} voxels = {row['volume_mm3']:.1f} mm3 over {row['slices']} "
                    f"slices; wrote {row['mask']} and {out / 'volumes.csv'}")
@@ -384,7 +385,7 @@ def predict(
     from samdistill.deploy.predictor import predict_images
 
     r = predict_images(model, input, prompts, out, checkpoint=checkpoint, threads=threads, on_error=on_error.value,
-                       force=force, progress=progress, zoom=zoom)
+                       force=force, progress=progress, zoom="auto" if zoom is None else zoom)
     if r["unused_prompts"]:
         n = len(r["unused_prompts"])
         typer.echo(f"warning: {prompts} has prompts for {n} file(s) not among the inputs: "
@@ -405,8 +406,9 @@ def bench(
     threads: Optional[int] = typer.Option(None, min=1, help="torch / onnxruntime threads (stated in the table)."),
     labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
                                          "e.g. 1,2 or 2 (0 and any other value are background)."),
-    zoom: Optional[float] = typer.Option(None, min=1.0, help="Bench every promptable model with the box's crop of "
-                                         "ZOOM x its longer side encoded instead of the whole image (see predict --zoom)."),
+    zoom: Optional[float] = typer.Option(None, min=0.0, help="Bench every promptable model with the box's crop of "
+                                         "ZOOM x its longer side encoded instead of the whole image (see predict --zoom; 0: "
+                                         "the whole image; default: each model's own)."),
 ) -> None:
     """Accuracy, MACs, latency and throughput of several models side by side, timed in one process.
 
@@ -419,7 +421,7 @@ def bench(
     from samdistill.eval.bench import run_bench
 
     run_bench(list(models), data, out_dir=out, split=split, limit=limit, threads=threads,
-              labels=parse_labels(labels) if labels else None, zooms=[zoom] * len(models) if zoom else None)
+              labels=parse_labels(labels) if labels else None, zooms=[zoom] * len(models) if zoom is not None else None)
     typer.echo((out / "bench.md").read_text())
 
 

@@ -165,6 +165,7 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         provenance = {
             "method": cfg.method, "teacher": cfg.teacher, "teacher_id": cache.teacher_id, "data": str(cfg.data.path),
             "train_split": cfg.data.train_split, "best": result["best"], "samdistill": __version__, **extra,
+            **({"zoom": cfg.data.zoom} if cfg.data.zoom else {}),  # the Predictor zooms the same (zoom="auto")
         }
         save_model(final, out / "student.pt", provenance=provenance)
         _overlays(final, teacher, ds, val_ids[: cfg.overlays], out / "overlays", names=(cfg.teacher, student_name))

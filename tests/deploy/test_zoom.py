@@ -109,3 +109,21 @@ def test_predictor_zoom_state_and_bad_values(tiny_model):
     for bad in (0.5, float("nan")):
         with pytest.raises(UserError, match="zoom must be"):
             plain.zoom = bad
+
+
+def test_a_student_distilled_on_crops_zooms_by_default_in_torch_and_onnx(tmp_path, tiny_model):
+    """``data.zoom`` is recorded in the checkpoint and the export manifest; ``zoom="auto"`` takes it, an explicit
+    value (0: the whole image) wins; a model without it does not zoom."""
+    from samdistill import Predictor
+    from samdistill.deploy.onnx import export_promptable
+    from samdistill.models.zoo import load_model, save_model
+
+    student = load_model("test_efficientvit_b0", teacher=tiny_model).eval()
+    pt = save_model(student, tmp_path / "zoomed.pt", provenance={"zoom": 1.5})
+    plain_pt = save_model(student, tmp_path / "plain.pt")
+    assert Predictor.load(pt).zoom == 1.5 and Predictor.load(plain_pt).zoom is None
+    assert Predictor.load(pt, zoom=0).zoom is None and Predictor.load(pt, zoom=2).zoom == 2.0
+    export_promptable(load_model(pt), tmp_path / "onnx", source=str(pt))
+    export_promptable(load_model(plain_pt), tmp_path / "onnx_plain", source=str(plain_pt))
+    assert Predictor.load(tmp_path / "onnx").zoom == 1.5 and Predictor.load(tmp_path / "onnx_plain").zoom is None
+    assert Predictor.load(tmp_path / "onnx", zoom=None).zoom is None

@@ -299,6 +299,9 @@ def _export(kind: str, write: Callable[..., tuple[dict[str, Any], dict[str, Any]
         (tmp / "verification.json").write_text(json.dumps(report, indent=2))
         manifest = _manifest(tmp, kind, family=getattr(model, "family", None), opset=opset, source=source,
                              report=report) | extra
+        zoom = (getattr(model, "provenance", None) or {}).get("zoom")
+        if zoom:  # distilled on crops (data.zoom): the Predictor zooms the same by default
+            manifest["zoom"] = zoom
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return report
 

@@ -12,7 +12,9 @@ and ``predict()`` takes no prompt: ``masks`` is ``1 x H x W``, ``iou`` is NaN.
 the embedding grid; the mask comes back at the original size (nothing outside the crop). ``set_image`` then
 only keeps the image; the first ``predict`` encodes the crop, and later prompts reuse that embedding while
 they lie inside the crop at a similar scale (a next click, a corrective point), else the crop is encoded anew.
-Point-only prompts have no scale: their crop is the whole image.
+Point-only prompts have no scale: their crop is the whole image. A student distilled on such crops (the recipe
+key ``data.zoom``) says so in its checkpoint and its export's manifest, and ``zoom="auto"`` (the default of
+``load``, ``from_torch`` and ``from_onnx``) takes that value; ``zoom=None`` (or 0) segments the whole image.
 
 Prompts are in original image pixels; a box or point outside the image is an error, not a clip.
 """
@@ -50,6 +52,8 @@ class Predictor:
 
     @zoom.setter
     def zoom(self, value: float | None) -> None:
+        if value == 0:  # the CLI's --zoom 0: the whole image, whatever the model was trained with
+            value = None
         if value is not None:
             if self.prompt_free:
                 raise UserError(f"{self.name} is a prompt-free model: zoom needs a box to crop around")
@@ -63,19 +67,19 @@ class Predictor:
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, model: str | Path, *, checkpoint: str | None = None, threads: int | None = None,
-             zoom: float | None = None) -> "Predictor":
+             zoom: float | None | str = "auto") -> "Predictor":
+        """A model name, checkpoint or export folder. ``zoom``: ``"auto"`` the zoom the model was distilled
+        with (none for most), ``None``/0 the whole image, a number >= 1 that zoom."""
         p = Path(str(model))
         if p.is_dir():  # an export folder: from_onnx reads its manifest (and refuses one that is not)
-            pred = cls.from_onnx(p, threads=threads)
-        else:
-            from samdistill.models.zoo import load_model
+            return cls.from_onnx(p, threads=threads, zoom=zoom)
+        from samdistill.models.zoo import load_model
 
-            pred = cls.from_torch(load_model(model, checkpoint=checkpoint), name=p.stem if p.is_file() else str(model))
-        pred.zoom = zoom
-        return pred
+        return cls.from_torch(load_model(model, checkpoint=checkpoint), name=p.stem if p.is_file() else str(model),
+                              zoom=zoom)
 
     @classmethod
-    def from_torch(cls, model, name: str = "model") -> "Predictor":
+    def from_torch(cls, model, name: str = "model", zoom: float | None | str = "auto") -> "Predictor":
         seg = segmenter(model)
         if seg is None:
             raise UserError(f"{name} is not a segmentation model")
@@ -96,11 +100,13 @@ class Predictor:
                 low, iou = graph(torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels))
                 return low.numpy(), iou.numpy()
 
+        if zoom == "auto":  # a student distilled on crops (data.zoom) records it in its checkpoint
+            zoom = (getattr(model, "provenance", None) or {}).get("zoom")
         return cls(preprocess=model.preprocess, encode=encode, decode=decode, name=name, backend="torch",
-                   prompt_free=seg.prompt_free)
+                   prompt_free=seg.prompt_free, zoom=zoom)
 
     @classmethod
-    def from_onnx(cls, folder: str | Path, threads: int | None = None) -> "Predictor":
+    def from_onnx(cls, folder: str | Path, threads: int | None = None, zoom: float | None | str = "auto") -> "Predictor":
         try:
             import onnxruntime as ort
         except ImportError:
@@ -127,6 +133,8 @@ class Predictor:
                 raise UserError(f"{path} cannot be loaded by onnxruntime ({first}); re-export it with "
                                 f"`samdistill export MODEL --out {folder} --force`") from None
 
+        if zoom == "auto":  # the export of a student distilled on crops carries its zoom in the manifest
+            zoom = (export.manifest or {}).get("zoom")
         if export.kind == "promptfree":
             sess = session(export.graphs["model"])
             return cls(preprocess=Preprocess.from_dict(spec["preprocess"]),
@@ -146,7 +154,7 @@ class Predictor:
         # an int8 export (samdistill export --int8) says so in its manifest
         int8 = (export.manifest or {}).get("precision") == "int8"
         return cls(preprocess=Preprocess.from_dict(spec["preprocess"]), encode=encode, decode=decode,
-                   name=folder.name, backend="onnx-int8" if int8 else "onnx")
+                   name=folder.name, backend="onnx-int8" if int8 else "onnx", zoom=zoom)
 
     # ------------------------------------------------------------------ use
     def set_image(self, image: np.ndarray) -> None:
@@ -631,7 +639,7 @@ def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, 
 
 def predict_images(model: str | Path, input: str | Path, prompts: str | Path | None, out_dir: str | Path, *,
                    checkpoint: str | Path | None = None, threads: int | None = None, on_error: str = "raise",
-                   force: bool = False, progress: bool = True, zoom: float | None = None) -> dict[str, Any]:
+                   force: bool = False, progress: bool = True, zoom: float | None | str = "auto") -> dict[str, Any]:
     """``samdistill predict`` on an image or a folder of images: list the inputs, read and check the prompt
     file, check every image header and prompt, and only then load the model and segment, into a staged
     ``out_dir`` (see :func:`predict_folder`). Without ``prompts`` the model must be prompt-free."""
@@ -645,11 +653,11 @@ def predict_images(model: str | Path, input: str | Path, prompts: str | Path | N
     plan = plan_predictions(files, table, prompt_free=table is None, on_error=on_error, source=source)
     with staged_dir(out_dir, force=force, owned_by="samdistill predict") as tmp:
         with num_threads(threads):
-            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads)
+            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads,
+                                  zoom=None if zoom == "auto" and table is None else zoom)
             if pred.prompt_free and table is not None:
                 raise UserError(f"{pred.name} is a prompt-free model; drop --prompts")
             if not pred.prompt_free and table is None:
                 raise UserError("images need --prompts (a CSV image,x0,y0,x1,y1 or a JSON file)")
-            pred.zoom = zoom
             result = _predict_into(pred, plan, tmp, on_error=on_error, progress=progress)
     return {**result, "out": str(out_dir)}

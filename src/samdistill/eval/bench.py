@@ -51,9 +51,11 @@ JITTER_PX = 3
 
 
 def _describe(spec: str, threads: int | None = None, zoom: float | None = None) -> tuple[Predictor, dict[str, Any]]:
+    """The model's Predictor and its row's static fields; ``zoom`` None: the model's own (``Predictor.load``)."""
     pred, info = _load(spec, threads)
-    if zoom is not None:
+    if zoom is not None and not pred.prompt_free:  # a prompt-free model has no box to crop around
         pred.zoom = zoom
+    if pred.zoom is not None:
         info["zoom"] = pred.zoom
     return pred, info
 

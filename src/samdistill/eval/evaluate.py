@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,9 @@ class PromptProtocol:
             return {"points": pts[None], "labels": labels[None]}
         boxes = component_boxes(mask) if self.kind == "components" else tight_box(mask)[None]
         return {"boxes": np.stack([jitter_box(b, self.jitter, rng, hw) for b in boxes])}
+
+
+log = logging.getLogger("samdistill.eval")
 
 
 @torch.no_grad()
@@ -147,6 +151,10 @@ def evaluate(
     if dataset.split_source.startswith("seeded"):
         (out / "split.json").write_text(json.dumps(dataset.split, indent=1))
     model = model.to(device).eval()
+    zoom = None if prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
+    if zoom:
+        log.warning("%s was distilled on crops around the box (data.zoom %s); eval scores whole images, so its "
+                    "figures here are not what predict and bench (which zoom it) give", model_name, zoom)
     acc, base_acc = MetricAccumulator(), {"box_ellipse": MetricAccumulator(), "box_filled": MetricAccumulator()}
     coco = CocoMaskAP() if coco_map else None
     timings: list[dict[str, float]] = []
@@ -235,6 +243,8 @@ def evaluate(
         "excluded_empty_gt": {"count": len(excluded), "ids": excluded, "why": "no prompt can be made from an empty mask"},
         "skipped": {"count": len(dataset.skipped), "files": dataset.skipped},
         "ignored_files": len(dataset.ignored),
+        **({"zoom_note": f"distilled on crops (data.zoom {zoom}); scored here on whole images: "
+                            f"`samdistill bench` and `predict` use its zoom"} if zoom else {}),
         "time_s": elapsed,
         "machine": machine_info(),
         "samdistill": __version__,

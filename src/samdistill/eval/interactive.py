@@ -74,7 +74,8 @@ def _predictor(model):
 
     from samdistill.deploy.predictor import Predictor
 
-    pred = Predictor.from_torch(model) if isinstance(model, torch.nn.Module) else model
+    # eval scores whole images: a student distilled on crops is scored unzoomed here too (bench zooms it)
+    pred = Predictor.from_torch(model, zoom=None) if isinstance(model, torch.nn.Module) else model
     if getattr(pred, "prompt_free", False):
         raise UserError(f"{pred.name} is a prompt-free model: the interactive protocol needs prompts")
     return pred
