@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import onnx
 import pytest
 
@@ -26,6 +27,9 @@ MIN_AGREEMENT = 0.95
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("int8")
+    # a fixed random init: the agreement of an untrained tiny student hinges on how many of its logits sit near 0,
+    # which varied with the RNG state left by earlier tests (0.908 once against 1.0 for this seed)
+    torch.manual_seed(0)
     able = save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(), root / "able.pt")
     export_model(able, root / "fp32")
     report = export_model(able, root / "int8", int8=True, calibrate=DATA, int8_graphs="encoder,decoder")
