@@ -312,3 +312,25 @@ def test_huge_image_upload_is_refused_from_its_header_without_a_pil_warning(serv
     svc = DemoService(service.predictors)
     with pytest.raises(DemoError, match=r"160x120 = 0\.0 MP, over the limit of 0\.0 MP"):
         svc.add_upload(png(disk_image()), "disk.png")
+
+
+def test_a_zooming_predictor_encodes_the_crop_once_and_the_demo_times_it_as_encoder(tiny_pair):
+    """A student distilled on crops zooms in the demo too: the first box encodes its crop (encoder time, not next-click
+    time), and a next click inside the crop reuses that embedding across requests."""
+    from samdistill.deploy.predictor import Predictor
+
+    pred = Predictor.from_torch(tiny_pair[1], name="zoomed", zoom=1.5)
+    encodes = []
+    real = pred._encode
+    pred._encode = lambda x: (encodes.append(x.shape), real(x))[1]
+    svc = DemoService({"zoomed": pred})
+    image_id = svc.add_upload(png(disk_image()), "d.png")["image_id"]
+    first = svc.segment(image_id, box=[56, 32, 112, 88])["models"][0]
+    assert len(encodes) == 1 and first["encoder_cached"] is False and first["encoder_ms"] > 0
+    assert first["first_click_ms"] >= first["encoder_ms"] + first["next_click_ms"]
+    again = svc.segment(image_id, box=[58, 34, 110, 86])["models"][0]
+    assert len(encodes) == 1 and again["encoder_cached"] is True and again["first_click_ms"] is None
+    ref = Predictor.from_torch(tiny_pair[1], zoom=1.5)
+    ref.set_image(disk_image())
+    ref.predict(boxes=[[56, 32, 112, 88]])  # the second box is decoded on the first box's crop, as in the demo
+    assert again["area_px"] == int(ref.predict(boxes=[[58, 34, 110, 86]])[0].sum())

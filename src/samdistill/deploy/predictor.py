@@ -43,6 +43,8 @@ class Predictor:
         self._hw: tuple[int, int] | None = None
         self._image: np.ndarray | None = None  # zoom: the image, kept until a prompt says where to crop
         self._window: tuple[int, int, int, int] | None = None  # zoom: the crop the embedding is of
+        #: ms the last ``set_image`` or ``predict`` spent preprocessing + encoding (0: it reused an embedding)
+        self.last_encode_ms = 0.0
         self.zoom = zoom
 
     @property
@@ -163,10 +165,18 @@ class Predictor:
         arr = np.asarray(image)
         self._hw = (int(arr.shape[0]), int(arr.shape[1]))
         self._embedding = self._window = None
+        self.last_encode_ms = 0.0
         if self._zoom is not None:
             self._image = arr
             return
+        self._embed(arr)
+
+    def _embed(self, arr: np.ndarray) -> None:
+        import time
+
+        t = time.perf_counter()
         self._embedding = self._encode(self.preprocess.image(arr)[None].numpy())
+        self.last_encode_ms = (time.perf_counter() - t) * 1e3
 
     def get_state(self) -> tuple | None:
         """The encoded image (embedding, size; with zoom also the image and the crop), to keep per image and
@@ -206,10 +216,10 @@ class Predictor:
             inside = ((pts >= [have[0], have[1]]) & (pts <= [have[2] - 1, have[3] - 1])).all()
             scale = max(have[2] - have[0], have[3] - have[1]) <= 2 * max(want[2] - want[0], want[3] - want[1])
             if inside and scale:
+                self.last_encode_ms = 0.0
                 return have
         x0, y0, x1, y1 = want
-        crop = self._image[y0:y1, x0:x1]
-        self._embedding = self._encode(self.preprocess.image(np.ascontiguousarray(crop))[None].numpy())
+        self._embed(np.ascontiguousarray(self._image[y0:y1, x0:x1]))
         self._window = want
         return want
 
