@@ -361,13 +361,19 @@ def _default_label(row: dict) -> str:
     return f"default recipe ({row['student']})" if "student" in row else "default recipe"
 
 
+def _on_crops(row: dict) -> bool:
+    """A run with ``data.zoom`` validates on the crops around the boxes, not on the whole images."""
+    return any(o.startswith("data.zoom=") for o in row["overrides"])
+
+
 def ablation_markdown(r: dict) -> str:
     """Each setting's best validation Dice next to the default recipe's of the same seed."""
     base = {x["seed"]: x["val_dice"] for x in r["rows"] if not x["overrides"]}
     per_row = rows_carry_threads(r["rows"])
     table = [[" ".join(f"`{o}`" for o in x["overrides"]) or _default_label(x),
               x["seed"], f"{x['val_dice']:.4f}",
-              "" if not x["overrides"] or x["seed"] not in base else f"{x['val_dice'] - base[x['seed']]:+.4f}",
+              "" if not x["overrides"] or x["seed"] not in base else
+              f"{x['val_dice'] - base[x['seed']]:+.4f}{' *' if _on_crops(x) else ''}",
               f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}",
               *([x.get("threads", "not recorded")] if per_row else []), f"`{x['run']}`"]
              for x in sorted(r["rows"], key=lambda x: (bool(x["overrides"]), x["overrides"], x["seed"]))]
@@ -379,7 +385,11 @@ def ablation_markdown(r: dict) -> str:
         f"entries on disk not counted; runs may have shared the cores). Last written {r['written']}. "
         + machine_line(r["machine"], "per-row torch" if per_row else r["threads"]), "",
         markdown_table(table, ["setting", "seed", "val Dice", "vs default", "best at", "distill min",
-                               *(["torch threads"] if per_row else []), "run"]), ""])
+                               *(["torch threads"] if per_row else []), "run"]), "",
+        *(["\\* Trained and validated on the crops around the boxes (`data.zoom`): its val Dice is the zoomed "
+           "protocol's, the default's is the whole image's, so the difference is not like for like; "
+           "`zoom_<dataset>.md` scores both ways at the original size.", ""]
+          if any(_on_crops(x) for x in r["rows"]) else [])])
 
 
 def run_ablation(name: str, args) -> None:

@@ -54,7 +54,7 @@ def run(args) -> dict:
         pt = (Path(run_dir) if Path(run_dir).is_absolute() else RESULTS.parent.parent / run_dir) / "student.pt"
         if not pt.is_file():
             raise SystemExit(f"no student at {pt}")
-        models[f"student {pt.parent.name}"] = (str(pt), str(pt.relative_to(RESULTS.parent.parent)))
+        models[pt.parent.name] = (str(pt), str(pt.relative_to(RESULTS.parent.parent)))
     ds = open_dataset(str(shared_dataset(args.dataset)))
     ids = ds.ids("val", args.limit)
     t0, rows = time.time(), []
@@ -92,11 +92,13 @@ def markdown(r: dict) -> str:
         f"# A zoomed second look on {r['dataset']} (validation split only)", "",
         f"{r['n']} validation images with foreground, tight box. Plain: the model segments the whole image; zoom xM: "
         "it segments the square crop of M x the box's longer side around the box, pasted back "
-        "(`samdistill.deploy.zoom`). Dice at the original size. Students: the default recipe's runs of "
-        "`benchmarks/student.py` (" + ", ".join(f"`{x['run']}`" for x in r["rows"][1:]) + f"). Took "
+        "(`samdistill.deploy.zoom`). Dice at the original size. Students: the runs of `benchmarks/student.py` "
+        "(`student seed N`: the default recipe; a row named by its run folder: that run's recipe, e.g. an ablation's; "
+        + ", ".join(f"`{x['run']}`" for x in r["rows"][1:]) + f"). Took "
         f"{r['minutes']:.1f} min, written {r['written']} by `python benchmarks/zoom.py --dataset {r['dataset']} --seeds "
         + " ".join(x["model"].rsplit(" ", 1)[-1] for x in r["rows"][1:] if x["model"].startswith("student seed "))
-        + "".join(f" --runs {x['run'].rsplit('/', 1)[0]}" for x in r["rows"][1:] if not x["model"].startswith("student seed "))
+        + (" --runs " + " ".join(x["run"].rsplit("/", 1)[0] for x in r["rows"][1:] if not x["model"].startswith(
+            "student seed ")) if any(not x["model"].startswith("student seed ") for x in r["rows"][1:]) else "")
         + f" --margins {' '.join(ms)} --threads {r['threads']}`. "
         + machine_line(r["machine"], r["threads"]), "",
         markdown_table(table, ["model", "all: plain", *(f"all: zoom x{m}" for m in ms), f"{small}: plain",

@@ -266,7 +266,7 @@ def test_a_run_from_before_a_neutral_key_was_added_is_still_that_run(tmp_path):
     out = tmp_path / "old"
     cfg = _cfg(tmp_path)
     distill(cfg, out)
-    assert {"precision": "auto", "stage2.feature_kd": 0.0}.items() <= added_neutral_keys(cfg).items()
+    assert {"precision": "auto", "stage2.feature_kd": 0.0, "data.zoom": None}.items() <= added_neutral_keys(cfg).items()
     saved = out / "config.yaml"
     stamp = saved.stat().st_mtime_ns
 
@@ -275,7 +275,7 @@ def test_a_run_from_before_a_neutral_key_was_added_is_still_that_run(tmp_path):
         os.utime(saved, ns=(stamp, stamp))  # as old as it was: the summary stays the newer file
 
     tree = yaml.safe_load(saved.read_text())
-    del tree["precision"], tree["stage2"]["feature_kd"]
+    del tree["precision"], tree["stage2"]["feature_kd"], tree["data"]["zoom"]
     write(tree)
     assert finished_run(out, cfg)[0] is not None
     assert finished_run(out, cfg.model_copy(update={"precision": "bf16"})) == (None, ["precision"])

@@ -37,7 +37,8 @@ class DataConfig(Strict):
     labels: Optional[list[int]] = None  # label-map masks: foreground = pixels with these values; 0 and others background
     seed: int = 0
     # train and validate on the crop of zoom x each mask's tight box (a student used with `predict --zoom`); None: whole images
-    zoom: Optional[float] = Field(None, ge=1)
+    # (added_neutral: a run from before this key trained on whole images, i.e. zoom None, and stays that run)
+    zoom: Optional[float] = Field(None, ge=1, json_schema_extra={"added_neutral": True})
 
     @field_validator("labels")
     @classmethod
