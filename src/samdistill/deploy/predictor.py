@@ -8,7 +8,7 @@ A prompt-free student (KnowSAM; a checkpoint or an exported ``model.onnx``) segm
 and ``predict()`` takes no prompt: ``masks`` is ``1 x H x W``, ``iou`` is NaN.
 
 ``zoom=M`` (promptable models): a box is segmented on the square crop of M x its longer side around it
-(:func:`samdistill.deploy.zoom.zoom_window`) instead of the whole image, so a small structure covers more of
+(:func:`samdistill.data.prompts.zoom_window`) instead of the whole image, so a small structure covers more of
 the embedding grid; the mask comes back at the original size (nothing outside the crop). ``set_image`` then
 only keeps the image; the first ``predict`` encodes the crop, and later prompts reuse that embedding while
 they lie inside the crop at a similar scale (a next click, a corrective point), else the crop is encoded anew.
@@ -198,10 +198,10 @@ class Predictor:
     def _zoomed(self, boxes: np.ndarray | None, points: np.ndarray | None) -> tuple[int, int, int, int]:
         """Make ``self._embedding`` the embedding of a crop fit for these prompts (original pixels); its window.
 
-        The crop is :func:`~samdistill.deploy.zoom.zoom_window` of the box around every box and point (the whole
+        The crop is :func:`~samdistill.data.prompts.zoom_window` of the box around every box and point (the whole
         image for points alone). The current crop is kept when every prompt lies inside it and its side is at
         most twice the new crop's (the same object at about the same scale: a next click, a corrective point)."""
-        from samdistill.deploy.zoom import zoom_window
+        from samdistill.data.prompts import zoom_window
 
         h, w = self._hw
         if boxes is None:
