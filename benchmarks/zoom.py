@@ -2,7 +2,7 @@
 
 For each validation image with foreground: the tight box; each model segments the whole image under it
 (``plain``) and, for each ``--margins`` value, the square crop of margin x the box's longer side around it
-(:func:`samdistill.deploy.zoom.predict_zoomed`, pasted back; nothing outside the crop). Dice at the original size
+(:func:`predict_zoomed` below, pasted back; nothing outside the crop). Dice at the original size
 (:func:`samdistill.eval.metrics.dice`), over all images and by the box's share of the image. Models: the LiteMedSAM
 teacher, the default recipe's students of ``benchmarks/student.py`` (``--seeds``) and any other run folders
 (``--runs``, e.g. an ablation's: a student trained on crops with ``data.zoom``). Validation split only:
@@ -32,13 +32,28 @@ TEACHER = "litemedsam"
 SMALL = 0.10  # a box under this share of the image's area counts as small
 
 
+def predict_zoomed(model, image, box, margin: float):
+    """``model.predict`` (a PyTorch model's own, as this file measured it before the Predictor could zoom) on the
+    zoom window of ``box`` (:func:`samdistill.data.prompts.zoom_window`); the ``HxW`` bool mask of the whole image.
+    The product's zoom is ``Predictor(zoom=M)``."""
+    import numpy as np
+
+    from samdistill.data.prompts import zoom_window
+
+    hw = image.shape[:2]
+    x0, y0, x1, y1 = zoom_window(box, hw, margin)
+    inner = np.asarray(box, dtype=np.float64) - [x0, y0, x0, y0]
+    mask = np.zeros(hw, dtype=bool)
+    mask[y0:y1, x0:x1] = model.predict(image[y0:y1, x0:x1], inner[None])[0]
+    return mask
+
+
 def run(args) -> dict:
     import numpy as np
     import torch
 
     from samdistill.data.datasets import open_dataset
     from samdistill.data.prompts import tight_box
-    from samdistill.deploy.zoom import predict_zoomed
     from samdistill.eval.metrics import dice
     from samdistill.machine import machine_info, num_threads
     from samdistill.models.zoo import load_model
@@ -92,7 +107,7 @@ def markdown(r: dict) -> str:
         f"# A zoomed second look on {r['dataset']} (validation split only)", "",
         f"{r['n']} validation images with foreground, tight box. Plain: the model segments the whole image; zoom xM: "
         "it segments the square crop of M x the box's longer side around the box, pasted back "
-        "(`samdistill.deploy.zoom`). Dice at the original size. Students: the runs of `benchmarks/student.py` "
+        "(`predict_zoomed` in `benchmarks/zoom.py`). Dice at the original size. Students: the runs of `benchmarks/student.py` "
         "(`student seed N`: the default recipe; a row named by its run folder: that run's recipe, e.g. an ablation's; "
         + ", ".join(f"`{x['run']}`" for x in r["rows"][1:]) + f"). Took "
         f"{r['minutes']:.1f} min, written {r['written']} by `python benchmarks/zoom.py --dataset {r['dataset']} --seeds "

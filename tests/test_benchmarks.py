@@ -419,3 +419,24 @@ def test_student_2h_target_judges_the_runs_trained_at_the_bench_threads(monkeypa
     assert st.judged_runs(train, 1) == ["0", "1"]
     assert st.judged_runs({k: v for k, v in train.items() if k != "2"}, 2) == ["0", "1"]  # none at 2: all judged
     assert st.judged_runs({"0": {"train_minutes": 90, "threads": "1, 2"}}, 2) == ["0"]  # mixed: not wholly at 2
+
+
+def test_zoom_benchmark_predict_zoomed_sees_the_crop_and_pastes_its_mask_back(monkeypatch):
+    import numpy as np
+
+    predict_zoomed = _script("zoom", monkeypatch).predict_zoomed
+    seen = {}
+
+    class Model:
+        def predict(self, image, boxes):
+            seen["shape"], seen["box"] = image.shape, boxes[0].tolist()
+            m = np.zeros((1,) + image.shape[:2], bool)
+            x0, y0, x1, y1 = boxes[0].astype(int)
+            m[0, y0:y1 + 1, x0:x1 + 1] = True
+            return m
+
+    image = np.zeros((100, 200, 3), np.uint8)
+    box = np.array([40.0, 30.0, 49.0, 49.0])
+    mask = predict_zoomed(Model(), image, box, 2.0)
+    assert seen["shape"] == (40, 40, 3) and seen["box"] == [15.0, 10.0, 24.0, 29.0]  # the box in the crop's frame
+    assert mask.shape == (100, 200) and mask.sum() == 200 and mask[30:50, 40:50].all()

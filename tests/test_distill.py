@@ -315,3 +315,7 @@ def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
     assert np.isfinite(s["best"]["dice"])
     with pytest.raises((UserError, ValidationError), match="zoom"):
         load_config("kdsam", {"data": {"path": DATA, "zoom": 0.5}})
+    # a prompt-free method is never given a box, and its unlabeled images' masks must stay unseen
+    for method in ("knowsam", "meanteacher"):
+        with pytest.raises((UserError, ValidationError), match="prompt-free"):
+            load_config(method, {"data": {"path": DATA, "zoom": 1.5}})

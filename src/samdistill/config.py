@@ -10,7 +10,7 @@ import difflib
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -88,6 +88,9 @@ class DistillConfig(Strict):
     checkpoint_every: Optional[int] = Field(None, ge=1)  # also checkpoint every N steps (besides epoch ends)
     overlays: int = Field(4, ge=0)
     progress: bool = True
+    #: whether the method's student takes a box (``data.zoom`` crops around each mask's box, which only a promptable
+    #: student is used on; for a semi-supervised method it would also show the unlabeled images' masks)
+    promptable: ClassVar[bool] = True
 
     @field_validator("device")
     @classmethod
@@ -98,6 +101,13 @@ class DistillConfig(Strict):
             return valid_device_name(v)
         except UserError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _zoom_needs_a_box(self) -> "DistillConfig":
+        if self.data.zoom is not None and not self.promptable:
+            raise ValueError(f"data.zoom crops around each mask's box, for a student that is given a box; {self.method}'s "
+                             "student is prompt-free (and the crop would show the unlabeled images' masks): drop data.zoom")
+        return self
 
     @model_validator(mode="after")
     def _precision_on_device(self) -> "DistillConfig":

@@ -67,7 +67,7 @@ def test_cli_predict_on_a_folder_with_a_box_csv(tmp_path, tiny_model, synth_fold
     assert main(["predict", "test_sam", "--input", str(inp), "--prompts", str(tmp_path / "bad.csv"),
                  "--out", str(tmp_path / "p2")]) == 2
     # --zoom: each box segmented on its crop, the mask at the original size with nothing outside the crop
-    from samdistill.deploy.zoom import zoom_window
+    from samdistill.data.prompts import zoom_window
 
     assert main(["predict", "test_sam", "--input", str(inp), "--prompts", str(tmp_path / "boxes.csv"),
                  "--out", str(tmp_path / "zoomed"), "--zoom", "1.2"]) == 0

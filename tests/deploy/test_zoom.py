@@ -1,11 +1,11 @@
-"""The zoomed second look: the crop's geometry and the paste back."""
+"""Zoom: the crop's geometry, and the Predictor that segments a box on its crop."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from samdistill.deploy.zoom import predict_zoomed, zoom_window
+from samdistill.data.prompts import zoom_window
 
 
 def test_zoom_window_is_a_centred_square_clipped_to_the_image():
@@ -17,24 +17,6 @@ def test_zoom_window_is_a_centred_square_clipped_to_the_image():
     assert zoom_window(np.array([10, 10, 19, 29]), (100, 200), 1.0) == (5, 10, 25, 30)
     with pytest.raises(ValueError, match="below 1"):
         zoom_window(np.array([0, 0, 9, 9]), (100, 200), 0.5)
-
-
-def test_predict_zoomed_sees_the_crop_and_pastes_its_mask_back():
-    seen = {}
-
-    class Model:
-        def predict(self, image, boxes):
-            seen["shape"], seen["box"] = image.shape, boxes[0].tolist()
-            m = np.zeros((1,) + image.shape[:2], bool)
-            x0, y0, x1, y1 = boxes[0].astype(int)
-            m[0, y0:y1 + 1, x0:x1 + 1] = True
-            return m
-
-    image = np.zeros((100, 200, 3), np.uint8)
-    box = np.array([40.0, 30.0, 49.0, 49.0])
-    mask = predict_zoomed(Model(), image, box, 2.0)
-    assert seen["shape"] == (40, 40, 3) and seen["box"] == [15.0, 10.0, 24.0, 29.0]  # the box in the crop's frame
-    assert mask.shape == (100, 200) and mask.sum() == 200 and mask[30:50, 40:50].all()
 
 
 class _Counting:
@@ -53,19 +35,18 @@ class _Counting:
                                          "__getattr__": lambda s, k: getattr(pre, k)})()
 
 
-def test_predictor_zoom_matches_predict_zoomed_and_reuses_the_crop(tiny_model):
+def test_predictor_zoom_matches_the_plain_predictor_on_the_crop_and_reuses_it(tiny_model):
     from samdistill import Predictor
 
     image = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
     box = np.array([40.0, 30.0, 59.0, 49.0])
     plain = Predictor.from_torch(tiny_model)
 
-    class Whole:  # predict_zoomed's model: the plain Predictor on whatever image it is given
-        def predict(self, img, boxes):
-            plain.set_image(img)
-            return plain.predict(boxes=boxes)[0]
-
-    ref = predict_zoomed(Whole(), image, box, 1.5)
+    # the reference: the plain Predictor on the crop, its mask pasted back
+    x0, y0, x1, y1 = zoom_window(box, image.shape[:2], 1.5)
+    plain.set_image(image[y0:y1, x0:x1])
+    ref = np.zeros(image.shape[:2], bool)
+    ref[y0:y1, x0:x1] = plain.predict(boxes=(box - [x0, y0, x0, y0])[None])[0][0]
     p = Predictor.from_torch(tiny_model)
     p.zoom = 1.5
     seen = _Counting(p)

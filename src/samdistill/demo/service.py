@@ -251,12 +251,10 @@ class DemoService:
                 except UserError as exc:
                     raise DemoError(f"{name}: {exc}") from None
                 dec_ms = (time.perf_counter() - t) * 1e3
-                if getattr(pred, "zoom", None) is not None and not pred.prompt_free:
-                    # a zooming predictor encodes the box's crop inside predict: that is encoder time, and the crop's
-                    # embedding is kept with the image so the next click inside it reuses it
-                    if pred.last_encode_ms:
-                        dec_ms -= pred.last_encode_ms
-                        enc_ms, cached = pred.last_encode_ms, False
+                encoded = getattr(pred, "last_encode_ms", 0.0)  # a zooming predictor encodes the box's crop here
+                if encoded:  # encoder time, not next-click time; its embedding is kept for the next click
+                    dec_ms -= encoded
+                    enc_ms, cached = encoded, False
                     entry.states[name] = (pred.get_state(), enc_ms)
                 mask = m.any(0)
                 masks[name] = mask

@@ -22,6 +22,7 @@ Prompts are in original image pixels; a box or point outside the image is an err
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ class Predictor:
                 return low.numpy(), iou.numpy()
 
         if zoom == "auto":  # a student distilled on crops (data.zoom) records it in its checkpoint
-            zoom = (getattr(model, "provenance", None) or {}).get("zoom")
+            zoom = None if seg.prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
         return cls(preprocess=model.preprocess, encode=encode, decode=decode, name=name, backend="torch",
                    prompt_free=seg.prompt_free, zoom=zoom)
 
@@ -136,12 +137,12 @@ class Predictor:
                                 f"`samdistill export MODEL --out {folder} --force`") from None
 
         if zoom == "auto":  # the export of a student distilled on crops carries its zoom in the manifest
-            zoom = (export.manifest or {}).get("zoom")
+            zoom = None if export.kind == "promptfree" else (export.manifest or {}).get("zoom")
         if export.kind == "promptfree":
             sess = session(export.graphs["model"])
             return cls(preprocess=Preprocess.from_dict(spec["preprocess"]),
                        encode=lambda x: sess.run(["foreground"], {"images": x})[0], decode=None,
-                       name=folder.name, backend="onnx", prompt_free=True)
+                       name=folder.name, backend="onnx", prompt_free=True, zoom=zoom)
         enc, dec = session(export.graphs["encoder"]), session(export.graphs["decoder"])
 
         def encode(x: np.ndarray) -> np.ndarray:
@@ -172,8 +173,6 @@ class Predictor:
         self._embed(arr)
 
     def _embed(self, arr: np.ndarray) -> None:
-        import time
-
         t = time.perf_counter()
         self._embedding = self._encode(self.preprocess.image(arr)[None].numpy())
         self.last_encode_ms = (time.perf_counter() - t) * 1e3
@@ -216,7 +215,6 @@ class Predictor:
             inside = ((pts >= [have[0], have[1]]) & (pts <= [have[2] - 1, have[3] - 1])).all()
             scale = max(have[2] - have[0], have[3] - have[1]) <= 2 * max(want[2] - want[0], want[3] - want[1])
             if inside and scale:
-                self.last_encode_ms = 0.0
                 return have
         x0, y0, x1, y1 = want
         self._embed(np.ascontiguousarray(self._image[y0:y1, x0:x1]))
@@ -230,6 +228,7 @@ class Predictor:
         """
         if self._embedding is None and (self._zoom is None or self._image is None):
             raise UserError("call set_image(image) before predict()")
+        self.last_encode_ms = 0.0  # set again below if this call encodes (a zoom crop)
         hw = self._hw
         if self.prompt_free:
             if boxes is not None or points is not None:
@@ -663,8 +662,7 @@ def predict_images(model: str | Path, input: str | Path, prompts: str | Path | N
     plan = plan_predictions(files, table, prompt_free=table is None, on_error=on_error, source=source)
     with staged_dir(out_dir, force=force, owned_by="samdistill predict") as tmp:
         with num_threads(threads):
-            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads,
-                                  zoom=None if zoom == "auto" and table is None else zoom)
+            pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads, zoom=zoom)
             if pred.prompt_free and table is not None:
                 raise UserError(f"{pred.name} is a prompt-free model; drop --prompts")
             if not pred.prompt_free and table is None:

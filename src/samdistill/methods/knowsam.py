@@ -89,6 +89,7 @@ class KnowSAMRunConfig(DistillConfig):
     """A KnowSAM run: the shared fields + the ``knowsam`` section."""
 
     method: Literal["knowsam"] = "knowsam"
+    promptable = False  # a prompt-free student: no data.zoom
     knowsam: KnowSAMConfig = KnowSAMConfig()
 
 

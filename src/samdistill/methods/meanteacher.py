@@ -81,6 +81,7 @@ class MeanTeacherRunConfig(DistillConfig):
     """A Mean Teacher run: the shared fields + the ``meanteacher`` section."""
 
     method: Literal["meanteacher"] = "meanteacher"
+    promptable = False  # a prompt-free student: no data.zoom
     meanteacher: MeanTeacherConfig = MeanTeacherConfig()
 
 
