@@ -35,16 +35,22 @@ def evaluate_model(
     labels: list[int] | None = None,
     progress: bool = True,
     coco_map: bool = False,
+    zoom: float | None | str = "auto",
 ) -> dict[str, Any]:
     """Load ``model``, open ``data``, evaluate (box/point prompts, or none for prompt-free students); returns
     the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]. ``labels``: masks are label maps, foreground =
     these values. ``out_dir`` that is a file, lies under one or is not writable: ``UserError`` before any work.
-    ``prompt`` ``clicks:K`` / ``clicks:K:point``: also the interactive protocol (``summary["interactive"]``)."""
+    ``prompt`` ``clicks:K`` / ``clicks:K:point``: also the interactive protocol (``summary["interactive"]``).
+    ``zoom``: ``"auto"`` the margin a student distilled on crops records (``data.zoom``), ``None``/0 whole images,
+    M >= 1 each box's crop of M x its longer side (as ``predict --zoom``)."""
+    from samdistill.deploy.predictor import check_zoom
     from samdistill.errors import UserError
     from samdistill.eval.interactive import parse_click_prompt
 
     check_out_dir(out_dir)
     check_device(device)
+    if zoom != "auto":  # a bad margin fails before the data and the model are opened
+        check_zoom(zoom, prompt_free=False, name=str(model))
     click = parse_click_prompt(prompt)  # clicks:K[:point] -> (first, K); None for box/components/point
     kind, clicks = click if click else (prompt, 0)
     if kind not in ("box", "components", "point"):
@@ -57,7 +63,7 @@ def evaluate_model(
     return evaluate(
         m, ds, out_dir=out_dir, model_name=name, split=split, limit=limit,
         protocol=PromptProtocol(kind=kind, jitter=box_jitter, seed=seed),  # type: ignore[arg-type]
-        threads=threads, device=device, progress=progress, coco_map=coco_map, clicks=clicks,
+        threads=threads, device=device, progress=progress, coco_map=coco_map, clicks=clicks, zoom=zoom,
     )
 
 

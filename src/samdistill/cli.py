@@ -155,6 +155,9 @@ def eval_cmd(
                                          "e.g. 1,2 or 2 (0 and any other value are background; not with --mask-threshold)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     coco_map: bool = typer.Option(False, "--map", help="Also COCO mask mAP@[.5:.95] (pycocotools)."),
+    zoom: Optional[float] = typer.Option(None, min=0.0, help="Score each image on the square crop of ZOOM x the "
+                                         "longer side of its box (as predict --zoom; 0: the whole image); default: "
+                                         "the zoom the model was distilled with (data.zoom), else the whole image."),
 ) -> None:
     """Evaluate a model (promptable: simulated prompts; prompt-free: none); Dice, IoU, NSD, HD95, MACs, latency.
 
@@ -172,7 +175,7 @@ def eval_cmd(
         model, data, out_dir=out, split=split, limit=limit, checkpoint=checkpoint, layout=layout,
         prompt=prompt, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
         on_error=on_error.value, mask_threshold=mask_threshold, labels=parse_labels(labels) if labels else None,
-        progress=progress, coco_map=coco_map,
+        progress=progress, coco_map=coco_map, zoom="auto" if zoom is None else zoom,
     )
     _print_summary(summary, out)
 
@@ -616,8 +619,9 @@ def nas_train_cmd(
 
 
 def _print_summary(s: dict, out: Path) -> None:
+    zoom = f", zoom x{s['zoom']:g}" if s.get("zoom") else ""
     typer.echo(
-        f"{s['model']} on {s['dataset']}/{s['split']} (n={s['n']}, {s['prompt']['description']}): "
+        f"{s['model']} on {s['dataset']}/{s['split']} (n={s['n']}, {s['prompt']['description']}{zoom}): "
         f"Dice {s['dice']:.4f}  IoU {s['iou']:.4f}  NSD {s['nsd']:.4f}  HD95 {s['hd95']:.2f} px"
     )
     if "coco_mask_ap" in s:

@@ -231,3 +231,53 @@ def test_cli_eval_clicks_prints_the_curve_and_noc(tmp_path, capsys):
     assert main(["eval", "--model", "test_sam", "--data", "synthetic:n=6,size=64", "--prompt", "clicks:2",
                  "--box-jitter", "2", "--no-progress", "--out", str(tmp_path / "bad")]) == 2
     assert "drop --box-jitter" in _one_line_error(capsys)
+
+
+# ------------------------------------------------------------------ zoom (--zoom)
+def test_eval_zoom_scores_what_the_zoomed_predictor_gives(tmp_path, tiny_model, synth_folder, caplog):
+    """``zoom="auto"`` scores a student distilled on crops on its crops, as ``Predictor`` (and so predict, bench and
+    the demo) segments with it: per image the Dice of the Predictor's mask under the same tight box; ``zoom=0``
+    scores whole images (again the Predictor's) and says in the summary that this is not the model's own zoom."""
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.models.zoo import load_model, save_model
+
+    student = load_model(save_model(load_model("test_efficientvit_b0", teacher=tiny_model).eval(),
+                                    tmp_path / "zoomed.pt", provenance={"zoom": 2.0}))
+    ds = open_dataset(synth_folder)
+
+    def predictor_dice(zoom):
+        p = Predictor.from_torch(student, zoom=zoom)
+        out = {}
+        for sid in ds.ids("test"):
+            s = ds.load(sid)
+            p.set_image(s.image)
+            out[sid] = dice(p.predict(boxes=tight_box(s.mask)[None])[0][0], s.mask)
+        return out
+
+    runs = {}
+    for zoom in ("auto", 0):
+        s = evaluate(student, ds, out_dir=tmp_path / f"ev_{zoom}", model_name="zoomed", progress=False, zoom=zoom)
+        rows = list(csv.DictReader(open(tmp_path / f"ev_{zoom}" / "per_image.csv")))
+        runs[zoom] = (s, {r["id"]: float(r["dice"]) for r in rows})
+    zoomed, whole = runs["auto"], runs[0]
+    assert zoomed[0]["zoom"] == 2.0 and "zoom_note" not in zoomed[0]
+    assert whole[0]["zoom"] is None and "whole images" in whole[0]["zoom_note"]
+    for got, ref in ((zoomed[1], predictor_dice(2.0)), (whole[1], predictor_dice(None))):
+        assert got.keys() == ref.keys()
+        assert all(got[k] == pytest.approx(ref[k], abs=1e-6) for k in ref)
+    assert zoomed[1] != whole[1]  # the crops are other pixels
+
+
+def test_eval_zoom_bad_values_are_one_line_errors(tmp_path, tiny_model):
+    from samdistill.api import evaluate_model
+    from samdistill.errors import UserError
+    from samdistill.models.zoo import load_model
+
+    with pytest.raises(UserError, match="zoom must be"):
+        evaluate_model("test_sam", "synthetic:n=8", out_dir=tmp_path / "a", zoom=0.5, progress=False)
+    assert not (tmp_path / "a").exists()  # refused before any work
+    free = load_model("test_knowsam_student", teacher=tiny_model)
+    with pytest.raises(UserError, match="prompt-free"):
+        evaluate(free, open_dataset("synthetic:n=8"), out_dir=tmp_path / "b", model_name="free", zoom=1.5,
+                 progress=False)
+    assert not (tmp_path / "b").exists()

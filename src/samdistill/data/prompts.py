@@ -39,6 +39,19 @@ def zoom_window(box: np.ndarray, hw: tuple[int, int], margin: float) -> tuple[in
     return min(x0, int(bx0)), min(y0, int(by0)), max(x1, int(bx1) + 1), max(y1, int(by1) + 1)
 
 
+def prompts_window(boxes: np.ndarray | None, points: np.ndarray | None, hw: tuple[int, int],
+                   margin: float) -> tuple[int, int, int, int]:
+    """The crop a zoomed model encodes for these prompts (original pixels): :func:`zoom_window` of the box
+    around every box (``Nx4``) and point (``...x2``); the whole image for points alone, which say where but
+    not how large."""
+    if boxes is None:
+        return 0, 0, int(hw[1]), int(hw[0])
+    xy = np.asarray(boxes, dtype=np.float64).reshape(-1, 2)
+    if points is not None:
+        xy = np.concatenate([xy, np.asarray(points, dtype=np.float64).reshape(-1, 2)])
+    return zoom_window(np.r_[xy.min(0), xy.max(0)], hw, margin)
+
+
 def jitter_box(box: np.ndarray, shift: float, rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     """Move each side outwards by an independent uniform 0..``shift`` px, clipped to the image."""
     if shift <= 0:

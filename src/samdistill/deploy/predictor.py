@@ -35,6 +35,31 @@ from samdistill.models.preprocess import Preprocess
 from samdistill.models.segmenter import segmenter
 
 
+def check_zoom(value: float | None, *, prompt_free: bool, name: str) -> float | None:
+    """A zoom margin as given (None or 0: the whole image) -> the margin, or None; a one-line error for a
+    margin below 1 or not a number, and for any margin on a prompt-free model (no box to crop around)."""
+    if value == 0:  # the CLI's --zoom 0: the whole image, whatever the model was trained with
+        return None
+    if value is None:
+        return None
+    if prompt_free:
+        raise UserError(f"{name} is a prompt-free model: zoom needs a box to crop around")
+    if not np.isfinite(value) or value < 1:
+        raise UserError(f"zoom must be a number >= 1 (the crop's side over the box's longer side), got {value}")
+    return float(value)
+
+
+def model_zoom(model, zoom: float | None | str, name: str) -> float | None:
+    """The zoom a PyTorch ``model`` is used with: ``"auto"`` the margin its checkpoint records (a student
+    distilled on crops, ``data.zoom``; none for other models and every prompt-free one), else ``zoom`` checked
+    by :func:`check_zoom`."""
+    seg = segmenter(model)
+    prompt_free = seg is not None and seg.prompt_free
+    if zoom == "auto":
+        return None if prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
+    return check_zoom(zoom, prompt_free=prompt_free, name=name)
+
+
 class Predictor:
     def __init__(self, *, preprocess: Preprocess, encode, decode, name: str, backend: str,
                  prompt_free: bool = False, zoom: float | None = None) -> None:
@@ -55,15 +80,7 @@ class Predictor:
 
     @zoom.setter
     def zoom(self, value: float | None) -> None:
-        if value == 0:  # the CLI's --zoom 0: the whole image, whatever the model was trained with
-            value = None
-        if value is not None:
-            if self.prompt_free:
-                raise UserError(f"{self.name} is a prompt-free model: zoom needs a box to crop around")
-            if not np.isfinite(value) or value < 1:
-                raise UserError(f"zoom must be a number >= 1 (the crop's side over the box's longer side), got {value}")
-            value = float(value)
-        self._zoom = value
+        self._zoom = check_zoom(value, prompt_free=self.prompt_free, name=self.name)
         self._embedding = self._image = self._window = None  # an embedding of the other kind is not reused
         self._hw = None
 
@@ -103,10 +120,8 @@ class Predictor:
                 low, iou = graph(torch.from_numpy(emb), torch.from_numpy(coords), torch.from_numpy(labels))
                 return low.numpy(), iou.numpy()
 
-        if zoom == "auto":  # a student distilled on crops (data.zoom) records it in its checkpoint
-            zoom = None if seg.prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
         return cls(preprocess=model.preprocess, encode=encode, decode=decode, name=name, backend="torch",
-                   prompt_free=seg.prompt_free, zoom=zoom)
+                   prompt_free=seg.prompt_free, zoom=model_zoom(model, zoom, name))
 
     @classmethod
     def from_onnx(cls, folder: str | Path, threads: int | None = None, zoom: float | None | str = "auto") -> "Predictor":
@@ -197,17 +212,12 @@ class Predictor:
     def _zoomed(self, boxes: np.ndarray | None, points: np.ndarray | None) -> tuple[int, int, int, int]:
         """Make ``self._embedding`` the embedding of a crop fit for these prompts (original pixels); its window.
 
-        The crop is :func:`~samdistill.data.prompts.zoom_window` of the box around every box and point (the whole
-        image for points alone). The current crop is kept when every prompt lies inside it and its side is at
+        The crop is :func:`~samdistill.data.prompts.prompts_window` (the zoom window of the box around every box
+        and point; the whole image for points alone). The current crop is kept when every prompt lies inside it and its side is at
         most twice the new crop's (the same object at about the same scale: a next click, a corrective point)."""
-        from samdistill.data.prompts import zoom_window
+        from samdistill.data.prompts import prompts_window
 
-        h, w = self._hw
-        if boxes is None:
-            want = (0, 0, w, h)
-        else:
-            xy = boxes.reshape(-1, 2) if points is None else np.concatenate([boxes.reshape(-1, 2), points.reshape(-1, 2)])
-            want = zoom_window(np.r_[xy.min(0), xy.max(0)], (h, w), self._zoom)
+        want = prompts_window(boxes, points, self._hw, self._zoom)
         have = self._window
         if have is not None and self._embedding is not None:
             xy = [b.reshape(-1, 2) for b in (boxes, points) if b is not None]

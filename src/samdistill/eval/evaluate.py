@@ -32,9 +32,11 @@ from samdistill.data.prompts import (
     component_boxes,
     jitter_box,
     prompt_rng,
+    prompts_window,
     sample_points,
     tight_box,
 )
+from samdistill.deploy.predictor import model_zoom
 from samdistill.errors import UserError
 from samdistill.eval.coco_map import CocoMaskAP
 from samdistill.eval.efficiency import model_macs, sync
@@ -78,12 +80,23 @@ log = logging.getLogger("samdistill.eval")
 
 
 @torch.no_grad()
-def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray], device: str) -> tuple[np.ndarray, dict]:
+def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray], device: str,
+                        zoom: float | None = None) -> tuple[np.ndarray, dict]:
     """Run one image through ``model`` (either kind, see :mod:`samdistill.models.segmenter`); returns the
-    boolean mask (prompts OR-ed) and stage times in ms (a prompt-free model has no decoder: 0 ms)."""
-    hw = image.shape[:2]
+    boolean mask (prompts OR-ed) and stage times in ms (a prompt-free model has no decoder: 0 ms).
+    ``zoom``: the model sees the crop a zoomed Predictor encodes for these prompts
+    (:func:`~samdistill.data.prompts.prompts_window`; points alone: the whole image), its mask pasted back."""
+    full_hw = image.shape[:2]
     seg = segmenter(model)
     t0 = time.perf_counter()
+    window = None
+    if zoom is not None and "boxes" in prompts:
+        window = prompts_window(prompts["boxes"], prompts.get("points"), full_hw, zoom)
+        x0, y0, x1, y1 = window
+        image = np.ascontiguousarray(image[y0:y1, x0:x1])
+        prompts = {k: (v - ([x0, y0] * (v.shape[-1] // 2)) if k in ("boxes", "points") else v)
+                   for k, v in prompts.items()}
+    hw = image.shape[:2]
     x = seg.preprocess.image(image)[None].to(device)
     sync(device)
     t1 = time.perf_counter()
@@ -95,6 +108,10 @@ def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray]
     t3 = time.perf_counter()
     full = seg.postprocess(low, hw)
     mask = (full[:, 0] > 0).any(dim=0).cpu().numpy()
+    if window is not None:
+        pasted = np.zeros(full_hw, dtype=bool)
+        pasted[window[1]:window[3], window[0]:window[2]] = mask
+        mask = pasted
     t4 = time.perf_counter()
     ms = lambda a, b: (b - a) * 1e3  # noqa: E731
     return mask, {
@@ -131,11 +148,14 @@ def evaluate(
     progress: bool = True,
     coco_map: bool = False,
     clicks: int = 0,
+    zoom: float | None | str = "auto",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``.
     ``coco_map``: also COCO mask mAP@[.5:.95] (one instance per image, scored by the model). ``clicks``: also
     the interactive protocol (:mod:`samdistill.eval.interactive`) from ``protocol``'s first prompt (tight box or
-    point), up to ``clicks`` corrective clicks: ``summary["interactive"]`` and ``per_image_clicks.csv``."""
+    point), up to ``clicks`` corrective clicks: ``summary["interactive"]`` and ``per_image_clicks.csv``.
+    ``zoom``: as ``Predictor``'s (``"auto"``: the margin a student distilled on crops records, else none; ``None``
+    or 0: whole images; M >= 1: each image's box crop of M x its longer side), for the clicks too."""
     seg = segmenter(model)
     if seg is None:
         raise UserError(f"{model_name} is not a segmentation model samdistill can evaluate")
@@ -143,6 +163,7 @@ def evaluate(
     if clicks and (prompt_free or protocol.kind == "components" or protocol.jitter or device != "cpu"):
         raise UserError("--prompt clicks:K needs a promptable model, a tight box or a point first, and --device cpu "
                         "(the clicks are decoded through the CPU Predictor)")
+    zoom = model_zoom(model, zoom, model_name)  # a bad margin, or any on a prompt-free model: before any work
     out = check_out_dir(out_dir)  # a file, under a file, or read-only: one-line error, not a traceback
     out.mkdir(parents=True, exist_ok=True)
     ids = dataset.ids(split, limit)
@@ -151,10 +172,11 @@ def evaluate(
     if dataset.split_source.startswith("seeded"):
         (out / "split.json").write_text(json.dumps(dataset.split, indent=1))
     model = model.to(device).eval()
-    zoom = None if prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
-    if zoom:
-        log.warning("%s was distilled on crops around the box (data.zoom %s); eval scores whole images, so its "
-                    "figures here are not what predict and bench (which zoom it) give", model_name, zoom)
+    trained_zoom = None if prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
+    if trained_zoom and zoom != trained_zoom:
+        log.warning("%s was distilled on crops around the box (data.zoom %s) and is scored here with %s, unlike "
+                    "what predict and bench give by default", model_name, trained_zoom,
+                    f"zoom {zoom:g}" if zoom else "whole images")
     acc, base_acc = MetricAccumulator(), {"box_ellipse": MetricAccumulator(), "box_filled": MetricAccumulator()}
     coco = CocoMaskAP() if coco_map else None
     timings: list[dict[str, float]] = []
@@ -170,9 +192,9 @@ def evaluate(
                 continue
             prompts = {} if prompt_free else protocol.make(sample.mask, sample.id)
             if not warmed:  # one untimed pass so that lazy initialisation does not land in the median
-                predict_with_timing(model, sample.image, prompts, device)
+                predict_with_timing(model, sample.image, prompts, device, zoom)
                 warmed = True
-            pred, t = predict_with_timing(model, sample.image, prompts, device)
+            pred, t = predict_with_timing(model, sample.image, prompts, device, zoom)
             m = image_metrics(pred, sample.mask)
             acc.add(m)
             if coco is not None:
@@ -218,6 +240,10 @@ def evaluate(
         "baselines": {k: v.aggregate() for k, v in base_acc.items() if len(v)},
         "prompt": {"kind": "none", "description": "prompt-free model: no prompt"} if prompt_free
         else {**asdict(protocol), "description": protocol.describe()},
+        "zoom": zoom,
+        **({"zoom_description": f"the model saw each image's crop of {zoom:g} x the longer side of the box around "
+                                f"its prompts (points alone: the whole image), its mask pasted back; timings are "
+                                f"the crop's"} if zoom else {}),
         "params": model.parameter_counts(),
         **model_macs(model),
         "latency_ms": med("end_to_end_ms"),
@@ -243,8 +269,9 @@ def evaluate(
         "excluded_empty_gt": {"count": len(excluded), "ids": excluded, "why": "no prompt can be made from an empty mask"},
         "skipped": {"count": len(dataset.skipped), "files": dataset.skipped},
         "ignored_files": len(dataset.ignored),
-        **({"zoom_note": f"distilled on crops (data.zoom {zoom}); scored here on whole images: "
-                            f"`samdistill bench` and `predict` use its zoom"} if zoom else {}),
+        **({"zoom_note": f"distilled on crops (data.zoom {trained_zoom:g}); scored here with "
+                            f"{f'zoom {zoom:g}' if zoom else 'whole images'}: `samdistill bench` and `predict` use "
+                            f"its own zoom by default"} if trained_zoom and zoom != trained_zoom else {}),
         "time_s": elapsed,
         "machine": machine_info(),
         "samdistill": __version__,
@@ -254,7 +281,7 @@ def evaluate(
 
         with num_threads(threads):
             cs = click_summary(model, dataset, split=split, limit=limit, first=protocol.kind, clicks=clicks,
-                               progress=progress)
+                               progress=progress, zoom=zoom)
         write_per_image_clicks(cs, out / "per_image_clicks.csv")
         summary["interactive"] = {k: v for k, v in cs.items() if k != "per_image"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

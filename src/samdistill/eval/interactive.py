@@ -67,15 +67,15 @@ def write_per_image_clicks(summary: dict[str, Any], path) -> None:
             w.writerow([r["id"], "" if r["noc"] is None else r["noc"], *r["dice_clicks"], json.dumps(r["clicks"])])
 
 
-def _predictor(model):
-    """``model`` as a Predictor: a PyTorch model is wrapped (``Predictor.from_torch``); anything else is
-    taken as a Predictor already (PyTorch or ONNX: ``set_image``, ``predict``, ``name``, ``prompt_free``)."""
+def _predictor(model, zoom: float | None = None):
+    """``model`` as a Predictor: a PyTorch model is wrapped (``Predictor.from_torch`` with ``zoom``: None, the
+    whole image, unless given); anything else is taken as a Predictor already (PyTorch or ONNX: ``set_image``,
+    ``predict``, ``name``, ``prompt_free``), its own zoom kept."""
     import torch
 
     from samdistill.deploy.predictor import Predictor
 
-    # eval scores whole images: a student distilled on crops is scored unzoomed here too (bench zooms it)
-    pred = Predictor.from_torch(model, zoom=None) if isinstance(model, torch.nn.Module) else model
+    pred = Predictor.from_torch(model, zoom=zoom) if isinstance(model, torch.nn.Module) else model
     if getattr(pred, "prompt_free", False):
         raise UserError(f"{pred.name} is a prompt-free model: the interactive protocol needs prompts")
     return pred
@@ -149,18 +149,19 @@ def curve_summary(curves: list[list[float]], threshold: float = NOC_THRESHOLD) -
 
 def click_summary(model, dataset, *, split: str = "test", limit: int | None = None,
                   first: FirstPrompt = "box", clicks: int = 5, threshold: float = NOC_THRESHOLD,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, zoom: float | None = None) -> dict[str, Any]:
     """:func:`click_curve` over ``dataset.ids(split, limit)`` (a :class:`samdistill.data.datasets.SegDataset`).
 
     Images with an empty ground truth are excluded and counted (no first prompt can be simulated), as in
     ``samdistill eval``. Returns ``{"protocol", "n", "dice_clicks"`` (mean Dice per click index, ``clicks
     + 1`` values), ``"noc": {"threshold", "mean"`` (over the images that reach it; ``None`` if none
     does), ``"reached", "never"}``, ``"excluded_empty_gt"``, ``"per_image": [{"id", "dice_clicks",
-    "noc", "clicks": [[x, y, label], ...]}]}``.
+    "noc", "clicks": [[x, y, label], ...]}]}``. ``zoom``: the margin a PyTorch ``model`` is wrapped with
+    (:class:`~samdistill.deploy.predictor.Predictor`; None: whole images).
     """
     from tqdm import tqdm
 
-    predictor = _predictor(model)
+    predictor = _predictor(model, zoom)
     ids = dataset.ids(split, limit)
     if not ids:
         raise UserError(f"split {split!r} of {dataset.name} is empty")
