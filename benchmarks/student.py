@@ -144,8 +144,9 @@ def run_dataset(name: str, args) -> dict:
         specs[("student", "torch", seed, None)] = str(runs[seed][0] / "student.pt")
     if args.zoom:
         specs[("teacher", "torch", None, args.zoom)] = TEACHER
-        for seed in args.seeds:
-            specs[("student", "torch", seed, args.zoom)] = str(runs[seed][0] / "student.pt")
+        for seed in args.seeds:  # a student distilled on crops at this zoom is already benched with it
+            if (runs[seed][1]["config"].get("data") or {}).get("zoom") != args.zoom:
+                specs[("student", "torch", seed, args.zoom)] = str(runs[seed][0] / "student.pt")
     bench_dir = run_dir / "bench"
     t0 = time.time()
     bench = run_bench(list(specs.values()), str(data), out_dir=bench_dir, split="test", limit=args.limit,
@@ -158,7 +159,10 @@ def run_dataset(name: str, args) -> dict:
         # ONNX graphs and zoomed rows: the MACs of the PyTorch model they come from
         torch_row = by_spec[(model, "torch", seed if model == "student" else None, None)]
         rows.append({
-            "model": model, "backend": backend, "seed": seed, "zoom": zoom, "n": b["n"], "dice": b["dice"], "iou": b["iou"],
+            # zoom: what the row ran with (a student distilled on crops zooms by default); shipped: the model as
+            # Predictor.load gives it (the targets' rows), not a --zoom row beside them
+            "model": model, "backend": backend, "seed": seed, "zoom": b.get("zoom"), "shipped": zoom is None,
+            "n": b["n"], "dice": b["dice"], "iou": b["iou"],
             "hd95": b["hd95"], "dice_clicks": b["clicks"]["dice_clicks"], "noc90": b["clicks"]["noc"],
             "encoder_gmacs": torch_row["encoder_gmacs"], "decoder_gmacs": torch_row["decoder_gmacs"],
             "params": b["params_total"], "first_click_ms": b["first_click_ms"], "next_click_ms": b["next_click_ms"],
@@ -207,10 +211,16 @@ def recipe_summary(cfg: dict) -> dict:
                                            "box_jitter")}}
 
 
-def _row(rows, model, backend, seed=None, zoom=None):
+def _shipped(r: dict) -> bool:
+    """A row of the model as ``Predictor.load`` gives it (its own zoom, if any), not one benched at ``--zoom``
+    beside it (rows written before ``shipped`` existed: the unzoomed ones)."""
+    return r.get("shipped", r.get("zoom") is None)
+
+
+def _row(rows, model, backend, seed=None, shipped=True, zoom=None):
     for r in rows:
         if (r["model"] == model and r["backend"] == backend and (seed is None or r["seed"] == seed)
-                and r.get("zoom") == zoom):
+                and _shipped(r) == shipped and (shipped or r.get("zoom") == zoom)):
             return r
     return None
 
@@ -227,15 +237,15 @@ def targets(name: str, rows: list[dict], train: dict, threads: int | None = None
     fp32, int8, torch_s = _row(rows, "student", "onnx"), _row(rows, "student", "onnx-int8"), _row(rows, "student", "torch")
     int8_ok = abs(int8["dice"] - fp32["dice"]) <= 0.005
     shipped = int8 if int8_ok else fp32
-    students = [r for r in rows if r["model"] == "student" and r["backend"] == "torch" and r.get("zoom") is None]
+    students = [r for r in rows if r["model"] == "student" and r["backend"] == "torch" and _shipped(r)]
     dice_s = sum(r["dice"] for r in students) / len(students)
     gap = dice_s - t["dice"]
     dice_ok = gap >= -0.005 if name == "hc18" else gap >= -0.015
     macs = (t["encoder_gmacs"] + t["decoder_gmacs"]) / (torch_s["encoder_gmacs"] + torch_s["decoder_gmacs"])
-    zoomed = [r for r in rows if r["model"] == "student" and r.get("zoom")]
+    zoomed = [r for r in rows if r["model"] == "student" and not _shipped(r)]
     zoom = None
     if zoomed:
-        tz = _row(rows, "teacher", "torch", zoom=zoomed[0]["zoom"])
+        tz = _row(rows, "teacher", "torch", shipped=False, zoom=zoomed[0]["zoom"])
         dz = sum(r["dice"] for r in zoomed) / len(zoomed)
         zoom = {"zoom": zoomed[0]["zoom"], "student_dice_mean_over_seeds": dz, "gap_to_plain_teacher": dz - t["dice"],
                 "gap_to_zoomed_teacher": dz - tz["dice"] if tz else None,

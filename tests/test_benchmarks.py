@@ -411,6 +411,27 @@ def test_student_zoomed_rows_leave_the_targets_on_the_plain_rows(monkeypatch):
     assert z["gap_to_best_teacher"] == pytest.approx(-0.02) and z["first_click_speedup"] == pytest.approx(10.0)
 
 
+
+def test_student_distilled_on_crops_is_judged_on_its_own_zoomed_rows(monkeypatch):
+    """A default student distilled on crops (data.zoom) zooms as Predictor.load gives it: those rows are the shipped
+    ones the targets read (labelled with their zoom), and a --zoom teacher row beside them is not."""
+    st = _script("student", monkeypatch)
+
+    def row(model, backend, seed, dice, zoom=None, shipped=True, ms=(100.0, 10.0)):
+        return {"model": model, "backend": backend, "seed": seed, "zoom": zoom, "shipped": shipped, "dice": dice,
+                "dice_clicks": [dice] * 4, "encoder_gmacs": 1.0, "decoder_gmacs": 1.0, "first_click_ms": ms[0],
+                "next_click_ms": ms[1]}
+
+    rows = [row("teacher", "torch", None, 0.90, ms=(1000.0, 60.0)), row("teacher", "onnx", None, 0.90),
+            row("student", "torch", 0, 0.895, 1.5), row("student", "onnx", 0, 0.895, 1.5),
+            row("student", "onnx-int8", 0, 0.893, 1.5), row("student", "torch", 1, 0.885, 1.5),
+            row("teacher", "torch", None, 0.80, 1.5, shipped=False, ms=(10.0, 1.0))]
+    tg = st.targets("kvasir_seg", rows, {"0": {"train_minutes": 90}, "1": {"train_minutes": 100}})
+    assert tg["dice_gap"] == pytest.approx(-0.01) and tg["met"]["dice_within_0.015"]
+    assert tg["next_click_speedup"] == pytest.approx(6.0) and "zoom" not in tg  # the plain teacher, no extra block
+    assert st._row(rows, "teacher", "torch")["dice"] == 0.90
+    assert st._row(rows, "teacher", "torch", shipped=False, zoom=1.5)["dice"] == 0.80
+
 def test_student_2h_target_judges_the_runs_trained_at_the_bench_threads(monkeypatch):
     st = _script("student", monkeypatch)
     train = {"0": {"train_minutes": 134.0, "threads": "1"}, "1": {"train_minutes": 114.7, "threads": "1"},
