@@ -205,7 +205,9 @@ def distill_seconds(summary: dict) -> float:
 
 def recipe_summary(cfg: dict) -> dict:
     st, s1, s2 = cfg["student"], cfg["stage1"], cfg["stage2"]
+    zoom = (cfg.get("data") or {}).get("zoom")  # distilled on crops: its rows are zoomed (the key only when set)
     return {"student": st["name"], "grid": st["grid"], "decoder": st["decoder"], "detail": st.get("detail"),
+            **({"data_zoom": zoom} if zoom else {}),
             "stage1": {k: s1[k] for k in ("epochs", "mse", "perceptual")},
             "stage2": {k: s2[k] for k in ("epochs", "dice", "bce", "kd", "iou", "iou_kd", "token_kd", "loop_iters", "mse",
                                            "box_jitter")}}
