@@ -145,7 +145,7 @@ def run_dataset(name: str, args) -> dict:
     if args.zoom:
         specs[("teacher", "torch", None, args.zoom)] = TEACHER
         for seed in args.seeds:  # a student distilled on crops at this zoom is already benched with it
-            if (runs[seed][1]["config"].get("data") or {}).get("zoom") != args.zoom:
+            if runs[seed][1]["config"]["data"].get("zoom") != args.zoom:
                 specs[("student", "torch", seed, args.zoom)] = str(runs[seed][0] / "student.pt")
     bench_dir = run_dir / "bench"
     t0 = time.time()
@@ -205,7 +205,7 @@ def distill_seconds(summary: dict) -> float:
 
 def recipe_summary(cfg: dict) -> dict:
     st, s1, s2 = cfg["student"], cfg["stage1"], cfg["stage2"]
-    zoom = (cfg.get("data") or {}).get("zoom")  # distilled on crops: its rows are zoomed (the key only when set)
+    zoom = cfg["data"].get("zoom")  # distilled on crops: its rows are zoomed (the key only when set)
     return {"student": st["name"], "grid": st["grid"], "decoder": st["decoder"], "detail": st.get("detail"),
             **({"data_zoom": zoom} if zoom else {}),
             "stage1": {k: s1[k] for k in ("epochs", "mse", "perceptual")},

@@ -38,9 +38,7 @@ from samdistill.models.segmenter import segmenter
 def check_zoom(value: float | None, *, prompt_free: bool, name: str) -> float | None:
     """A zoom margin as given (None or 0: the whole image) -> the margin, or None; a one-line error for a
     margin below 1 or not a number, and for any margin on a prompt-free model (no box to crop around)."""
-    if value == 0:  # the CLI's --zoom 0: the whole image, whatever the model was trained with
-        return None
-    if value is None:
+    if value is None or value == 0:  # 0: the CLI's --zoom 0, the whole image whatever the model was trained with
         return None
     if prompt_free:
         raise UserError(f"{name} is a prompt-free model: zoom needs a box to crop around")
@@ -49,15 +47,20 @@ def check_zoom(value: float | None, *, prompt_free: bool, name: str) -> float | 
     return float(value)
 
 
-def model_zoom(model, zoom: float | None | str, name: str) -> float | None:
-    """The zoom a PyTorch ``model`` is used with: ``"auto"`` the margin its checkpoint records (a student
-    distilled on crops, ``data.zoom``; none for other models and every prompt-free one), else ``zoom`` checked
-    by :func:`check_zoom`."""
-    seg = segmenter(model)
-    prompt_free = seg is not None and seg.prompt_free
+def resolve_zoom(zoom: float | None | str, recorded: float | None, *, prompt_free: bool, name: str) -> float | None:
+    """The zoom a model is used with: ``"auto"`` the margin it records (``recorded``: a student distilled on
+    crops, ``data.zoom``, carries it in its checkpoint or export manifest; never for a prompt-free model), else
+    ``zoom`` checked by :func:`check_zoom`."""
     if zoom == "auto":
-        return None if prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
+        return None if prompt_free else recorded
     return check_zoom(zoom, prompt_free=prompt_free, name=name)
+
+
+def model_zoom(model, zoom: float | None | str, name: str) -> float | None:
+    """:func:`resolve_zoom` for a PyTorch ``model`` (its recorded zoom is in its checkpoint's provenance)."""
+    seg = segmenter(model)
+    return resolve_zoom(zoom, (getattr(model, "provenance", None) or {}).get("zoom"),
+                        prompt_free=seg is not None and seg.prompt_free, name=name)
 
 
 class Predictor:
@@ -151,8 +154,9 @@ class Predictor:
                 raise UserError(f"{path} cannot be loaded by onnxruntime ({first}); re-export it with "
                                 f"`samdistill export MODEL --out {folder} --force`") from None
 
-        if zoom == "auto":  # the export of a student distilled on crops carries its zoom in the manifest
-            zoom = None if export.kind == "promptfree" else (export.manifest or {}).get("zoom")
+        # the export of a student distilled on crops carries its zoom in the manifest
+        zoom = resolve_zoom(zoom, (export.manifest or {}).get("zoom"), prompt_free=export.kind == "promptfree",
+                            name=folder.name)
         if export.kind == "promptfree":
             sess = session(export.graphs["model"])
             return cls(preprocess=Preprocess.from_dict(spec["preprocess"]),

@@ -94,8 +94,10 @@ def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray]
         window = prompts_window(prompts["boxes"], prompts.get("points"), full_hw, zoom)
         x0, y0, x1, y1 = window
         image = np.ascontiguousarray(image[y0:y1, x0:x1])
-        prompts = {k: (v - ([x0, y0] * (v.shape[-1] // 2)) if k in ("boxes", "points") else v)
-                   for k, v in prompts.items()}
+        shifted = {"boxes": prompts["boxes"] - [x0, y0, x0, y0]}  # prompts in the crop's frame
+        if "points" in prompts:
+            shifted["points"] = prompts["points"] - [x0, y0]
+        prompts = {**prompts, **shifted}
     hw = image.shape[:2]
     x = seg.preprocess.image(image)[None].to(device)
     sync(device)
@@ -172,7 +174,7 @@ def evaluate(
     if dataset.split_source.startswith("seeded"):
         (out / "split.json").write_text(json.dumps(dataset.split, indent=1))
     model = model.to(device).eval()
-    trained_zoom = None if prompt_free else (getattr(model, "provenance", None) or {}).get("zoom")
+    trained_zoom = model_zoom(model, "auto", model_name)  # the model's own (predict and bench use it by default)
     if trained_zoom and zoom != trained_zoom:
         log.warning("%s was distilled on crops around the box (data.zoom %s) and is scored here with %s, unlike "
                     "what predict and bench give by default", model_name, trained_zoom,
