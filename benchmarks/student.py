@@ -7,9 +7,11 @@ fp32, and all five are benched in one process with the same threads (:func:`samd
 Dice/IoU/HD95 at the original size under the tight box, first and next click, batch-16 throughput) and put
 through the interactive protocol (``run_bench(..., clicks=K)``: the tight box, then K corrective clicks,
 decoded on the embedding of the timed pass). Further seeds (``--seeds 0 1``) add a student (PyTorch) row each.
-``--zoom M`` (default 1.5, chosen on the validation split in zoom_kvasir_seg.md; 0: none) adds the teacher and
-each seed's student (PyTorch) benched with ``Predictor(zoom=M)`` (the box's crop encoded instead of the whole
-image), in the same interleaved pass; the targets stay on the plain rows, the zoomed figures are stated beside.
+The student rows are the model as ``Predictor.load`` gives it: the default recipe distils on crops
+(``data.zoom: 1.5``), so they zoom by the margin the student records. ``--zoom M`` (default 1.5, chosen on the
+validation split in zoom_kvasir_seg.md; 0: none) adds the teacher, and each seed's student not already distilled
+at that margin, benched with ``Predictor(zoom=M)`` (the box's crop encoded instead of the whole image), in the
+same interleaved pass; the targets stay on the shipped rows, the added zoomed figures are stated beside.
 
 Writes benchmarks/results/student_<dataset>.json + .md::
 

@@ -264,7 +264,7 @@ def test_a_run_from_before_a_neutral_key_was_added_is_still_that_run(tmp_path):
     from samdistill.distill import finished_run
 
     out = tmp_path / "old"
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, data={"path": DATA, "zoom": None})  # runs from before data.zoom trained on whole images
     distill(cfg, out)
     assert {"precision": "auto", "stage2.feature_kd": 0.0, "data.zoom": None}.items() <= added_neutral_keys(cfg).items()
     saved = out / "config.yaml"
@@ -279,6 +279,9 @@ def test_a_run_from_before_a_neutral_key_was_added_is_still_that_run(tmp_path):
     write(tree)
     assert finished_run(out, cfg)[0] is not None
     assert finished_run(out, cfg.model_copy(update={"precision": "bf16"})) == (None, ["precision"])
+    # the recipe's default now distils on crops (data.zoom 1.5): such a whole-image run is not a run of it
+    crops = cfg.model_copy(update={"data": cfg.data.model_copy(update={"zoom": 1.5})})
+    assert finished_run(out, crops) == (None, ["data.zoom"])
     del tree["student"]["detail"]
     write(tree)
     assert finished_run(out, cfg) == (None, ["student.detail"])
@@ -296,7 +299,7 @@ def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
     cfg = _cfg(tmp_path, data={"path": DATA, "zoom": 1.5}, stage1={"epochs": 1, "batch_size": 4},
                stage2={"epochs": 1, "batch_size": 4})
     ds = open_run_dataset(cfg)
-    whole = open_run_dataset(_cfg(tmp_path))
+    whole = open_run_dataset(_cfg(tmp_path, data={"path": DATA, "zoom": None}))
     seen = 0
     for sid in ds.ids("train"):
         a, b = ds.load(sid), whole.load(sid)
@@ -309,8 +312,8 @@ def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
         seen += a.image.shape[0] < b.image.shape[0] or a.image.shape[1] < b.image.shape[1]
     assert seen > 0  # some crops are smaller than their image
     s = distill(cfg, tmp_path / "zoomed")
-    plain = distill(_cfg(tmp_path, stage1={"epochs": 1, "batch_size": 4}, stage2={"epochs": 1, "batch_size": 4}),
-                    tmp_path / "plain")
+    plain = distill(_cfg(tmp_path, data={"path": DATA, "zoom": None}, stage1={"epochs": 1, "batch_size": 4},
+                         stage2={"epochs": 1, "batch_size": 4}), tmp_path / "plain")
     assert s["cache"]["misses"] > 0 and plain["cache"]["misses"] > 0  # crops and whole images: separate entries
     assert np.isfinite(s["best"]["dice"])
     with pytest.raises((UserError, ValidationError), match="zoom"):
