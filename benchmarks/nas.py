@@ -5,7 +5,7 @@ students at equal or lower MACs, with encoder MACs <= 1/30 of the LiteMedSAM tea
    `--search-limit` images, halves for weights and architecture), budget = teacher encoder / 30.
 2. `samdistill nas train` of the found genotype on the full train split (logit KD + saliency + Dice/BCE).
 3. The hand-designed students (`--students`) distilled with `samdistill distill --method kdsam` with
-   the same epochs and learning rates.
+   the same data settings (whole images, as the nas recipe), epochs and learning rates.
 4. `samdistill bench` of teacher + all students on the test split in one process: Dice, IoU, HD95,
    COCO mask mAP@[.5:.95], parameters, encoder MACs, batch-1 latency, batch-16 throughput (CPU).
 Writes benchmarks/results/nas_kvasir.{json,md} and nas_kvasir.png (the Pareto plot).
@@ -77,9 +77,11 @@ def main() -> None:
     # resume="auto": a run finished with this config is read (its epoch_seconds are its own), an interrupted one continues
     timings["train_searched_s"] = distill(cfg, run_dir, resume="auto")["epoch_seconds"]
     students["searched"] = run_dir / "student.pt"
+    # the same images as the searched student: the kdsam recipe distils on crops by default, the nas one does not
+    same_data = {"data": cfg.data.model_dump(mode="json")}
     for name in args.students:
         run_dir = runs / name
-        cfg = load_config("kdsam", {**common, "student": {"name": name},
+        cfg = load_config("kdsam", {**common, **same_data, "student": {"name": name},
                                     "stage1": {"epochs": args.stage1_epochs, "perceptual": 0.0},
                                     "stage2": {"epochs": args.stage2_epochs}})
         run = distill(cfg, run_dir, resume="auto")

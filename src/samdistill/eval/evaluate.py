@@ -175,10 +175,12 @@ def evaluate(
         (out / "split.json").write_text(json.dumps(dataset.split, indent=1))
     model = model.to(device).eval()
     trained_zoom = model_zoom(model, "auto", model_name)  # the model's own (predict and bench use it by default)
+    zoom_note = None
     if trained_zoom and zoom != trained_zoom:
-        log.warning("%s was distilled on crops around the box (data.zoom %s) and is scored here with %s, unlike "
-                    "what predict and bench give by default", model_name, trained_zoom,
-                    f"zoom {zoom:g}" if zoom else "whole images")
+        zoom_note = (f"distilled on crops (data.zoom {trained_zoom:g}); scored here with "
+                     f"{f'zoom {zoom:g}' if zoom else 'whole images'}: `samdistill bench` and `predict` use its own "
+                     "zoom by default")
+        log.warning("%s: %s", model_name, zoom_note)
     acc, base_acc = MetricAccumulator(), {"box_ellipse": MetricAccumulator(), "box_filled": MetricAccumulator()}
     coco = CocoMaskAP() if coco_map else None
     timings: list[dict[str, float]] = []
@@ -271,9 +273,7 @@ def evaluate(
         "excluded_empty_gt": {"count": len(excluded), "ids": excluded, "why": "no prompt can be made from an empty mask"},
         "skipped": {"count": len(dataset.skipped), "files": dataset.skipped},
         "ignored_files": len(dataset.ignored),
-        **({"zoom_note": f"distilled on crops (data.zoom {trained_zoom:g}); scored here with "
-                            f"{f'zoom {zoom:g}' if zoom else 'whole images'}: `samdistill bench` and `predict` use "
-                            f"its own zoom by default"} if trained_zoom and zoom != trained_zoom else {}),
+        **({"zoom_note": zoom_note} if zoom_note else {}),
         "time_s": elapsed,
         "machine": machine_info(),
         "samdistill": __version__,
