@@ -316,6 +316,12 @@ def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
                          stage2={"epochs": 1, "batch_size": 4}), tmp_path / "plain")
     assert s["cache"]["misses"] > 0 and plain["cache"]["misses"] > 0  # crops and whole images: separate entries
     assert np.isfinite(s["best"]["dice"])
+    from samdistill.models.zoo import load_model
+
+    # student.pt and the best checkpoint (what a stopped run leaves) both record the zoom the Predictor takes
+    for run, want in (("zoomed", 1.5), ("plain", None)):
+        for f in ("student.pt", "checkpoints/best.pt"):
+            assert load_model(str(tmp_path / run / f)).provenance.get("zoom") == want, (run, f)
     with pytest.raises((UserError, ValidationError), match="zoom"):
         load_config("kdsam", {"data": {"path": DATA, "zoom": 0.5}})
     # a prompt-free method is never given a box, and its unlabeled images' masks must stay unseen

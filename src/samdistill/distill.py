@@ -144,10 +144,11 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
             (out / "labeled.json").write_text(json.dumps(built.labeled_ids, indent=0))
 
         ckpt = out / "checkpoints"
+        zoomed = {"zoom": cfg.data.zoom} if cfg.data.zoom else {}  # the Predictor zooms the same (zoom="auto")
         trainer = Trainer(
             model=model, phases=phases, out_dir=out, seed=cfg.seed, device=cfg.device, val_every=cfg.val_every,
             progress=cfg.progress,
-            on_best=lambda m, best: save_model(student, ckpt / "best.pt", provenance={"best": best}),
+            on_best=lambda m, best: save_model(student, ckpt / "best.pt", provenance={"best": best, **zoomed}),
             on_epoch_end=lambda h: plot_curves(h, out / "plots" / "curves.png"),
             stop_after_steps=stop_after_steps, checkpoint_every=cfg.checkpoint_every, precision=cfg.precision,
             resume_hint=built.resume_hint,
@@ -165,7 +166,7 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         provenance = {
             "method": cfg.method, "teacher": cfg.teacher, "teacher_id": cache.teacher_id, "data": str(cfg.data.path),
             "train_split": cfg.data.train_split, "best": result["best"], "samdistill": __version__, **extra,
-            **({"zoom": cfg.data.zoom} if cfg.data.zoom else {}),  # the Predictor zooms the same (zoom="auto")
+            **zoomed,
         }
         save_model(final, out / "student.pt", provenance=provenance)
         _overlays(final, teacher, ds, val_ids[: cfg.overlays], out / "overlays", names=(cfg.teacher, student_name))

@@ -183,6 +183,24 @@ def test_calibration_skips_empty_masks_and_verifies_on_unused_train_images_witho
     assert cal.describe()["n"] == 2 and cal.describe()["n_requested"] == 2
 
 
+def test_a_student_distilled_on_crops_is_calibrated_and_verified_on_its_crops(student):
+    """The int8 graphs see what the deployed (zoomed) Predictor feeds them: each image's crop, its box then
+    spanning 1/zoom of the crop's side (more where the crop is clipped at the image border)."""
+    from samdistill.deploy.quantize import calibration_set
+
+    whole = calibration_set(student, DATA, n=4, verify_n=2)
+    assert whole.describe()["zoom"] is None
+    student.provenance = {"zoom": 1.5}
+    crops = calibration_set(student, DATA, n=4, verify_n=2)
+    assert crops.describe()["zoom"] == 1.5 and crops.ids == whole.ids
+    longer = lambda b: np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])  # noqa: E731
+    s = student.input_size
+    for boxes, plain in ((crops.boxes, whole.boxes), (crops.holdout[1], whole.holdout[1])):
+        # an inclusive L-px box in a crop of 1.5 (L + 1) px: L / (1.5 (L + 1)) of the input, > 0.55 for L > 10
+        assert (longer(boxes) > 0.55 * s).all() and (longer(boxes) > longer(plain)).all()
+    assert not np.allclose(crops.images, whole.images)
+
+
 @pytest.mark.parametrize("splits, says", [
     ({"train": [False, False], "val": [True]}, "no image with a non-empty mask"),
     ({"train": [True, True]}, "lower --calibrate-n"),

@@ -71,6 +71,52 @@ def test_predictor_zoom_matches_the_plain_predictor_on_the_crop_and_reuses_it(ti
     assert seen.calls[-1] == (90, 120)
 
 
+def test_predictor_zoom_segments_each_box_on_its_own_crop(tiny_model):
+    """Two boxes far apart: two crops (one per box, as the student was distilled), not one covering both;
+    each mask equals that box's mask alone."""
+    from samdistill import Predictor
+
+    image = (np.random.default_rng(2).random((90, 120, 3)) * 255).astype(np.uint8)
+    boxes = np.array([[5.0, 5.0, 14.0, 14.0], [100.0, 70.0, 109.0, 79.0]])
+    p = Predictor.from_torch(tiny_model)
+    p.zoom = 2.0
+    seen = _Counting(p)
+    p.set_image(image)
+    masks, iou = p.predict(boxes=boxes)
+    assert masks.shape == (2, 90, 120) and iou.shape == (2,)
+    assert seen.calls == [(20, 20), (20, 20)]  # 2 x the 10 px box each; a shared crop would be ~(85, 115)
+    assert p.last_encode_ms > 0
+    for i in range(2):
+        alone = Predictor.from_torch(tiny_model)
+        alone.zoom = 2.0
+        alone.set_image(image)
+        m, q = alone.predict(boxes=boxes[i:i + 1])
+        assert (m[0] == masks[i]).all() and np.isclose(q[0], iou[i])
+    # boxes with a row of points each stay paired; a mismatch is one error
+    p.predict(boxes=boxes, points=[[[8, 8]], [[104, 74]]], labels=[[1], [0]])
+    from samdistill.errors import UserError
+
+    with pytest.raises(UserError, match="one row of points per box"):
+        p.predict(boxes=boxes, points=[[[8, 8]]])
+
+
+def test_predictor_zoom_refuses_a_state_of_another_margin_and_a_bad_image_early(tiny_model):
+    from samdistill import Predictor
+    from samdistill.errors import UserError
+
+    image = (np.random.default_rng(3).random((64, 64, 3)) * 255).astype(np.uint8)
+    p = Predictor.from_torch(tiny_model)
+    p.zoom = 1.5
+    p.set_image(image)
+    p.predict(boxes=[[10, 10, 25, 25]])
+    state = p.get_state()
+    p.zoom = 3.0
+    with pytest.raises(UserError, match="another zoom"):
+        p.set_state(state)
+    with pytest.raises(UserError, match="HxW or HxWx3"):
+        p.set_image(np.zeros((64, 64, 4), np.uint8))  # RGBA: refused at set_image, not later in predict
+
+
 def test_predictor_zoom_state_and_bad_values(tiny_model):
     from samdistill import Predictor
     from samdistill.errors import UserError

@@ -268,6 +268,24 @@ def test_eval_zoom_scores_what_the_zoomed_predictor_gives(tmp_path, tiny_model, 
     assert zoomed[1] != whole[1]  # the crops are other pixels
 
 
+def test_eval_zoom_with_several_boxes_crops_each_box_as_the_predictor_does(tiny_model):
+    """``--prompt components`` under zoom: each component's box on its own crop, the masks OR-ed: the union of
+    the zoomed Predictor's masks, not one crop around both boxes."""
+    from samdistill.deploy.predictor import Predictor
+    from samdistill.eval.evaluate import predict_with_timing
+
+    image = (np.random.default_rng(4).random((90, 120, 3)) * 255).astype(np.uint8)
+    boxes = np.array([[5.0, 5.0, 14.0, 14.0], [100.0, 70.0, 109.0, 79.0]])
+    mask, t = predict_with_timing(tiny_model, image, {"boxes": boxes}, "cpu", zoom=2.0)
+    p = Predictor.from_torch(tiny_model, zoom=2.0)
+    p.set_image(image)
+    ref = p.predict(boxes=boxes)[0]
+    assert (mask == ref.any(0)).all()
+    shared, _ = predict_with_timing(tiny_model, image, {"boxes": boxes[:1]}, "cpu", zoom=2.0)
+    assert (mask[:40, :40] == shared[:40, :40]).all()  # the first box's region: as if it were alone
+    assert t["encoder_ms"] > 0 and np.isfinite(t["score"])
+
+
 def test_eval_zoom_bad_values_are_one_line_errors(tmp_path, tiny_model):
     from samdistill.api import evaluate_model
     from samdistill.errors import UserError

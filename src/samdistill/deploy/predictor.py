@@ -183,6 +183,8 @@ class Predictor:
         """Preprocess and encode ``image`` once; later ``predict`` calls only run the decoder. With ``zoom``
         the image is kept and the first ``predict`` encodes the crop its prompt asks for."""
         arr = np.asarray(image)
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):  # zoom keeps it: fail here, not in predict
+            raise UserError(f"expected an HxW or HxWx3 image, got shape {arr.shape}")
         self._hw = (int(arr.shape[0]), int(arr.shape[1]))
         self._embedding = self._window = None
         self.last_encode_ms = 0.0
@@ -202,16 +204,16 @@ class Predictor:
         if self._hw is None:
             return None
         return (self._embedding, self._hw) if self._zoom is None else (self._embedding, self._hw, self._image,
-                                                                       self._window)
+                                                                       self._window, self._zoom)
 
     def set_state(self, state: tuple) -> None:
         """Make a state from ``get_state`` current again: ``predict`` then needs no new ``set_image``."""
-        if len(state) != (2 if self._zoom is None else 4):
+        if len(state) != (2 if self._zoom is None else 5) or (self._zoom is not None and state[4] != self._zoom):
             raise UserError("this state was taken with another zoom setting; call set_image(image) again")
         if self._zoom is None:
             self._embedding, self._hw = state
         else:
-            self._embedding, self._hw, self._image, self._window = state
+            self._embedding, self._hw, self._image, self._window, _ = state
 
     def _zoomed(self, boxes: np.ndarray | None, points: np.ndarray | None) -> tuple[int, int, int, int]:
         """Make ``self._embedding`` the embedding of a crop fit for these prompts (original pixels); its window.
@@ -261,6 +263,11 @@ class Predictor:
             check_inside(pts, self._hw, "point")
         if b is None and pts is None:
             raise UserError("give boxes or points")
+        if b is not None and pts is not None and len(pts) != len(b):
+            raise UserError("with boxes and points together, give one row of points per box")
+        n = len(b) if b is not None else len(pts)
+        if self._zoom is not None and b is not None and n > 1:
+            return self._predict_each(b, pts, labels)
         window = None
         if self._zoom is not None:  # decode on the crop: prompts in its frame, the mask pasted back below
             window = self._zoomed(b, pts)
@@ -277,8 +284,6 @@ class Predictor:
             lab = np.ones(pts.shape[:2], np.int64) if labels is None else np.asarray(labels).reshape(pts.shape[:2])
             pts_in = self.preprocess.points_to_input(pts, hw)
             if boxes is not None:  # points refine the boxes: one prompt = box corners + its points
-                if len(pts_in) != len(parts_c[0]):
-                    raise UserError("with boxes and points together, give one row of points per box")
                 parts_c[0] = np.concatenate([parts_c[0], pts_in], 1)
                 parts_l[0] = np.concatenate([parts_l[0], lab], 1)
             else:  # segment-anything pads point-only prompts with a (0, 0) point labelled -1
@@ -294,6 +299,21 @@ class Predictor:
             full[:, window[1]:window[3], window[0]:window[2]] = masks
             masks = full
         return masks, np.asarray(iou)[:, 0]
+
+    def _predict_each(self, b: np.ndarray, pts: np.ndarray | None, labels) -> tuple[np.ndarray, np.ndarray]:
+        """Zoom with several boxes: each box (with its row of points) on its own crop, as the student was
+        distilled; a shared crop around boxes far apart would show each object small again. One encoder
+        pass per crop (``last_encode_ms``: their sum); the last crop stays encoded."""
+        lab = None if labels is None or pts is None else np.asarray(labels).reshape(pts.shape[:2])
+        masks, ious, encode_ms = [], [], 0.0
+        for i in range(len(b)):
+            m, q = self.predict(b[i:i + 1], None if pts is None else pts[i:i + 1],
+                                None if lab is None else lab[i:i + 1])
+            masks.append(m)
+            ious.append(q)
+            encode_ms += self.last_encode_ms
+        self.last_encode_ms = encode_ms
+        return np.concatenate(masks), np.concatenate(ious)
 
 
 def check_inside(xy: np.ndarray, hw: tuple[int, int], what: str) -> None:

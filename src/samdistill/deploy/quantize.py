@@ -104,12 +104,13 @@ class CalibrationSet:
     holdout: tuple[np.ndarray, np.ndarray]  # (images, boxes) of those
 
     requested: int = 32
+    zoom: float | None = None   # a student distilled on crops: calibrated and verified on the crops it is used on
 
     def describe(self) -> dict[str, Any]:
         from samdistill.deploy.onnx import _portable_source  # no absolute folders of this machine
 
         return {"data": _portable_source(self.data), "split": self.split, "n": len(self.ids),
-                "n_requested": self.requested, "ids": self.ids, "verified_on": self.holdout_ids}
+                "n_requested": self.requested, "ids": self.ids, "verified_on": self.holdout_ids, "zoom": self.zoom}
 
 
 def _samples(model, ds, ids: Iterable[str], limit: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -132,12 +133,16 @@ def _samples(model, ds, ids: Iterable[str], limit: int) -> tuple[list[str], np.n
 
 def calibration_set(model, data: str, *, n: int = 32, split: str = "train", verify_n: int = 8) -> CalibrationSet:
     """The first ``n`` images of ``data[split]`` with a non-empty mask, preprocessed for ``model``, and up to
-    ``verify_n`` images the calibration does not use (val split, else the rest of ``split``)."""
+    ``verify_n`` images the calibration does not use (val split, else the rest of ``split``). A student distilled
+    on crops (its recorded zoom) is calibrated and verified on each image's crop, as its Predictor encodes it."""
     from samdistill.data.datasets import open_dataset
+    from samdistill.deploy.predictor import model_zoom
 
     if n < 1:
         raise UserError(f"--calibrate-n must be at least 1, got {n}")
+    zoom = model_zoom(model, "auto", getattr(model, "name", "model"))
     ds = open_dataset(data)
+    ds.zoom = zoom
     train = ds.ids(split)
     ids, images, boxes = _samples(model, ds, train, n)
     if not ids:
@@ -149,7 +154,7 @@ def calibration_set(model, data: str, *, n: int = 32, split: str = "train", veri
         raise UserError(f"--calibrate {data}: no image left to verify the int8 graphs on (no val split and every "
                         f"{split} image used for calibration); lower --calibrate-n")
     return CalibrationSet(data=str(data), split=split, ids=ids, images=images, boxes=boxes,
-                          holdout_ids=hold_ids, holdout=(hx, hb), requested=n)
+                          holdout_ids=hold_ids, holdout=(hx, hb), requested=n, zoom=zoom)
 
 
 def _session(path: Path):

@@ -85,9 +85,15 @@ def predict_with_timing(model, image: np.ndarray, prompts: dict[str, np.ndarray]
     """Run one image through ``model`` (either kind, see :mod:`samdistill.models.segmenter`); returns the
     boolean mask (prompts OR-ed) and stage times in ms (a prompt-free model has no decoder: 0 ms).
     ``zoom``: the model sees the crop a zoomed Predictor encodes for these prompts
-    (:func:`~samdistill.data.prompts.prompts_window`; points alone: the whole image), its mask pasted back."""
+    (:func:`~samdistill.data.prompts.prompts_window`; points alone: the whole image), its mask pasted back;
+    several boxes: each on its own crop, as the Predictor does (stage times summed, scores averaged)."""
     full_hw = image.shape[:2]
     seg = segmenter(model)
+    if zoom is not None and "boxes" in prompts and len(prompts["boxes"]) > 1:
+        each = [predict_with_timing(model, image, {k: v[i:i + 1] for k, v in prompts.items()}, device, zoom)
+                for i in range(len(prompts["boxes"]))]
+        times = {k: sum(t[k] for _, t in each) for k in each[0][1] if k != "score"}
+        return np.logical_or.reduce([m for m, _ in each]), {**times, "score": float(np.mean([t["score"] for _, t in each]))}
     t0 = time.perf_counter()
     window = None
     if zoom is not None and "boxes" in prompts:

@@ -67,10 +67,10 @@ def write_per_image_clicks(summary: dict[str, Any], path) -> None:
             w.writerow([r["id"], "" if r["noc"] is None else r["noc"], *r["dice_clicks"], json.dumps(r["clicks"])])
 
 
-def _predictor(model, zoom: float | None = None):
-    """``model`` as a Predictor: a PyTorch model is wrapped (``Predictor.from_torch`` with ``zoom``: None, the
-    whole image, unless given); anything else is taken as a Predictor already (PyTorch or ONNX: ``set_image``,
-    ``predict``, ``name``, ``prompt_free``), its own zoom kept."""
+def _predictor(model, zoom: float | None | str = "auto"):
+    """``model`` as a Predictor: a PyTorch model is wrapped (``Predictor.from_torch`` with ``zoom``; ``"auto"``:
+    the zoom a student distilled on crops records); anything else is taken as a Predictor already (PyTorch or
+    ONNX: ``set_image``, ``predict``, ``name``, ``prompt_free``), its own zoom kept."""
     import torch
 
     from samdistill.deploy.predictor import Predictor
@@ -149,7 +149,7 @@ def curve_summary(curves: list[list[float]], threshold: float = NOC_THRESHOLD) -
 
 def click_summary(model, dataset, *, split: str = "test", limit: int | None = None,
                   first: FirstPrompt = "box", clicks: int = 5, threshold: float = NOC_THRESHOLD,
-                  progress: bool = False, zoom: float | None = None) -> dict[str, Any]:
+                  progress: bool = False, zoom: float | None | str = "auto") -> dict[str, Any]:
     """:func:`click_curve` over ``dataset.ids(split, limit)`` (a :class:`samdistill.data.datasets.SegDataset`).
 
     Images with an empty ground truth are excluded and counted (no first prompt can be simulated), as in
@@ -157,7 +157,7 @@ def click_summary(model, dataset, *, split: str = "test", limit: int | None = No
     + 1`` values), ``"noc": {"threshold", "mean"`` (over the images that reach it; ``None`` if none
     does), ``"reached", "never"}``, ``"excluded_empty_gt"``, ``"per_image": [{"id", "dice_clicks",
     "noc", "clicks": [[x, y, label], ...]}]}``. ``zoom``: the margin a PyTorch ``model`` is wrapped with
-    (:class:`~samdistill.deploy.predictor.Predictor`; None: whole images).
+    (:class:`~samdistill.deploy.predictor.Predictor`; ``"auto"``: the model's own, None: whole images).
     """
     from tqdm import tqdm
 
