@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from samdistill.errors import UserError
-from samdistill.models.preprocess import Preprocess
+from samdistill.models.preprocess import Preprocess, image_shape_problem
 from samdistill.models.segmenter import segmenter
 
 
@@ -183,8 +183,8 @@ class Predictor:
         """Preprocess and encode ``image`` once; later ``predict`` calls only run the decoder. With ``zoom``
         the image is kept and the first ``predict`` encodes the crop its prompt asks for."""
         arr = np.asarray(image)
-        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):  # zoom keeps it: fail here, not in predict
-            raise UserError(f"expected an HxW or HxWx3 image, got shape {arr.shape}")
+        if (bad := image_shape_problem(arr)) is not None:  # zoom keeps it unencoded: fail here, not in predict
+            raise UserError(bad)
         self._hw = (int(arr.shape[0]), int(arr.shape[1]))
         self._embedding = self._window = None
         self.last_encode_ms = 0.0
@@ -265,8 +265,7 @@ class Predictor:
             raise UserError("give boxes or points")
         if b is not None and pts is not None and len(pts) != len(b):
             raise UserError("with boxes and points together, give one row of points per box")
-        n = len(b) if b is not None else len(pts)
-        if self._zoom is not None and b is not None and n > 1:
+        if self._zoom is not None and b is not None and len(b) > 1:
             return self._predict_each(b, pts, labels)
         window = None
         if self._zoom is not None:  # decode on the crop: prompts in its frame, the mask pasted back below

@@ -23,6 +23,13 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
+def image_shape_problem(arr: np.ndarray) -> str | None:
+    """Why ``arr`` is not an image :meth:`Preprocess.image` takes (HxW or HxWx3), or None when it is."""
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3):
+        return None
+    return f"expected an HxW or HxWx3 image, got shape {arr.shape}"
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How a model wants its images: size, normalisation, padding. Saved in every checkpoint."""
@@ -71,10 +78,10 @@ class Preprocess:
     def image(self, image: np.ndarray) -> torch.Tensor:
         """HxW or HxWx3 image (uint8, or any numeric dtype) -> 3xSxS float32 tensor, normalised, padded."""
         arr = np.asarray(image)
+        if (bad := image_shape_problem(arr)) is not None:
+            raise ValueError(bad)
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ValueError(f"expected an HxW or HxWx3 image, got shape {arr.shape}")
         h, w = arr.shape[:2]
         nh, nw = self.resized_hw((h, w))
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]
