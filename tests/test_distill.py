@@ -328,3 +328,25 @@ def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
     for method in ("knowsam", "meanteacher"):
         with pytest.raises((UserError, ValidationError), match="prompt-free"):
             load_config(method, {"data": {"path": DATA, "zoom": 1.5}})
+
+
+def test_min_steps_gives_a_small_training_set_more_whole_epochs(tmp_path):
+    """``stageN.min_steps``: a stage runs at least that many batches, in whole epochs counted at one process;
+    a large enough set keeps its ``epochs``; absent, ``epochs`` as given."""
+    from samdistill.methods.kdsam import Stage1Config, Stage2Config, stage_epochs
+
+    assert stage_epochs(Stage1Config(epochs=20, batch_size=8, min_steps=1760), 700) == 20  # 88 batches/epoch
+    assert stage_epochs(Stage1Config(epochs=20, batch_size=8, min_steps=1760), 225) == 61  # 29 batches/epoch
+    assert stage_epochs(Stage2Config(epochs=10, batch_size=8, min_steps=880), 225) == 31
+    assert stage_epochs(Stage2Config(epochs=10, batch_size=8), 225) == 10
+    assert stage_epochs(Stage2Config(epochs=0, batch_size=8, min_steps=880), 225) == 0  # a stage left off stays off
+    # 16 synthetic images split 12/4 (train/val) or so: batch 4 gives ceil(n/4) batches; min_steps asks for more
+    s = distill(_cfg(tmp_path, stage1={"epochs": 1, "batch_size": 4, "min_steps": 7},
+                     stage2={"epochs": 1, "batch_size": 4, "min_steps": 1}), tmp_path / "run")
+    n = s["n_train_prompted"]
+    per_epoch = -(-n // 4)
+    want1 = max(1, -(-7 // per_epoch))
+    assert s["epochs"] == {"stage1": want1, "stage2": 1}
+    assert s["steps"] == per_epoch * (want1 + 1)
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    assert sum(r.startswith("stage1,") for r in rows) == want1 > 1
