@@ -101,13 +101,18 @@ def distill_run(name: str, seed: int, args, extra: list[str] | None = None) -> t
 
 
 def _complete(folder: Path, newer_than: Path | None) -> bool:
-    """``folder`` holds a verified export (its manifest checks) made after ``newer_than`` was written."""
+    """``folder`` holds a verified export (its manifest checks) made after ``newer_than`` was written; an int8
+    one calibrated at the zoom the model records (an export from before calibration followed the zoom was
+    calibrated on whole images: made again)."""
     from samdistill.deploy.onnx import read_export
     from samdistill.errors import UserError
 
     try:
-        read_export(folder)
+        export = read_export(folder)
     except (UserError, OSError):
+        return False
+    quant = (export.manifest or {}).get("quantization")
+    if quant and quant.get("calibration", {}).get("zoom", "unrecorded") != export.manifest.get("zoom"):
         return False
     return newer_than is None or folder.stat().st_mtime >= newer_than.stat().st_mtime
 

@@ -461,3 +461,24 @@ def test_zoom_benchmark_predict_zoomed_sees_the_crop_and_pastes_its_mask_back(mo
     mask = predict_zoomed(Model(), image, box, 2.0)
     assert seen["shape"] == (40, 40, 3) and seen["box"] == [15.0, 10.0, 24.0, 29.0]  # the box in the crop's frame
     assert mask.shape == (100, 200) and mask.sum() == 200 and mask[30:50, 40:50].all()
+
+
+def test_student_bench_reexports_int8_calibrated_at_another_zoom(monkeypatch, tmp_path):
+    """An int8 folder is kept only when its calibration followed the zoom the model records; an fp32 one by
+    its manifest and age alone."""
+    import samdistill.deploy.onnx as onnx_mod
+
+    st = _script("student", monkeypatch)
+    manifest = {}
+    monkeypatch.setattr(onnx_mod, "read_export", lambda folder: onnx_mod.ExportFolder(
+        folder=Path(folder), kind="promptable", graphs={}, preprocess={}, manifest=manifest))
+    manifest.update(zoom=1.5)
+    assert st._complete(tmp_path, None)  # fp32: no quantization record
+    manifest.update(quantization={"calibration": {"zoom": 1.5}})
+    assert st._complete(tmp_path, None)
+    manifest.update(quantization={"calibration": {"zoom": None}})
+    assert not st._complete(tmp_path, None)  # calibrated on whole images for a zoomed student
+    manifest.update(quantization={"calibration": {}})
+    assert not st._complete(tmp_path, None)  # from before calibration recorded its zoom
+    manifest.update(zoom=None, quantization={"calibration": {"zoom": None}})
+    assert st._complete(tmp_path, None)
