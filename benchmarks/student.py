@@ -74,6 +74,22 @@ def canonical_overrides(extra: list[str]) -> list[str]:
     return changed
 
 
+def default_recipe_id() -> str:
+    """A short fingerprint of the default ``kdsam`` recipe (keys added since at their neutral default, and the
+    settings that do not change what a run trains, left out): an ablation file keeps each default's rows apart,
+    so a setting is compared with the default it was run against, also after the default changed."""
+    import hashlib
+
+    from samdistill.config import added_neutral_keys, flatten, load_config
+    from samdistill.distill import RUN_FREE_KEYS
+
+    cfg = load_config("kdsam")
+    neutral = added_neutral_keys(cfg)
+    flat = {k: v for k, v in flatten(cfg.model_dump(mode="json")).items()
+            if k.split(".")[0] not in RUN_FREE_KEYS and k != "seed" and not (k in neutral and neutral[k] == v)}
+    return hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def ablation_tag(extra: list[str]) -> str:
     """``["stage2.feature_kd=1", "precision=bf16"]`` -> ``stage2-feature_kd-1_precision-bf16`` (a run dir suffix)."""
     return "_".join(re.sub(r"[^A-Za-z0-9_-]+", "-", item.replace("=", "-").replace(".", "-")) for item in extra)
@@ -215,9 +231,9 @@ def recipe_summary(cfg: dict) -> dict:
     zoom = cfg["data"].get("zoom")  # distilled on crops: its rows are zoomed (the key only when set)
     return {"student": st["name"], "grid": st["grid"], "decoder": st["decoder"], "detail": st.get("detail"),
             **({"data_zoom": zoom} if zoom else {}),
-            "stage1": {k: s1[k] for k in ("epochs", "mse", "perceptual")},
-            "stage2": {k: s2[k] for k in ("epochs", "dice", "bce", "kd", "iou", "iou_kd", "token_kd", "loop_iters", "mse",
-                                           "box_jitter")}}
+            "stage1": {k: s1[k] for k in ("epochs", "min_steps", "mse", "perceptual") if k in s1},
+            "stage2": {k: s2[k] for k in ("epochs", "min_steps", "dice", "bce", "kd", "iou", "iou_kd", "token_kd",
+                                           "loop_iters", "mse", "box_jitter") if k in s2}}
 
 
 def _shipped(r: dict) -> bool:
@@ -370,14 +386,25 @@ def ablation_row(name: str, seed: int, args, extra: list[str]) -> dict:
     there, never on the test images."""
     run_dir, r = distill_run(name, seed, args, extra)
     s = r["summary"]
-    return {"overrides": list(extra), "student": s["student"], "seed": seed, "val_dice": s["best"]["dice"],
+    return {"overrides": list(extra), "default_recipe": default_recipe_id(), "student": s["student"], "seed": seed,
+            "val_dice": s["best"]["dice"],
             "best_phase": s["best"]["phase"], "best_epoch": s["best"]["epoch"], "distill_minutes": distill_seconds(s) / 60,
             "run": str(run_dir), "threads": threads_used(run_dir)}
 
 
-def _default_label(row: dict) -> str:
-    """The default recipe's row, naming its student: the default changes over time, the file keeps old rows."""
-    return f"default recipe ({row['student']})" if "student" in row else "default recipe"
+def _default_label(row: dict, current: str | None) -> str:
+    """The default recipe's row, naming its student: the default changes over time, the file keeps old rows
+    (those of an earlier default say so, with its fingerprint where it was recorded)."""
+    label = f"default recipe ({row['student']})" if "student" in row else "default recipe"
+    rid = row.get("default_recipe")
+    if current is None or rid == current:
+        return label
+    return f"earlier {label}" + (f", `{rid}`" if rid else "")
+
+
+def _ablation_key(row: dict) -> tuple:
+    """A row is replaced only by the same setting, seed and default recipe run again."""
+    return tuple(row["overrides"]), row["seed"], row.get("default_recipe")
 
 
 def _on_crops(row: dict) -> bool:
@@ -387,20 +414,29 @@ def _on_crops(row: dict) -> bool:
 
 def ablation_markdown(r: dict) -> str:
     """Each setting's best validation Dice next to the default recipe's of the same seed."""
-    base = {x["seed"]: x["val_dice"] for x in r["rows"] if not x["overrides"]}
+    base = {(x["seed"], x.get("default_recipe")): x["val_dice"] for x in r["rows"] if not x["overrides"]}
+    current = r.get("default_recipe")
     per_row = rows_carry_threads(r["rows"])
-    table = [[" ".join(f"`{o}`" for o in x["overrides"]) or _default_label(x),
+    vs = lambda x: base.get((x["seed"], x.get("default_recipe")))  # the default this setting was run against
+    era = {}  # each default's rows together, in the order the file first had them (older defaults first)
+    for x in r["rows"]:
+        era.setdefault(x.get("default_recipe"), len(era))
+    table = [[" ".join(f"`{o}`" for o in x["overrides"]) or _default_label(x, current),
               x["seed"], f"{x['val_dice']:.4f}",
-              "" if not x["overrides"] or x["seed"] not in base else
-              f"{x['val_dice'] - base[x['seed']]:+.4f}{' *' if _on_crops(x) else ''}",
+              "" if not x["overrides"] or vs(x) is None else
+              f"{x['val_dice'] - vs(x):+.4f}{' *' if _on_crops(x) else ''}",
               f"{x['best_phase']} epoch {x['best_epoch']}", f"{x['distill_minutes']:.1f}",
               *([x.get("threads", "not recorded")] if per_row else []), f"`{x['run']}`"]
-             for x in sorted(r["rows"], key=lambda x: (bool(x["overrides"]), x["overrides"], x["seed"]))]
+             for x in sorted(r["rows"], key=lambda x: (era[x.get("default_recipe")], bool(x["overrides"]), x["overrides"],
+                                                       x["seed"]))]
     return "\n".join([
         f"# Whole-student ablations on {r['dataset']} (validation split only)", "",
         "The default `kdsam` recipe with each setting's overrides, trained like `student.py` trains it; scored by the "
         "best validation Dice the run kept (tight box, input frame). Settings are chosen here; the test split is "
-        "scored only by `student.py` for the recipe that ships. Minutes: the distill run's wall time (cache "
+        "scored only by `student.py` for the recipe that ships. Each setting is compared with the default recipe it "
+        "was run against (rows of an earlier default name its fingerprint"
+        + (f"; today's is `{r['default_recipe']}`" if r.get("default_recipe") else "")
+        + "). Minutes: the distill run's wall time (cache "
         f"entries on disk not counted; runs may have shared the cores). Last written {r['written']}. "
         + machine_line(r["machine"], "per-row torch" if per_row else r["threads"]), "",
         markdown_table(table, ["setting", "seed", "val Dice", "vs default", "best at", "distill min",
@@ -421,8 +457,9 @@ def run_ablation(name: str, args) -> None:
     # the file is read after training, so two ablations run side by side both keep their rows
     old = RESULTS / f"{stem}.json"
     rows = json.loads(old.read_text())["rows"] if old.exists() else []
-    rows = [x for x in rows if all((x["overrides"], x["seed"]) != (y["overrides"], y["seed"]) for y in new)] + new
+    rows = [x for x in rows if all(_ablation_key(x) != _ablation_key(y) for y in new)] + new
     r = {"dataset": name, "machine": machine_info(), "threads": args.threads, "rows": rows,
+         "default_recipe": default_recipe_id(),
          "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_results(stem, r, ablation_markdown(r))
 

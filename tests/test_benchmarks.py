@@ -320,6 +320,44 @@ def test_student_ablations_are_scored_against_the_default_of_the_same_seed(monke
     assert "| default recipe (efficientvit_b1) | 0 | 0.8320 | |" in md
 
 
+def test_student_ablations_keep_an_earlier_defaults_rows_apart(monkeypatch, tmp_path):
+    """After the default changed, its old row stays (labelled earlier) and each setting is compared with the
+    default it was run against; running the new default again does not replace the old one's row."""
+    st = _script("student", monkeypatch)
+    rid = st.default_recipe_id()
+    assert len(rid) == 10 and rid == st.default_recipe_id()
+    from samdistill.config import load_config
+    base = load_config("kdsam").stage1.epochs
+    monkeypatch.setattr(st, "default_recipe_id", lambda: "new")
+
+    def row(overrides, dice, recipe):
+        return {"overrides": overrides, "seed": 0, "val_dice": dice, "best_phase": "stage2", "best_epoch": 4,
+                "distill_minutes": 30.0, "run": "benchmarks/results/runs/x", "student": "efficientvit_b1",
+                **({"default_recipe": recipe} if recipe else {})}
+    rows = [row([], 0.8942, None), row(["data.zoom=1.5"], 0.9092, None), row([], 0.9092, "old"),
+            row(["stage1.min_steps=1760"], 0.9151, "old"), row([], 0.9151, "new"), row(["stage2.kd=1.0"], 0.9101, "new")]
+    md = st.ablation_markdown({"dataset": "busi", "machine": {"cpu": "cpu x", "cores": 2, "torch": "2"},
+                               "threads": 2, "rows": rows, "written": "today", "default_recipe": "new"})
+    assert "| earlier default recipe (efficientvit_b1) | 0 | 0.8942 | |" in md
+    assert "| `data.zoom=1.5` | 0 | 0.9092 | +0.0150 * |" in md
+    assert "| earlier default recipe (efficientvit_b1), `old` | 0 | 0.9092 | |" in md
+    assert "| `stage1.min_steps=1760` | 0 | 0.9151 | +0.0059 |" in md
+    assert "| default recipe (efficientvit_b1) | 0 | 0.9151 | |" in md
+    assert "| `stage2.kd=1.0` | 0 | 0.9101 | -0.0050 |" in md
+    assert md.index("0.8942") < md.index("`old`") < md.index("stage2.kd")  # oldest default first
+    # writing: the new default's row joins the file, the old default's row stays
+    (tmp_path / "student_busi_ablations.json").write_text(json.dumps({"rows": rows[:4]}))
+    monkeypatch.setattr(st, "RESULTS", tmp_path)
+    monkeypatch.setattr(st, "write_results", lambda stem, r, md: (tmp_path / f"{stem}.json").write_text(json.dumps(r)))
+    monkeypatch.setattr(st, "ablation_row", lambda name, seed, args, extra: row(list(extra), 0.95, "new"))
+    st.run_ablation("busi", type("A", (), {"smoke": False, "seeds": [0], "ablate": ["stage2.kd=1.0"], "threads": 2})())
+    kept = json.loads((tmp_path / "student_busi_ablations.json").read_text())
+    assert [(x["overrides"], x.get("default_recipe")) for x in kept["rows"]] == [
+        ([], None), (["data.zoom=1.5"], None), ([], "old"), (["stage1.min_steps=1760"], "old"),
+        ([], "new"), (["stage2.kd=1.0"], "new")]
+    assert kept["default_recipe"] == "new" and base == load_config("kdsam").stage1.epochs
+
+
 def test_student_distill_time_counts_every_epoch_of_a_resumed_run(monkeypatch):
     st = _script("student", monkeypatch)
     one_call = {"total_seconds": 100.0, "train_seconds": 90.0, "epoch_seconds": 80.0}  # 10 s validation in it
