@@ -138,3 +138,15 @@ def test_a_method_registered_with_another_methods_config_is_refused():
 
     with pytest.raises(ValueError, match="method 'toy': its config KDSAMConfig has method='kdsam'"):
         MethodRegistry("method").register("toy", config=KDSAMConfig)
+
+
+def test_an_epochs_override_alone_runs_exactly_those_epochs():
+    """The recipe's ``min_steps`` floor applies to its own epochs: ``stage1.epochs=3`` means 3 epochs (a quick
+    run, or a run config saved before the floor existed, read back), unless ``min_steps`` is given with it."""
+    assert load_config("kdsam").stage1.min_steps == 1760
+    quick = load_config("kdsam", ["stage1.epochs=3"])
+    assert quick.stage1.epochs == 3 and quick.stage1.min_steps is None
+    assert load_config("kdsam", ["stage1.epochs=3", "stage1.min_steps=50"]).stage1.min_steps == 50
+    assert load_config("kdsam", {"stage1": {"epochs": 3, "min_steps": None}}).stage1.min_steps is None
+    assert load_config("kdsam", ["stage2.epochs=3"]).stage1.min_steps == 1760  # only the section it names
+    assert load_config("kdsam", ["stage1.mse=2"]).stage1.min_steps == 1760

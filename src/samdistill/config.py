@@ -254,6 +254,20 @@ def shipped_recipes() -> dict[str, Traversable]:
     return {f.name[: -len(".yaml")]: f for f in root.iterdir() if f.name.endswith(".yaml") and f.is_file()}
 
 
+def _exact_epochs(tree: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """An ``epochs`` given without a ``min_steps`` beside it means exactly those epochs: the recipe's
+    ``min_steps`` floor of that section is dropped (``stage1.epochs=3`` runs 3 epochs, not the floor's 61 on a
+    small set; a saved run config from before ``min_steps`` existed reads back as the run it was)."""
+    for key, sub in given.items():
+        if not isinstance(sub, dict) or not isinstance(tree.get(key), dict):
+            continue
+        if "epochs" in sub and "min_steps" not in sub and tree[key].get("min_steps") is not None:
+            tree[key] = {**tree[key], "min_steps": None}
+        else:
+            tree[key] = _exact_epochs(tree[key], sub)
+    return tree
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> DistillConfig:
     """Recipe YAML (a file path, or the name of a shipped recipe) + overrides -> the validated run config of
     its ``method`` (a :class:`DistillConfig` subclass; ``kdsam`` when the recipe names none)."""
@@ -273,7 +287,8 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | 
         if not isinstance(tree, dict):
             raise UserError(f"recipe {p} must be a mapping of keys to values")
     if overrides:
-        tree = merge(tree, overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
+        given = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+        tree = _exact_epochs(merge(tree, given), given)
     types = run_config_types()
     tree = {"method": DistillConfig.model_fields["method"].default, **tree}
     if isinstance(tree["method"], str) and tree["method"] not in types:
