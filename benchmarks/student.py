@@ -231,9 +231,9 @@ def recipe_summary(cfg: dict) -> dict:
     zoom = cfg["data"].get("zoom")  # distilled on crops: its rows are zoomed (the key only when set)
     return {"student": st["name"], "grid": st["grid"], "decoder": st["decoder"], "detail": st.get("detail"),
             **({"data_zoom": zoom} if zoom else {}),
-            "stage1": {k: s1[k] for k in ("epochs", "min_steps", "mse", "perceptual") if k in s1},
+            "stage1": {k: s1[k] for k in ("epochs", "min_steps", "mse", "perceptual")},
             "stage2": {k: s2[k] for k in ("epochs", "min_steps", "dice", "bce", "kd", "iou", "iou_kd", "token_kd",
-                                           "loop_iters", "mse", "box_jitter") if k in s2}}
+                                           "loop_iters", "mse", "box_jitter")}}
 
 
 def _shipped(r: dict) -> bool:
