@@ -17,7 +17,8 @@ images per step). Convergence of (c) is measured: its validation Dice (validated
 points) must gain < 0.01 over the last 20 % of its steps; the curve is drawn next to the results
 (`knowsam_<dataset>_c_curve.png`). Each student is evaluated with `samdistill eval` (prompt-free) on the
 full test split; the LiteMedSAM teacher with tight boxes is read from the teachers benchmark (same split) or
-evaluated if missing. Writes benchmarks/results/knowsam_<dataset>.{json,md}: `{"dataset", "machine",
+evaluated if missing. Writes benchmarks/results/knowsam_<dataset>.{json,md} (`_steps<N>` in the name at another
+--max-steps than 4000, `_seed<N>` for other seeds than 0): `{"dataset", "machine",
 "rows": [{"run", "seed", "dice", "iou", "hd95", "steps", "train_minutes", "images_per_s", "device"}],
 "c_converged": {"<seed>": bool}, "targets": ...}` (+ each run's details under "runs"). Runs resume: call
 the same command again and a finished run is read, an interrupted one continues from its checkpoint.
@@ -27,8 +28,8 @@ the same command again and a finished run is read, an interrupted one continues 
     python benchmarks/knowsam.py --datasets kvasir_seg --smoke   # 30 steps per run, *_smoke stems
 
 `--variants knowsam` re-runs KnowSAM alone and takes the other rows from an earlier results file of the
-dataset whose recorded configuration equals the one this script would run now (the md says which rows
-were reused and from where); otherwise it stops and asks for the run. `--baseline-batch 8` writes
+dataset and seed (a comparison, or a `--train-only` rows file) whose recorded configuration equals the one this
+script would run now (the md says which rows were reused and from where); otherwise it stops and asks for the run. `--baseline-batch 8` writes
 `knowsam_<dataset>_baseline8.{json,md}`. Results files written before the step budget (rows a-c,
 `--steps` rounded to epochs) keep their own rendering.
 
@@ -45,6 +46,7 @@ import argparse
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -57,6 +59,7 @@ RUN = dict(zip(VARIANTS, "abcde"))  # the issue's row names
 NAMES = {"supervised": "(a) labeled subset alone", "knowsam": "(b) KnowSAM", "all_labels": "(c) all labels (upper bound)",
          "meanteacher": "(d) Mean Teacher", "meanteacher_skd": "(e) Mean Teacher + SKD"}
 SMOKE_STEPS = 30  # --smoke: a pipeline check, never a result
+DEFAULT_STEPS = 4000  # --max-steps; a comparison at another budget gets its own file (knowsam_<dataset>_steps<N>*)
 CONVERGED_GAIN, CONVERGED_TAIL, MIN_VAL_POINTS = 0.01, 0.2, 10
 
 
@@ -184,23 +187,30 @@ def variant_config(name: str, data: Path, variant: str, args, seed: int = 0):
     })
 
 
+def file_seeds(stem: str) -> list[int]:
+    """The training seeds a knowsam results file holds, from its name: ``..._seed1`` -> [1], ``..._seed0_1`` ->
+    [0, 1], no seed tag -> [0]."""
+    m = re.search(r"_seed(\d+(?:_\d+)*)(?:_|$)", stem)
+    return [int(x) for x in m.group(1).split("_")] if m else [0]
+
+
 def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dict:
-    """A row from an earlier results file of this dataset, on the same kind of device and the same data (a copy
-    made by shrink_dataset.py is other data), whose config is the one we would run now."""
-    if seed:
-        raise SystemExit(f"rows are reused only for seed 0; run ({variant}) too (add it to --variants)")
-    _, cfg = variant_config(name, data, variant, args)
+    """A row of this seed from an earlier results file of this dataset (rows or comparison), on the same kind of
+    device and the same data (a copy made by shrink_dataset.py is other data), whose config is the one we would
+    run now (the config holds the step budget; the seed is the file's and the row's)."""
+    _, cfg = variant_config(name, data, variant, args, seed)
     now = section(cfg).model_dump(mode="json")
     tried = []
     tag, note = device_tag(args.device), data_note(data)
     for old in sorted(RESULTS.glob(f"knowsam_{name}*.json")):
-        if (old.stem.endswith("_gpu") != bool(tag) or "_seed" in old.stem or "_smoke" in old.stem
+        if (old.stem.endswith("_gpu") != bool(tag) or seed not in file_seeds(old.stem) or "_smoke" in old.stem
                 or next((t for t in ("_bf16", "_fp32") if t in old.stem), "") != precision_tag(args)
                 or "_speed" in old.stem):
             continue
         prev = json.loads(old.read_text())
-        row = prev.get("runs", {}).get(f"{RUN[variant]}_seed0" if "rows" in prev else variant)
-        if row is None or prev.get("data_note", "") != note:
+        key = f"{RUN[variant]}_seed{seed}" if "rows" in prev else f"{variant}_seed{seed}" if seed else variant
+        row = prev.get("runs", {}).get(key)
+        if row is None or prev.get("data_note", "") != note or row.get("seed", seed) != seed:
             continue
         # keys added to the config since that run must not apply to this variant (SAM options when sam=false)
         diff = sorted(k for k in row["config"] if row["config"][k] != now.get(k))
@@ -211,8 +221,8 @@ def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> 
             return {**row, "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, "
                                           f"{prev.get('machine', 'unknown machine')}"}
         tried.append(f"{old.name}: differs in {diff or new_keys}")
-    raise SystemExit(f"no earlier ({variant}) run with this config ({'; '.join(tried) or 'no results file'}): "
-                     "run it (add it to --variants)")
+    raise SystemExit(f"no earlier ({variant}) run of seed {seed} with this config "
+                     f"({'; '.join(tried) or 'no results file'}): run it (add it to --variants)")
 
 
 def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dict:
@@ -642,7 +652,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["kvasir_seg"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--labeled", type=float, default=0.1)
-    ap.add_argument("--max-steps", "--steps", type=int, default=4000, dest="max_steps",
+    ap.add_argument("--max-steps", "--steps", type=int, default=DEFAULT_STEPS, dest="max_steps",
                     help="optimiser steps of every run (knowsam.max_steps / meanteacher.max_steps). 4000 at 128 px: "
                          "about an hour of (c) here ((c)'s step, batch 4, measured 0.89 s = 4.5 images/s on 1 thread "
                          "beside another job: 4000 steps ~ 59 min + validation; faster on 2 free threads)")
@@ -727,7 +737,8 @@ def main() -> None:
             for v in VARIANTS:
                 x = run_variant(name, data, v, args, seed) if v in args.variants else reused_variant(name, data, v, args, seed)
                 runs[f"{RUN[v]}_seed{seed}"] = {**x, "run": RUN[v], "seed": seed, "variant": v}
-        stem = (f"knowsam_{name}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
+        steps_tag = "" if args.max_steps == DEFAULT_STEPS or args.smoke else f"_steps{args.max_steps}"
+        stem = (f"knowsam_{name}{steps_tag}" + ("" if args.baseline_batch == 4 else f"_baseline{args.baseline_batch}")
                 + seeds_tag + smoke + precision_tag(args) + device_tag(args.device))
         r = protocol_results(name, data, runs, args, machine, t0, RESULTS / f"{stem}_c_curve.png")
         write_results(stem, r, markdown(r))

@@ -206,6 +206,46 @@ def test_knowsam_rows_file_of_the_step_budget_reports_c_convergence(monkeypatch,
     assert not (tmp_path / "none.png").exists()
 
 
+def test_knowsam_reuses_a_row_of_the_same_seed_and_config_only(monkeypatch, tmp_path):
+    """The comparison of seed 1 takes (c) from seed 1's --train-only rows file (its run dir may be gone), never a
+    row of another seed or of another step budget; the seeds a file holds come from its name."""
+    ks = _script("knowsam", monkeypatch)
+    assert ks.file_seeds("knowsam_kvasir_seg") == [0] and ks.file_seeds("knowsam_kvasir_seg_seed1") == [1]
+    assert ks.file_seeds("knowsam_kvasir_seg_steps6000_rows_seed0_1_gpu") == [0, 1]
+    now = {"max_steps": 6000, "labeled": 1.0}
+
+    class Cfg:
+        @staticmethod
+        def model_dump(mode):
+            return dict(now)
+    monkeypatch.setattr(ks, "RESULTS", tmp_path)
+    monkeypatch.setattr(ks, "variant_config", lambda name, data, variant, args, seed=0: (0, None))
+    monkeypatch.setattr(ks, "section", lambda cfg: Cfg)
+    monkeypatch.setattr(ks, "data_note", lambda data: "")
+
+    class Args:
+        device, precision, max_steps, smoke = "cpu", "auto", 6000, False
+
+    def row(seed, steps, dice):
+        return {"variant": "all_labels", "run": "c", "seed": seed, "config": {**now, "max_steps": steps},
+                "test": {"dice": dice}}
+    (tmp_path / "knowsam_kvasir_seg.json").write_text(json.dumps(  # seed 0's comparison, 4000 steps
+        {"rows": [], "runs": {"c_seed0": row(0, 4000, 0.75)}}))
+    (tmp_path / "knowsam_kvasir_seg_steps6000_rows.json").write_text(json.dumps(
+        {"runs": {"all_labels": row(0, 6000, 0.76)}, "written": "w0"}))
+    with pytest.raises(SystemExit, match=r"no earlier \(all_labels\) run of seed 1"):
+        ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=1)  # seed 0's rows are not seed 1's
+    (tmp_path / "knowsam_kvasir_seg_steps6000_rows_seed1.json").write_text(json.dumps(
+        {"runs": {"all_labels_seed1": row(1, 6000, 0.78)}, "written": "w1", "machine": "cpu x"}))
+    got = ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=1)
+    assert got["test"]["dice"] == 0.78 and got["reused_from"].startswith("knowsam_kvasir_seg_steps6000_rows_seed1.json")
+    assert ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=0)["test"]["dice"] == 0.76
+    now["max_steps"] = 4000  # the seed-0 comparison's budget: its own row
+    assert ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=0)["test"]["dice"] == 0.75
+    with pytest.raises(SystemExit, match="differs in"):
+        ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=1)
+
+
 def test_rows_carry_their_own_threads_from_metrics_csv(monkeypatch, tmp_path):
     """A run resumed on other threads says so per row; runs from before the column say they do not know."""
     ks = _script("knowsam", monkeypatch)

@@ -333,13 +333,15 @@ def test_data_zoom_trains_on_the_crops_a_zoomed_predictor_sees(tmp_path):
 def test_min_steps_gives_a_small_training_set_more_whole_epochs(tmp_path):
     """``stageN.min_steps``: a stage runs at least that many batches, in whole epochs counted at one process;
     a large enough set keeps its ``epochs``; absent, ``epochs`` as given."""
-    from samdistill.methods.kdsam import Stage1Config, Stage2Config, stage_epochs
+    from samdistill.train.trainer import Phase
 
-    assert stage_epochs(Stage1Config(epochs=20, batch_size=8, min_steps=1760), 700) == 20  # 88 batches/epoch
-    assert stage_epochs(Stage1Config(epochs=20, batch_size=8, min_steps=1760), 225) == 61  # 29 batches/epoch
-    assert stage_epochs(Stage2Config(epochs=10, batch_size=8, min_steps=880), 225) == 31
-    assert stage_epochs(Stage2Config(epochs=10, batch_size=8), 225) == 10
-    assert stage_epochs(Stage2Config(epochs=0, batch_size=8, min_steps=880), 225) == 0  # a stage left off stays off
+    def epochs(n_train, epochs, min_steps=None):
+        return Phase("s", None, list(range(n_train)), None, epochs, 8, None, min_steps=min_steps).floored_epochs()
+    assert epochs(700, 20, min_steps=1760) == 20  # 88 batches/epoch
+    assert epochs(225, 20, min_steps=1760) == 61  # 29 batches/epoch
+    assert epochs(225, 10, min_steps=880) == 31
+    assert epochs(225, 10) == 10
+    assert epochs(225, 0, min_steps=880) == 0  # a stage left off stays off
     # 16 synthetic images split 12/4 (train/val) or so: batch 4 gives ceil(n/4) batches; min_steps asks for more
     s = distill(_cfg(tmp_path, stage1={"epochs": 1, "batch_size": 4, "min_steps": 7},
                      stage2={"epochs": 1, "batch_size": 4, "min_steps": 1}), tmp_path / "run")

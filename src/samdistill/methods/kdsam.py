@@ -30,7 +30,6 @@ phases, registered in ``METHODS``) and its step (:class:`KDSAMStage`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Optional, Union
 
 import torch
@@ -73,7 +72,7 @@ class Stage1Config(Strict):
 
     epochs: int = Field(10, ge=0)
     # at least this many batches (optimiser steps, counted at one process): a small training set runs more
-    # epochs than ``epochs``, whole ones (see stage_epochs); None: ``epochs`` as given. An ``epochs`` override
+    # epochs than ``epochs``, whole ones (train.trainer.Phase.floored_epochs); None: ``epochs`` as given. An ``epochs`` override
     # without a ``min_steps`` beside it drops the recipe's floor (config.load_config)
     min_steps: Optional[int] = Field(None, ge=1, json_schema_extra={"added_neutral": True})
     batch_size: int = Field(8, ge=1)
@@ -212,17 +211,6 @@ class KDSAMStage:
         return promptable_validation(self.student, loader, self.device)
 
 
-def stage_epochs(stage: Stage1Config | Stage2Config, n_train: int) -> int:
-    """Epochs a stage runs on ``n_train`` images: ``epochs``, or more where ``min_steps`` batches need them.
-
-    Counted at one process (ceil(n_train / batch_size) batches per epoch) so that a torchrun run trains as
-    many epochs as a single-process one; with 0 epochs the stage stays off."""
-    if stage.min_steps is None or stage.epochs == 0 or n_train == 0:
-        return stage.epochs
-    per_epoch = math.ceil(n_train / stage.batch_size)
-    return max(stage.epochs, math.ceil(stage.min_steps / per_epoch))
-
-
 @METHODS.register("kdsam", config=KDSAMConfig, cli_keys={"student": "student.name"})
 def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
     """KD SAM: a promptable student and its two stages (encoder, then decoder)."""
@@ -236,10 +224,8 @@ def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys
     prompted = [k for k in all_train if k not in cache.empty_keys]
     val_set = CachedSet(cache, list(val_keys.values()), mem)
     phases = []
-    epochs = {}
     if 1 in cfg.stages:
         stage1_set = prompted if cfg.stage1.perceptual > 0 else all_train
-        epochs["stage1"] = stage_epochs(cfg.stage1, len(stage1_set))
         perceptual = None
         if cfg.stage1.perceptual > 0:
             from samdistill.losses.perceptual import DecoderPerceptual
@@ -252,14 +238,14 @@ def build(cfg: KDSAMConfig, teacher, cache: EmbeddingCache, train_keys, val_keys
             perceptual = DecoderPerceptual(teacher, grid=student.embedding_grid).to(cfg.device)
         phases.append(Phase("stage1", KDSAMStage(stage=1, student=student, teacher=teacher, cfg=cfg.stage1,
                                                  perceptual=perceptual, device=cfg.device),
-                            CachedSet(cache, stage1_set, mem), val_set, epochs["stage1"], cfg.stage1.batch_size,
-                            cfg.stage1.optim))
+                            CachedSet(cache, stage1_set, mem), val_set, cfg.stage1.epochs, cfg.stage1.batch_size,
+                            cfg.stage1.optim, min_steps=cfg.stage1.min_steps))
     if 2 in cfg.stages:
-        epochs["stage2"] = stage_epochs(cfg.stage2, len(prompted))
         phases.append(Phase("stage2", KDSAMStage(stage=2, student=student, teacher=teacher, cfg=cfg.stage2,
                                                  device=cfg.device),
-                            CachedSet(cache, prompted, mem), val_set, epochs["stage2"], cfg.stage2.batch_size,
-                            cfg.stage2.optim))
-    extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted), "epochs": epochs}
+                            CachedSet(cache, prompted, mem), val_set, cfg.stage2.epochs, cfg.stage2.batch_size,
+                            cfg.stage2.optim, min_steps=cfg.stage2.min_steps))
+    extra = {"n_train_entries": len(all_train), "n_train_prompted": len(prompted),
+             "epochs": {p.name: p.floored_epochs() for p in phases}}
     return Built(model=student, student=student, phases=phases, student_name=cfg.student.name, extra=extra,
                  resume_hint="student.detail=false for a kdsam run started before the detail path existed")

@@ -18,8 +18,9 @@ Optional hooks a method may have (the loop names no method; it looks for these):
 - ``state_dict()`` / ``load_state_dict(state)``: the method's own record (plain values), kept in the
   checkpoint so that a resumed run carries on with it.
 
-A phase runs ``epochs`` epochs, or, with ``max_steps``, exactly that many batches (optimiser steps): as many
-epochs as that takes, the last one cut short, and the LR schedule spans ``max_steps``.
+A phase runs ``epochs`` epochs (more whole ones where ``min_steps`` batches need them), or, with ``max_steps``,
+exactly that many batches (optimiser steps): as many epochs as that takes, the last one cut short, and the LR
+schedule spans ``max_steps``.
 
 The loop: AdamW or SGD, linear warm-up then cosine decay per phase, gradient clipping, bf16 autocast
 on CUDA (fp32 on CPU unless ``precision="bf16"``), seeded shuffles, NaN/Inf steps skipped and counted (stop after too many in a
@@ -77,6 +78,17 @@ class Phase:
     #: a budget of optimiser steps (batches) in place of ``epochs``: the phase runs
     #: ceil(max_steps / steps per epoch) epochs, the last one cut short, and its schedule spans max_steps
     max_steps: int | None = None
+    #: at least this many batches, in whole epochs (ignored with ``max_steps``): see :meth:`floored_epochs`
+    min_steps: int | None = None
+
+    def floored_epochs(self) -> int:
+        """``epochs``, or more whole epochs where ``min_steps`` batches need them; 0 epochs stay 0 (a phase left
+        off). Batches are counted at one process (ceil(len(train_set) / batch_size) an epoch), so a torchrun run
+        trains as many epochs as a single-process one."""
+        n = len(self.train_set)
+        if self.min_steps is None or self.epochs == 0 or n == 0:
+            return self.epochs
+        return max(self.epochs, math.ceil(self.min_steps / math.ceil(n / self.batch_size)))
 
 
 class TrainingDiverged(RuntimeError):
@@ -257,16 +269,16 @@ class Trainer:
         return math.ceil((len(phase.train_set) // w if w > 1 else len(phase.train_set)) / phase.batch_size)
 
     def phase_epochs(self, phase: Phase) -> int:
-        """Epochs the phase runs: ``epochs``, or as many as ``max_steps`` batches need."""
+        """Epochs the phase runs: as many as ``max_steps`` batches need, else ``epochs`` raised to ``min_steps``."""
         if phase.max_steps is None:
-            return phase.epochs
+            return phase.floored_epochs()
         return math.ceil(phase.max_steps / max(self.steps_per_epoch(phase), 1))
 
     def phase_steps(self, phase: Phase) -> int:
         """Optimiser steps (batches) the phase runs; its LR schedule spans them."""
         if phase.max_steps is not None:
             return phase.max_steps
-        return self.steps_per_epoch(phase) * phase.epochs
+        return self.steps_per_epoch(phase) * self.phase_epochs(phase)
 
     def _optimizers(self, phase: Phase):
         """One optimiser + LR schedule per parameter group (``method.param_groups()`` when the method
