@@ -190,7 +190,7 @@ def distill(
     student: Optional[str] = typer.Option(None, help="Student family (see `samdistill list`); default: the recipe's (kdsam: efficientvit_b1)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
-    labeled: Optional[float] = typer.Option(None, help="knowsam: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
+    labeled: Optional[float] = typer.Option(None, help="knowsam / meanteacher: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
     labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
                                          "e.g. 1,2 (sets data.labels; 0 and other values are background)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
@@ -201,14 +201,15 @@ def distill(
     """Distill a teacher into a small student.
 
     kdsam: promptable student (encoder stage, then decoder stage). knowsam: prompt-free UNet + VNet student
-    trained semi-supervised with a few labels and SAM's predictions on the rest.
+    trained semi-supervised with a few labels and SAM's predictions on the rest. meanteacher: the standard
+    semi-supervised rival on KnowSAM's UNet (meanteacher.skd=true adds KnowSAM's SAM-induced KD).
 
     Limit: an image or mask over 67 MP (8192x8192) is a bad file, refused from its header before decoding;
     SAMDISTILL_MAX_PIXELS=N changes it.
 
-    Example: samdistill distill --method kdsam --teacher litemedsam --student mobilenetv4_conv_small --data ../shared/data/kvasir_seg --out runs/x stage1.epochs=20
+    Example: samdistill distill --data ../shared/data/kvasir_seg --out runs/kd   (kdsam, the recipe's whole student)
 
-    Example: samdistill distill --method knowsam --labeled 0.1 --data ../shared/data/kvasir_seg --out runs/ks knowsam.epochs=5
+    Example (KnowSAM as measured on a CPU, benchmarks/results/knowsam_kvasir_seg.md): samdistill distill --method knowsam --labeled 0.1 --data ../shared/data/kvasir_seg --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128 knowsam.sam_decode=foreground knowsam.kd_rampup=0.4
     """
     from samdistill.api import distill as run_distill
     from samdistill.config import load_config, merge, parse_overrides, set_dotted

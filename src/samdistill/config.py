@@ -256,7 +256,8 @@ def shipped_recipes() -> dict[str, Traversable]:
 
 def _exact_epochs(tree: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """An ``epochs`` given without a ``min_steps`` beside it means exactly those epochs: the recipe's
-    ``min_steps`` floor of that section is dropped (``stage1.epochs=3`` runs 3 epochs, not the floor's 61 on a
+    ``min_steps`` floor of that section (any section with both keys: a trainer ``Phase``'s epoch floor, kdsam's
+    stages today) is dropped (``stage1.epochs=3`` runs 3 epochs, not the floor's 61 on a
     small set; a saved run config from before ``min_steps`` existed reads back as the run it was)."""
     for key, sub in given.items():
         if not isinstance(sub, dict) or not isinstance(tree.get(key), dict):
