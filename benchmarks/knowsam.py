@@ -218,11 +218,21 @@ def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> 
         if not diff and not (new_keys and now.get("sam")):
             if row.get("reused_from"):  # a reused row keeps its origin
                 return row
-            return {**row, "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, "
-                                          f"{prev.get('machine', 'unknown machine')}"}
+            return {**row, "machine": row.get("machine", prev.get("machine", "unknown CPU")),
+                    "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, "
+                                   f"{prev.get('machine', 'unknown machine')}"}
         tried.append(f"{old.name}: differs in {diff or new_keys}")
     raise SystemExit(f"no earlier ({variant}) run of seed {seed} with this config "
                      f"({'; '.join(tried) or 'no results file'}): run it (add it to --variants)")
+
+
+def merge_rows(prev: dict, rows: dict) -> dict:
+    """This call's rows over an earlier rows file's ``prev``: rows of other variants stay (e.g. two processes
+    training variants in parallel), each with the CPU it was trained on (the file's, for a row from before rows
+    recorded their own), since the file's machine becomes this call's."""
+    kept = {v: {**x, "machine": x.get("machine", prev.get("machine", "unknown CPU"))}
+            for v, x in prev.get("runs", {}).items() if v not in rows}
+    return {**kept, **rows}
 
 
 def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dict:
@@ -252,7 +262,7 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
             "steps": run["steps"], "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
             "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
             "throughput": throughput(run_dir)[cfg.method]["images_per_s"], "threads": threads_used(run_dir),
-            "n_labeled": run["n_labeled"],
+            "n_labeled": run["n_labeled"], "machine": (run.get("machine") or {}).get("cpu", "unknown CPU"),
             "n_unlabeled": run["n_unlabeled"], "config": section(cfg).model_dump(mode="json"),
             "val_every": cfg.val_every, "val_curve": curve, "run_dir": str(run_dir),
             "test": {k: ev[k] for k in ("dice", "iou", "hd95", "nsd", "n", "dice_std", "total_gmacs", "params",
@@ -492,11 +502,13 @@ def protocol_markdown(r: dict) -> str:
     runs, t = r["runs"], r["targets"]
     resumed = any(x.get("resumed") for x in runs.values())
     per_row = rows_carry_threads(runs.values())
+    mixed = several_machines(runs.values())
     lines = [
         f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels, {r['max_steps']} steps per run)"
         + (" — SMOKE RUN, not a result" if r.get("smoke") else ""),
         "",
-        (f"Machine: {r['machine']}, {THREADS_NOTE if per_row else str(r['threads']) + ' torch threads'}, no GPU"
+        (f"Machine: {MACHINES_NOTE if mixed else r['machine']}, "
+         f"{THREADS_NOTE if per_row else str(r['threads']) + ' torch threads'}, no GPU"
          + (f", {_arithmetic(r)}" if _arithmetic(r) else "") + ". " if not r.get("gpu") else
          f"Device: {r['gpu']} ({_arithmetic(r) or 'bf16 autocast'}), host CPU {r['machine']}. ")
         + (f"Data: {r['data_note']} " if r.get("data_note") else "")
@@ -514,12 +526,15 @@ def protocol_markdown(r: dict) -> str:
         mark = (f" (reused from {v['reused_from']})" if v.get("reused_from") else "") + ("*" if v.get("resumed") else "")
         table.append([NAMES[v["variant"]] + mark, x["seed"], f"{v['n_labeled']} / {v['n_unlabeled']}",
                       f"{x['steps']} (batch {v['config']['batch_size']})", f"{x['train_minutes']:.1f}",
+                      *([v.get("machine", "not recorded")] if mixed else []),
                       *([v.get("threads", "not recorded")] if per_row else []), f"{x['images_per_s']:.2f}",
                       f"{x['dice']:.4f}", f"{x['iou']:.4f}", f"{x['hd95']:.1f}"])
     te = r["teacher"]
-    table.append(["LiteMedSAM teacher, tight box (reference)", "-", "-", "-", "-", *(["-"] if per_row else []), "-",
+    table.append(["LiteMedSAM teacher, tight box (reference)", "-", "-", "-", "-", *(["-"] if mixed else []),
+                  *(["-"] if per_row else []), "-",
                   f"{te['dice']:.4f}", f"{te['iou']:.4f}", f"{te['hd95']:.1f}"])
     lines.append(markdown_table(table, ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
+                                        *(["machine"] if mixed else []),
                                         *(["torch threads"] if per_row else []), "train images/s", "test Dice",
                                         "IoU", "HD95 px"]))
     lines += _convergence_lines(r)
@@ -546,18 +561,22 @@ def rows_markdown(r: dict) -> str:
                                ["run", "steps (epochs)", "batch", "test Dice", "IoU", "HD95 px"])
         return f"# KnowSAM benchmark rows on {r['dataset']} (seed {r['seed']}, no comparison)\n\n{table}\n"
     per_row = rows_carry_threads(r["runs"].values())
+    mixed = several_machines(r["runs"].values())
     table = markdown_table([[NAMES[x["variant"]] + ("*" if x.get("resumed") else ""), x["seed"],
                              f"{x['n_labeled']} / {x['n_unlabeled']}", f"{x['steps']} (batch {x['config']['batch_size']})",
-                             f"{x['train_seconds'] / 60:.1f}", *([x.get("threads", "not recorded")] if per_row else []),
+                             f"{x['train_seconds'] / 60:.1f}", *([x.get("machine", "not recorded")] if mixed else []),
+                             *([x.get("threads", "not recorded")] if per_row else []),
                              _fmt(x.get("throughput"), ".2f"),
                              f"{x['test']['dice']:.4f}", f"{x['test']['iou']:.4f}", f"{x['test']['hd95']:.1f}"]
                             for x in sorted(r["runs"].values(), key=lambda x: (x["seed"], x["run"]))],
                            ["run", "seed", "labeled / unlabeled train images", "steps", "train min",
+                            *(["machine"] if mixed else []),
                             *(["torch threads"] if per_row else []), "train images/s", "test Dice", "IoU", "HD95 px"])
     threads = (THREADS_NOTE if per_row else f"{r['threads']} torch threads per run")
     lines = [f"# KnowSAM benchmark rows on {r['dataset']} ({r['max_steps']} steps per run; rows only: the comparison "
              f"is knowsam_{r['dataset']}.md, written by a call without --train-only once a seed has all five)", "",
-             f"Machine: {r['machine']}, {threads}{', ' + _arithmetic(r) if _arithmetic(r) else ''}. Rows trained by "
+             f"Machine: {MACHINES_NOTE if mixed else r['machine']}, {threads}"
+             f"{', ' + _arithmetic(r) if _arithmetic(r) else ''}. Rows trained by "
              "separate `--train-only` calls, possibly side by side on the same cores (train min is each run's own "
              "training time; runs marked * were taken up from their run dirs). Test split, prompt-free, metrics at "
              "original resolution.", "", table]
@@ -570,6 +589,12 @@ def rows_markdown(r: dict) -> str:
 
 THREADS_NOTE = ("torch threads per row (each run's, per epoch from its metrics.csv; a run whose epochs predate "
                 "that record shows its last training call's)")
+MACHINES_NOTE = "CPU per row (the machine of the call that finished each run)"
+
+
+def several_machines(runs) -> bool:
+    """Rows trained on different CPUs (e.g. a row taken from an earlier session's file): a machine column then."""
+    return len({x["machine"] for x in runs if x.get("machine")}) > 1
 
 
 def _target_lines(t: dict, pending: bool = False) -> list[str]:
@@ -719,10 +744,8 @@ def main() -> None:
                     f"{device_tag(args.device)}")
             rows = {f"{v}_seed{s}" if s else v: run_variant(name, data, v, args, s) for s in args.seeds
                     for v in args.variants}
-            # rows of other variants already in the file stay (e.g. two processes training variants in parallel)
             old = RESULTS / f"{stem}.json"
-            kept = json.loads(old.read_text()).get("runs", {}) if old.exists() else {}
-            rows = {**{v: x for v, x in kept.items() if v not in rows}, **rows}
+            rows = merge_rows(json.loads(old.read_text()) if old.exists() else {}, rows)
             r = {"dataset": name, "seed": ",".join(map(str, args.seeds)), "runs": rows, "data_note": data_note(data),
                  "machine": machine.get("cpu", "unknown CPU"), "threads": args.threads, "max_steps": args.max_steps,
                  "precision": args.precision, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

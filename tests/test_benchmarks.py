@@ -246,6 +246,28 @@ def test_knowsam_reuses_a_row_of_the_same_seed_and_config_only(monkeypatch, tmp_
         ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=1)
 
 
+def test_knowsam_rows_of_other_machines_keep_their_machine_and_get_a_column(monkeypatch):
+    """A rows file written on another CPU than an earlier row's: that row keeps its machine, and the table
+    names each row's; rows of one machine keep the one-line header."""
+    ks = _script("knowsam", monkeypatch)
+
+    def row(variant, machine=None):
+        x = {"variant": variant, "run": ks.RUN[variant], "seed": 1, "n_labeled": 70, "n_unlabeled": 0, "steps": 6000,
+             "config": {"batch_size": 4}, "train_seconds": 600.0, "throughput": 5.0,
+             "test": {"dice": 0.7, "iou": 0.6, "hd95": 30.0}}
+        return x if machine is None else {**x, "machine": machine}
+    prev = {"machine": "Intel Xeon", "runs": {"all_labels_seed1": row("all_labels"), "supervised_seed1": row("supervised")}}
+    rows = ks.merge_rows(prev, {"supervised_seed1": row("supervised", "AMD EPYC")})
+    assert rows["all_labels_seed1"]["machine"] == "Intel Xeon" and rows["supervised_seed1"]["machine"] == "AMD EPYC"
+    r = {"dataset": "kvasir_seg", "seed": "1", "runs": rows, "machine": "AMD EPYC", "threads": 1, "max_steps": 6000}
+    md = ks.rows_markdown(r)
+    assert "| (c) all labels (upper bound) | 1 | 70 / 0 | 6000 (batch 4) | 10.0 | Intel Xeon | 5.00 |" in md
+    assert "| (a) labeled subset alone | 1 | 70 / 0 | 6000 (batch 4) | 10.0 | AMD EPYC | 5.00 |" in md
+    assert "Machine: CPU per row" in md
+    one = ks.rows_markdown({**r, "runs": {"supervised_seed1": rows["supervised_seed1"]}})
+    assert "Machine: AMD EPYC," in one and "| machine |" not in one
+
+
 def test_rows_carry_their_own_threads_from_metrics_csv(monkeypatch, tmp_path):
     """A run resumed on other threads says so per row; runs from before the column say they do not know."""
     ks = _script("knowsam", monkeypatch)
