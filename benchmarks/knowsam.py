@@ -210,28 +210,32 @@ def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> 
         prev = json.loads(old.read_text())
         key = f"{RUN[variant]}_seed{seed}" if "rows" in prev else f"{variant}_seed{seed}" if seed else variant
         row = prev.get("runs", {}).get(key)
-        if row is None or prev.get("data_note", "") != note or row.get("seed", seed) != seed:
+        if row is None or prev.get("data_note", "") != note:
             continue
         # keys added to the config since that run must not apply to this variant (SAM options when sam=false)
         diff = sorted(k for k in row["config"] if row["config"][k] != now.get(k))
         new_keys = sorted(set(now) - set(row["config"]))
         if not diff and not (new_keys and now.get("sam")):
+            row = {**row, "machine": row_machine(row, prev)}
             if row.get("reused_from"):  # a reused row keeps its origin
                 return row
-            return {**row, "machine": row.get("machine", prev.get("machine", "unknown CPU")),
-                    "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, "
-                                   f"{prev.get('machine', 'unknown machine')}"}
+            return {**row, "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, {row['machine']}"}
         tried.append(f"{old.name}: differs in {diff or new_keys}")
     raise SystemExit(f"no earlier ({variant}) run of seed {seed} with this config "
                      f"({'; '.join(tried) or 'no results file'}): run it (add it to --variants)")
 
 
+def row_machine(row: dict, prev: dict) -> str:
+    """The CPU a row of results file ``prev`` was trained on: its own, or the file's for a row from before rows
+    recorded their own."""
+    return row.get("machine", prev.get("machine", "unknown CPU"))
+
+
 def merge_rows(prev: dict, rows: dict) -> dict:
     """This call's rows over an earlier rows file's ``prev``: rows of other variants stay (e.g. two processes
-    training variants in parallel), each with the CPU it was trained on (the file's, for a row from before rows
-    recorded their own), since the file's machine becomes this call's."""
-    kept = {v: {**x, "machine": x.get("machine", prev.get("machine", "unknown CPU"))}
-            for v, x in prev.get("runs", {}).items() if v not in rows}
+    training variants in parallel), each with the CPU it was trained on, since the file's machine becomes this
+    call's."""
+    kept = {v: {**x, "machine": row_machine(x, prev)} for v, x in prev.get("runs", {}).items() if v not in rows}
     return {**kept, **rows}
 
 

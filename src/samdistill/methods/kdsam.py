@@ -72,8 +72,8 @@ class Stage1Config(Strict):
 
     epochs: int = Field(10, ge=0)
     # at least this many batches (optimiser steps, counted at one process): a small training set runs more
-    # epochs than ``epochs``, whole ones (train.trainer.Phase.floored_epochs); None: ``epochs`` as given. An ``epochs`` override
-    # without a ``min_steps`` beside it drops the recipe's floor (config.load_config)
+    # epochs than ``epochs``, whole ones (train.trainer.Phase.floored_epochs); None: ``epochs`` as given. An
+    # ``epochs`` override without a ``min_steps`` beside it drops the recipe's floor (config.load_config)
     min_steps: Optional[int] = Field(None, ge=1, json_schema_extra={"added_neutral": True})
     batch_size: int = Field(8, ge=1)
     optim: OptimConfig = OptimConfig()
