@@ -191,6 +191,9 @@ def distill(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
     labeled: Optional[float] = typer.Option(None, help="knowsam / meanteacher: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
+    unlabeled: Optional[Path] = typer.Option(None, help="knowsam / meanteacher: a folder of images without masks "
+                                             "(any depth), trained on as unlabeled images; --labeled then defaults to 1 "
+                                             "(every train image of --data keeps its mask)."),
     labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
                                          "e.g. 1,2 (sets data.labels; 0 and other values are background)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
@@ -210,6 +213,8 @@ def distill(
     Example: samdistill distill --data ../shared/data/kvasir_seg --out runs/kd   (kdsam, the recipe's whole student)
 
     Example (KnowSAM as measured on a CPU, benchmarks/results/knowsam_kvasir_seg.md): samdistill distill --method knowsam --labeled 0.1 --data ../shared/data/kvasir_seg --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128 knowsam.sam_decode=foreground knowsam.kd_rampup=0.4
+
+    Example (your masks plus your images without masks; every mask is kept): samdistill distill --method knowsam --data my_labeled --unlabeled my_unlabeled_images --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128
     """
     from samdistill.api import distill as run_distill
     from samdistill.config import load_config, merge, parse_overrides, set_dotted
@@ -218,7 +223,9 @@ def distill(
 
     cli: dict = {}
     by_method = METHODS.entry(method).meta["cli_keys"]  # the options whose config key the method decides
-    for option, val in (("student", student), ("labeled", labeled)):
+    if unlabeled is not None and labeled is None and "labeled" in by_method:
+        labeled = 1.0  # the user's own unlabeled images: keep every mask they have
+    for option, val in (("student", student), ("labeled", labeled), ("unlabeled", unlabeled)):
         if val is not None and option not in by_method:
             takes = [e.name for e in METHODS if option in e.meta["cli_keys"]]
             raise UserError(f"--{option} is not an option of method {method} (it is for: {', '.join(takes)})")
@@ -226,7 +233,8 @@ def distill(
                      ("data.path", data), (by_method.get("student"), student),
                      ("threads", threads), ("device", device),
                      ("method", method), ("stages", [stage] if stage is not None else None),
-                     (by_method.get("labeled"), labeled), ("data.labels", parse_labels(labels) if labels else None)):
+                     (by_method.get("labeled"), labeled), ("data.labels", parse_labels(labels) if labels else None),
+                     (by_method.get("unlabeled"), str(unlabeled) if unlabeled else None)):
         if val is not None:
             set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
@@ -239,8 +247,9 @@ def distill(
         return
     b = summary["best"]
     if "n_labeled" in summary:
-        typer.echo(f"labels used: {summary['n_labeled']} images labeled, {summary['n_unlabeled']} unlabeled "
-                   f"(list in {out / 'labeled.json'})")
+        folder = summary.get("n_unlabeled_folder")
+        typer.echo(f"labels used: {summary['n_labeled']} images labeled, {summary['n_unlabeled']} unlabeled"
+                   f"{f' ({folder} from {cfg.data.unlabeled})' if folder else ''} (list in {out / 'labeled.json'})")
     minutes = summary.get("train_seconds_all_calls", summary["train_seconds"]) / 60  # a resumed run: every call
     typer.echo(f"student {summary['student']} distilled from {summary['teacher']} on {summary['dataset']}: best val Dice "
                f"{b['dice']:.4f} ({b['phase']} epoch {b['epoch']}), {minutes:.1f} min training, "

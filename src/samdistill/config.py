@@ -39,6 +39,9 @@ class DataConfig(Strict):
     # train and validate on the crop of zoom x each mask's tight box (a student used with `predict --zoom`); None: whole images
     # (added_neutral: a run from before this key trained on whole images, i.e. zoom None, and stays that run)
     zoom: Optional[float] = Field(None, ge=1, json_schema_extra={"added_neutral": True})
+    # knowsam / meanteacher: a folder of images without masks, unlabeled training images beside the train split's
+    # (added_neutral: a run from before this key had none)
+    unlabeled: Optional[str] = Field(None, json_schema_extra={"added_neutral": True})
 
     @field_validator("labels")
     @classmethod

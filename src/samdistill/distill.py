@@ -94,6 +94,7 @@ def distill(
     """
     out = check_out_dir(out_dir)
     check_device(cfg.device)
+    METHODS.refuse_unlabeled(cfg)
     ctx = dist_utils.init_from_env(cfg.device)
     if resume == "auto":
         done, differs = finished_run(out, cfg)
@@ -134,11 +135,11 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         teacher = load_model(cfg.teacher, checkpoint=cfg.teacher_checkpoint, device=cfg.device)
         log.info("teacher %s loaded; building cache", cfg.teacher)
         ds, cache, train_keys, val_keys, val_ids = build_cache(cfg, teacher, out, cfg.progress)
-        cache_stats = cache.stats.as_dict()
-        log.info("cache: %s", cache_stats)
 
         seed_everything(cfg.seed)
-        built = METHODS.get(cfg.method)(cfg, teacher, cache, train_keys, val_keys)
+        built = METHODS.get(cfg.method)(cfg, teacher, cache, train_keys, val_keys)  # (+ data.unlabeled's entries)
+        cache_stats = cache.stats.as_dict()
+        log.info("cache: %s", cache_stats)
         model, student, phases, extra = built.model, built.student, built.phases, dict(built.extra)
         if built.labeled_ids is not None and ctx.is_main:  # which train images kept their labels (semi-supervised)
             (out / "labeled.json").write_text(json.dumps(built.labeled_ids, indent=0))

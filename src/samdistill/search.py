@@ -38,6 +38,7 @@ from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.eval.efficiency import count_macs, frozen
 from samdistill.machine import machine_info, num_threads
+from samdistill.methods import METHODS
 from samdistill.models.nas.genotype import GenotypeEncoder, write_genotype
 from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model
@@ -139,6 +140,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool =
     """
     out = check_out_dir(out_dir)
     check_device(cfg.device)
+    METHODS.refuse_unlabeled(cfg, job="the architecture search")
     ctx = dist_utils.init_from_env(cfg.device)
 
     def not_a_distill_run() -> None:

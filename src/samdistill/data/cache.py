@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from samdistill.atomic import atomic_torch_save
-from samdistill.data.datasets import SegDataset, open_dataset
+from samdistill.data.datasets import SegDataset, open_dataset, open_unlabeled, shared_files
 from samdistill.errors import UserError
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class EmbeddingCache:
                 self.write(key, self.compute(sample.id, sample.image, sample.mask, flip, key))
             bar.set_postfix(hit=self.stats.hits, miss=self.stats.misses)
         self.stats.seconds += time.perf_counter() - t0
-        self.stats.skipped = list(dataset.skipped)
+        self.stats.skipped += [s for s in dataset.skipped if s not in self.stats.skipped]  # (a dataset's list grows)
         return keys
 
 
@@ -255,3 +255,30 @@ def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
 
         dist.barrier()
     return ds, cache, train_keys, val_keys, val_ids
+
+
+def build_unlabeled(cfg: "DistillConfig", cache: EmbeddingCache, progress: bool = True) -> dict[tuple[str, bool], str]:
+    """Cache entries for the images of ``cfg.data.unlabeled`` (a folder of images without masks; ``{}`` when
+    unset), with flips as the train split: ``{(id, flipped): key}``. Refused when one of them is also an image of
+    ``cfg.data`` (the same file or a copy): a validation or test image would be trained on, a train image twice.
+    Under ``torchrun`` each rank computes its share, as :func:`build_cache`."""
+    if not cfg.data.unlabeled:
+        return {}
+    unlabeled = open_unlabeled(cfg.data.unlabeled, on_error=cfg.data.on_error)
+    labeled = open_run_dataset(cfg)
+    shared = shared_files(unlabeled, labeled)
+    if shared:
+        where = {sid: part for part, ids in labeled.split.items() for sid in ids}
+        by_path = {r.image: r.id for r in labeled.records}
+        first, theirs = shared[0]
+        raise UserError(
+            f"{len(shared)} image(s) of --unlabeled {cfg.data.unlabeled} are also images of --data, e.g. {first} = "
+            f"{theirs} ({where.get(by_path[theirs], 'no')} split); leave them out of the unlabeled folder")
+    rank, world = _rank_and_world()
+    keys = cache.build(unlabeled, unlabeled.ids("train"), flips=cfg.cache.flips, progress=progress and rank == 0,
+                       rank=rank, world_size=world)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return keys

@@ -212,6 +212,8 @@ class SegDataset:
                     str(mp),
                 )
             mask = m if mask is None else (mask | m)
+        if mask is None:  # an unlabeled image (open_unlabeled): an empty mask, never shown to a loss
+            mask = np.zeros(image.shape[:2], bool)
         return Sample(sid, image, mask, dict(rec.meta))
 
     def iter_samples(self, ids: list[str]):
@@ -408,6 +410,51 @@ def open_dataset(
         name, path, scan, on_error=on_error, mask_threshold=mask_threshold, labels=labels, split=split,
         split_source=source, seed=seed,
     )
+
+
+def open_unlabeled(folder: str | os.PathLike, *, on_error: OnError = "raise") -> SegDataset:
+    """A folder of images without masks (any depth, :func:`~samdistill.data.layouts.scan_images`), every one
+    in the ``train`` split with an empty mask: the unlabeled images of a semi-supervised run."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise UserError(f"--unlabeled must be a folder of images, got {'a file' if path.exists() else 'no such folder'}: "
+                        f"{path}")
+    held = next((n for n, detect in _DETECT_ORDER if detect(path)), None)
+    if held is not None:
+        raise UserError(f"{path} holds a labeled dataset ({held} layout): --unlabeled takes a folder of images "
+                        "without masks (pass this one as --data)")
+    scan = L.scan_images(path)
+    if not scan.records and not scan.problems:
+        raise UserError(f"no images in {path} (--unlabeled takes a folder of "
+                        f"{'/'.join(e.lstrip('.') for e in L.IMAGE_EXTS)} files)")
+    return SegDataset(f"unlabeled:{path.resolve().name}", path, scan, on_error=on_error,
+                      split={"train": [r.id for r in scan.records]}, split_source="every image unlabeled")
+
+
+def shared_files(a: SegDataset, b: SegDataset) -> list[tuple[Path, Path]]:
+    """Image files of ``a`` whose bytes equal an image file of ``b`` (the same file, or a copy of it), as
+    ``(a's, b's)`` pairs. File sizes are compared first; only files of a size both hold are read and hashed."""
+    import hashlib
+
+    digests: dict[Path, str] = {}
+
+    def digest(p: Path) -> str:
+        if p not in digests:
+            digests[p] = hashlib.sha256(p.read_bytes()).hexdigest()
+        return digests[p]
+
+    by_size: dict[int, list[Path]] = {}
+    for r in b.records:
+        if r.image is not None:
+            by_size.setdefault(r.image.stat().st_size, []).append(r.image)
+    shared = []
+    for r in a.records:
+        if r.image is None:
+            continue
+        match = next((q for q in by_size.get(r.image.stat().st_size, []) if digest(q) == digest(r.image)), None)
+        if match is not None:
+            shared.append((r.image, match))
+    return shared
 
 
 def list_datasets() -> list[str]:

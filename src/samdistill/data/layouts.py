@@ -72,6 +72,27 @@ def scan_folder(root: Path) -> Scan:
     return scan
 
 
+def scan_images(root: Path) -> Scan:
+    """Every image below ``root`` (any depth; hidden files and folders left out), each without a mask: the
+    unlabeled images of a semi-supervised run. An id is the image's path below ``root`` without its suffix."""
+    scan = Scan()
+    seen: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or p.is_dir():
+            continue
+        if not _is_image(p):
+            scan.ignored.append(str(p))
+            continue
+        sid = rel.with_suffix("").as_posix()
+        if sid in seen:
+            scan.problems.append((str(p), f"two images share the id {sid!r} ({seen[sid].name})"))
+            continue
+        seen[sid] = p
+        scan.records.append(Record(sid, p, ()))
+    return scan
+
+
 # --------------------------------------------------------------------------- public layouts
 def detect_cvc(root: Path) -> bool:
     return _cvc_dirs(root) is not None

@@ -97,14 +97,19 @@ class SemiSet(Dataset):
 
 
 def semi_train_set(base: Callable[[list[str]], Dataset], train_keys: Mapping[tuple[str, bool], str], labeled: float,
-                   *, unlabeled: bool = True, seed: int = 0) -> tuple[SemiSet, list[str], int]:
+                   *, unlabeled: bool = True, seed: int = 0,
+                   unlabeled_keys: Mapping[tuple[str, bool], str] | None = None) -> tuple[SemiSet, list[str], int]:
     """A run's semi-supervised train set: ``(set, labeled ids, number of unlabeled ids)``.
 
     ``train_keys``: ``(image id, flipped) -> cache key`` of the train split; ``labeled``: as in
-    :func:`pick_labeled` (seeded by ``seed``); ``unlabeled=False`` leaves the unlabeled images out (the
-    supervised baseline); ``base``: cache keys -> the dataset over them (e.g. a ``CachedSet``)."""
+    :func:`pick_labeled` (seeded by ``seed``); ``unlabeled_keys``: the same for images that have no mask at all
+    (``data.unlabeled``), unlabeled after the train split's; ``unlabeled=False`` leaves every unlabeled image out
+    (the supervised baseline); ``base``: cache keys -> the dataset over them (e.g. a ``CachedSet``)."""
     ids = sorted({sid for sid, _ in train_keys})
     picked = set(pick_labeled(ids, labeled, seed=seed))
-    entries = [(sid, key) for (sid, _), key in sorted(train_keys.items()) if unlabeled or sid in picked]
-    train_set = SemiSet(base([key for _, key in entries]), [sid in picked for sid, _ in entries])
-    return train_set, sorted(picked), len(ids) - len(picked) if unlabeled else 0
+    entries = [(sid in picked, key) for (sid, _), key in sorted(train_keys.items())]
+    entries += [(False, key) for _, key in sorted((unlabeled_keys or {}).items())]
+    entries = [(flag, key) for flag, key in entries if unlabeled or flag]
+    train_set = SemiSet(base([key for _, key in entries]), [flag for flag, _ in entries])
+    n_extra = len({sid for sid, _ in unlabeled_keys or {}})
+    return train_set, sorted(picked), len(ids) - len(picked) + n_extra if unlabeled else 0

@@ -36,7 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from samdistill.config import DistillConfig, OptimConfig, Strict
-from samdistill.data.cache import CachedSet, EmbeddingCache
+from samdistill.data.cache import CachedSet, EmbeddingCache, build_unlabeled
 from samdistill.methods.registry import METHODS, Built
 from samdistill.models.zoo import load_model
 from samdistill.train.trainer import Phase
@@ -252,7 +252,7 @@ class KnowSAMMethod:
 
 
 @METHODS.register("knowsam", config=KnowSAMRunConfig,
-                  cli_keys={"student": "knowsam.student", "labeled": "knowsam.labeled"})
+                  cli_keys={"student": "knowsam.student", "labeled": "knowsam.labeled", "unlabeled": "data.unlabeled"})
 def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
     """KnowSAM: the prompt-free student, SAM's prompt generator (+ adapters) and one semi-supervised phase."""
     from samdistill.data.semi import TwoStreamBatchSampler, semi_train_set
@@ -273,8 +273,11 @@ def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val
         if k.decoder_adapters:
             decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
     parts = KnowSAMParts(student, prompt_generator, adapters, decoder_adapters)
+    # data.unlabeled: images without masks (not cached for the supervised baseline, which leaves them out)
+    folder_keys = build_unlabeled(cfg, cache, cfg.progress) if k.unlabeled else {}
     train_set, labeled, n_unlabeled = semi_train_set(lambda keys: CachedSet(cache, keys, cfg.cache.in_memory),
-                                                     train_keys, k.labeled, unlabeled=k.unlabeled, seed=cfg.data.seed)
+                                                     train_keys, k.labeled, unlabeled=k.unlabeled, seed=cfg.data.seed,
+                                                     unlabeled_keys=folder_keys)
     lab_idx, unl_idx = train_set.labeled_indices, train_set.unlabeled_indices
 
     def sampler(g):
@@ -285,6 +288,7 @@ def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val
     val_set = CachedSet(cache, list(val_keys.values()), cfg.cache.in_memory)
     phase = Phase("knowsam", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler,
                   max_steps=k.max_steps)
-    extra = {"n_labeled": len(labeled), "n_unlabeled": n_unlabeled, "adapters": k.adapters}
+    extra = {"n_labeled": len(labeled), "n_unlabeled": n_unlabeled,
+             "n_unlabeled_folder": len({sid for sid, _ in folder_keys}), "adapters": k.adapters}
     return Built(model=parts, student=student, phases=[phase], student_name=k.student, extra=extra,
                  labeled_ids=labeled)

@@ -33,7 +33,7 @@ from pydantic import Field
 from torch import nn
 
 from samdistill.config import DistillConfig, OptimConfig, Strict
-from samdistill.data.cache import CachedSet, EmbeddingCache
+from samdistill.data.cache import CachedSet, EmbeddingCache, build_unlabeled
 from samdistill.data.transforms import apply_flips, clipped_noise, random_flips, to_frame
 from samdistill.dice import batch_dice
 from samdistill.errors import UserError
@@ -218,7 +218,7 @@ class MeanTeacherMethod:
 
 
 @METHODS.register("meanteacher", config=MeanTeacherRunConfig,
-                  cli_keys={"student": "meanteacher.student", "labeled": "meanteacher.labeled"})
+                  cli_keys={"student": "meanteacher.student", "labeled": "meanteacher.labeled", "unlabeled": "data.unlabeled"})
 def build(cfg: MeanTeacherRunConfig, teacher, cache: EmbeddingCache, train_keys, val_keys) -> Built:
     """Mean Teacher: a prompt-free UNet, its EMA teacher (+ SAM with learned prompts with skd=true)."""
     from samdistill.data.semi import TwoStreamBatchSampler, semi_train_set
@@ -241,8 +241,10 @@ def build(cfg: MeanTeacherRunConfig, teacher, cache: EmbeddingCache, train_keys,
         if k.decoder_adapters:
             decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
     parts = MeanTeacherParts(student, prompt_generator, decoder_adapters)
+    folder_keys = build_unlabeled(cfg, cache, cfg.progress)  # data.unlabeled: images without masks
     train_set, labeled, n_unlabeled = semi_train_set(lambda keys: CachedSet(cache, keys, cfg.cache.in_memory),
-                                                     train_keys, k.labeled, seed=cfg.data.seed)
+                                                     train_keys, k.labeled, seed=cfg.data.seed,
+                                                     unlabeled_keys=folder_keys)
     lab_idx, unl_idx = train_set.labeled_indices, train_set.unlabeled_indices
 
     def sampler(g):
@@ -253,6 +255,7 @@ def build(cfg: MeanTeacherRunConfig, teacher, cache: EmbeddingCache, train_keys,
     val_set = CachedSet(cache, list(val_keys.values()), cfg.cache.in_memory)
     phase = Phase("meanteacher", method, train_set, val_set, k.epochs, k.batch_size, k.optim, batch_sampler=sampler,
                   max_steps=k.max_steps)
-    extra = {"n_labeled": len(labeled), "n_unlabeled": n_unlabeled, "skd": k.skd}
+    extra = {"n_labeled": len(labeled), "n_unlabeled": n_unlabeled,
+             "n_unlabeled_folder": len({sid for sid, _ in folder_keys}), "skd": k.skd}
     return Built(model=parts, student=student, phases=[phase], student_name=k.student, extra=extra,
                  labeled_ids=labeled)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from torch import nn
 
 from samdistill.config import provide_run_configs
+from samdistill.errors import UserError
 from samdistill.registry import Registry
 from samdistill.train.trainer import Phase
 
@@ -55,6 +56,15 @@ class MethodRegistry(Registry[Callable[..., Built]]):
             raise ValueError(f"method {name!r}: its config {config.__name__} has method={tag!r}; give it "
                              f"method: Literal[{name!r}] = {name!r}")
         return super().register(name, config=config, cli_keys=dict(cli_keys or {}), **meta)
+
+    def refuse_unlabeled(self, cfg: Any, job: str | None = None) -> None:
+        """A one-line ``UserError`` when ``cfg.data.unlabeled`` (images without masks) is set for a job that would
+        not read it: ``job`` (e.g. the architecture search), else ``cfg.method`` unless its ``cli_keys`` take it."""
+        if not cfg.data.unlabeled or (job is None and "unlabeled" in self.entry(cfg.method).meta["cli_keys"]):
+            return
+        takes = ", ".join(e.name for e in self if "unlabeled" in e.meta["cli_keys"])
+        raise UserError(f"data.unlabeled (images without masks) is for {takes}; {job or 'method ' + cfg.method} "
+                        "trains on masks only")
 
 
 METHODS = MethodRegistry("method")
