@@ -620,6 +620,63 @@ def volume_cases(root: Path) -> list[dict]:
     return rows
 
 
+def unlabeled_cases(root: Path) -> list[dict]:
+    """distill --unlabeled (a folder of images without masks), and a call that fails before it holds a run."""
+    from samdistill.data.datasets import open_dataset
+    from samdistill.data.synthetic import phantom
+
+    rows = []
+    lab = folder(root, "semi_lab", n=10)
+    unl = root / "semi_unl"
+    (unl / "day2").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(phantom(11, i, 64)[0]).save(unl / ("day2" if i % 2 else ".") / f"scan_{i}.png")
+    base = ["distill", "--method", "meanteacher", "--teacher", "test_sam", "--student", "test_unet_student",
+            "--data", str(lab), f"cache.dir={root / 'semi_cache'}", "meanteacher.epochs=1", "meanteacher.batch_size=4",
+            "meanteacher.labeled_bs=2", "progress=false", "overlays=0"]
+    test_id = open_dataset(lab).ids("test")[0]  # the run's seeded split (data.seed 0)
+    leak = unl / "leak.png"
+    shutil.copy(lab / "images" / f"{test_id}.png", leak)
+    out = root / "semi_runs" / "leak"
+    r = cli(base + ["--unlabeled", str(unl), "--out", str(out)])
+    rows.append(_row("unlabeled_copy_of_a_test_image", "--unlabeled folder holding a copy of a test image of --data",
+                     "one-line refusal naming the file and its split, exit 2, before the teacher loads; no --out made", r,
+                     r["rc"] == 2 and "leak.png" in r["stderr"] and "(test split)" in r["stderr"]
+                     and not (root / "semi_runs").exists()))
+    leak.unlink()
+    r = cli(base + ["--unlabeled", str(lab), "--out", str(out)])
+    rows.append(_row("unlabeled_is_a_labeled_dataset", "--unlabeled pointing at a labeled dataset (images/ + masks/)",
+                     "one-line refusal, exit 2, no --out made", r,
+                     r["rc"] == 2 and "holds a labeled dataset" in r["stderr"] and not out.exists()))
+    r = cli(["distill", "--teacher", "test_sam", "--data", str(lab), "--unlabeled", str(unl), "--out", str(out)])
+    rows.append(_row("unlabeled_for_kdsam", "--unlabeled with the kdsam method (trains on masks only)",
+                     "one-line refusal naming the methods that take it, exit 2", r,
+                     r["rc"] == 2 and "knowsam, meanteacher" in r["stderr"] and not out.exists()))
+    out = root / "semi_runs" / "ok"
+    r = cli(base + ["--unlabeled", str(unl), "--out", str(out)])
+    s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    rows.append(_row("unlabeled_trains", "meanteacher with --unlabeled: 4 images without masks, one a folder down",
+                     "trains, exit 0; every train mask kept (--labeled 1) and the 4 images unlabeled", r,
+                     r["rc"] == 0 and s.get("n_unlabeled_folder") == 4 and s.get("n_labeled") == s.get("n_train_images"),
+                     outcome_extra=f"labeled {s.get('n_labeled')} of {s.get('n_train_images')}, "
+                                   f"unlabeled {s.get('n_unlabeled')} ({s.get('n_unlabeled_folder')} from the folder)"))
+    bad = folder(root, "semi_bad", n=4)
+    (bad / "masks" / "case_0001.png").unlink()
+    kd = ["distill", "--teacher", "test_sam", "--student", "test_resnet18", "--data", str(bad), "progress=false"]
+    r = cli(kd + ["--out", str(root / "fresh" / "deeper" / "run")])
+    rows.append(_row("failed_start_new_folder", "distill on data with an image without mask into a new nested --out",
+                     "one-line error, exit 2; no folder left behind (not even the parents it made)", r,
+                     r["rc"] == 2 and "image without mask" in r["stderr"] and not (root / "fresh").exists()))
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    r = cli(kd + ["--out", str(mine)])
+    rows.append(_row("failed_start_user_folder", "the same into an existing folder that holds the user's notes.txt",
+                     "one-line error, exit 2; the folder holds notes.txt only (no config.yaml, log.txt)", r,
+                     r["rc"] == 2 and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]))
+    return rows
+
+
 def describe(row: dict) -> str:
     if "outcome" in row:
         return row["outcome"]
@@ -649,7 +706,8 @@ def main() -> None:
     _TMP.append(str(root))
     try:
         rows = (data_cases(root) + model_config_cases(root) + runtime_cases(root) + run_folder_cases(root)
-                + read_only_case(root) + predict_cases(root) + export_cases(root) + data_guard_cases(root))
+                + read_only_case(root) + predict_cases(root) + export_cases(root) + data_guard_cases(root)
+                + unlabeled_cases(root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     tracebacks = [r["case"] for r in rows if r.get("raise", {}).get("traceback") or r.get("skip", {}).get("traceback")]

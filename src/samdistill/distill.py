@@ -18,14 +18,14 @@ import torch
 from samdistill._version import __version__
 from samdistill.atomic import check_out_dir
 from samdistill.config import DistillConfig, added_neutral_keys, dump_config, flatten
-from samdistill.data.cache import build_cache
+from samdistill.data.cache import build_cache, check_unlabeled, open_run_dataset
 from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.machine import machine_info, num_threads
 from samdistill.methods import METHODS
 from samdistill.models.zoo import load_model, save_model
 from samdistill.train import distributed as dist_utils
-from samdistill.train.runlock import SEARCH_FILES, RunLock, held_run, run_lock
+from samdistill.train.runlock import SEARCH_FILES, RunLock, held_run, run_lock, undo_if_failed_early
 from samdistill.train.seeding import seed_everything
 from samdistill.train.trainer import Trainer
 from samdistill.viz.overlays import save_side_by_side
@@ -116,7 +116,7 @@ def distill(
         raise UserError(f"{out} holds a run ({marker.relative_to(out)}); add --resume to continue it or choose a "
                         "new --out")
 
-    with run_lock(out, check=fresh_folder_only) as lock:
+    with run_lock(out, check=fresh_folder_only) as lock, undo_if_failed_early(out, ctx.is_main):
         return _distill(cfg, out, ctx, lock, resume=resume, stop_after_steps=stop_after_steps)
 
 
@@ -124,6 +124,8 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
              stop_after_steps: int | None) -> dict[str, Any]:
     """:func:`distill` with the run folder locked."""
     out.mkdir(parents=True, exist_ok=True)
+    ds = open_run_dataset(cfg)  # bad data is refused before anything is written or loaded
+    check_unlabeled(cfg, ds)
     if ctx.is_main:
         dump_config(cfg, out / "config.yaml")
     log = _logger(out) if ctx.is_main else logging.getLogger("samdistill.run.worker")
@@ -134,7 +136,7 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         seed_everything(cfg.seed)
         teacher = load_model(cfg.teacher, checkpoint=cfg.teacher_checkpoint, device=cfg.device)
         log.info("teacher %s loaded; building cache", cfg.teacher)
-        ds, cache, train_keys, val_keys, val_ids = build_cache(cfg, teacher, out, cfg.progress)
+        ds, cache, train_keys, val_keys, val_ids = build_cache(cfg, teacher, out, cfg.progress, ds=ds)
 
         seed_everything(cfg.seed)
         built = METHODS.get(cfg.method)(cfg, teacher, cache, train_keys, val_keys)  # (+ data.unlabeled's entries)

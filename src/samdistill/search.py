@@ -43,7 +43,7 @@ from samdistill.models.nas.genotype import GenotypeEncoder, write_genotype
 from samdistill.models.nas.supernet import SearchSpace, SuperNet
 from samdistill.models.zoo import load_model
 from samdistill.train import distributed as dist_utils
-from samdistill.train.runlock import SEARCH_FILES, held_run, run_lock
+from samdistill.train.runlock import SEARCH_FILES, held_run, run_lock, undo_if_failed_early
 from samdistill.train.seeding import seed_everything
 from samdistill.train.trainer import Phase, Trainer
 
@@ -148,7 +148,7 @@ def nas_search(cfg: DistillConfig, out_dir: str | os.PathLike, *, resume: bool =
         if marker is not None and held_run(out, SEARCH_FILES) is None:
             raise UserError(f"{out} holds a distill run ({marker.relative_to(out)}); choose a new --out for the search")
 
-    with run_lock(out, check=not_a_distill_run):
+    with run_lock(out, check=not_a_distill_run), undo_if_failed_early(out, ctx.is_main):
         return _nas_search(cfg, out, ctx, resume=resume, progress=progress, stop_after_steps=stop_after_steps)
 
 

@@ -11,6 +11,8 @@ from datetime import datetime
 import pytest
 
 from samdistill.cli import main
+from samdistill.config import load_config
+from samdistill.distill import distill
 from samdistill.errors import UserError
 from samdistill.train.runlock import acquire, release, run_lock
 
@@ -185,3 +187,41 @@ def test_torchrun_ranks_all_stop_when_rank0_finds_the_folder_locked(tmp_path, ho
     # rank 0's refusal; rank 1 raises the same one (torchrun may stop it before it prints)
     assert f"is in use by another run (pid {pid} " in r.stderr, r.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_a_call_that_fails_before_it_holds_a_run_leaves_out_as_it_was(tmp_path, tiny_run, monkeypatch, capsys):
+    """Bad data, or a failure before the first checkpoint: the folders and files the call made go again, files that
+    were there stay; a run that holds a checkpoint keeps everything (and a bad --data never touches its config)."""
+    from samdistill.data.synthetic import write_folder
+
+    bad = write_folder(tmp_path / "bad", 2, size=32)
+    (bad / "masks" / "case_0001.png").unlink()  # an image without its mask
+    base = ["--teacher", "test_sam", "--data", str(bad), "progress=false"]
+    for argv in (["distill", "--student", "test_resnet18"], ["nas", "search"]):
+        assert main([*argv, *base, "--out", str(tmp_path / "new" / "deeper" / "run")]) == 2
+        assert "image without mask" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert main(["distill", "--student", "test_resnet18", *base, "--out", str(mine)]) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+    def boom(*a, **k):  # a failure after config.yaml, log.txt and the cache, before any checkpoint
+        raise RuntimeError("the machine fell over")
+
+    monkeypatch.setattr("samdistill.distill.Trainer.fit", boom)
+    cfg = load_config("kdsam", {"teacher": "test_sam", "student": {"name": "test_resnet18"}, "progress": False,
+                                "data": {"path": "synthetic:n=8,size=64"}, "cache": {"dir": str(tmp_path / "cache")}})
+    with pytest.raises(RuntimeError, match="fell over"):
+        distill(cfg, mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    run, args = tiny_run
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "log.txt"}
+    with pytest.raises(RuntimeError, match="fell over"):
+        distill(cfg, run, resume=True)  # a run with checkpoints: kept whole
+    monkeypatch.undo()
+    assert sorted(before) == sorted(p.name for p in run.iterdir() if p.is_file() and p.name != "log.txt")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "log.txt"}
+    assert main([*args, "--out", str(run), "--resume", "--data", str(bad)]) == 2
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "log.txt"} == before

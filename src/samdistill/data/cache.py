@@ -229,7 +229,7 @@ def open_run_dataset(cfg: "DistillConfig") -> SegDataset:
     return ds
 
 
-def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
+def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True, ds: SegDataset | None = None
                 ) -> tuple[SegDataset, EmbeddingCache, dict[tuple[str, bool], str], dict[tuple[str, bool], str], list[str]]:
     """Open a run's dataset (``cfg.data``) and fill its teacher-embedding cache (``cfg.cache``) for the train
     split (with flips when asked) and the validation split: ``(dataset, cache, train_keys, val_keys, val_ids)``.
@@ -239,7 +239,7 @@ def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
     share of the missing entries and every rank waits for the others before returning; rank 0 writes.
     """
     rank, world = _rank_and_world()
-    ds = open_run_dataset(cfg)
+    ds = ds if ds is not None else open_run_dataset(cfg)  # (distill opens it before the teacher loads)
     train_ids = ds.ids(cfg.data.train_split, cfg.data.limit_train)
     val_ids = ds.ids(cfg.data.val_split, cfg.data.limit_val)
     if not train_ids:
@@ -257,15 +257,15 @@ def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True
     return ds, cache, train_keys, val_keys, val_ids
 
 
-def build_unlabeled(cfg: "DistillConfig", cache: EmbeddingCache, progress: bool = True) -> dict[tuple[str, bool], str]:
-    """Cache entries for the images of ``cfg.data.unlabeled`` (a folder of images without masks; ``{}`` when
-    unset), with flips as the train split: ``{(id, flipped): key}``. Refused when one of them is also an image of
-    ``cfg.data`` (the same file or a copy): a validation or test image would be trained on, a train image twice.
-    Under ``torchrun`` each rank computes its share, as :func:`build_cache`."""
+def check_unlabeled(cfg: "DistillConfig", labeled: SegDataset | None = None) -> SegDataset | None:
+    """The images of ``cfg.data.unlabeled`` (a folder of images without masks) as a dataset, None when unset.
+    Refused when one of them is also an image of ``cfg.data`` (``labeled``, opened when not given; the same file
+    or a copy): a validation or test image would be trained on, a train image twice. ``distill`` calls this
+    before the teacher loads, so a wrong folder costs nothing."""
     if not cfg.data.unlabeled:
-        return {}
+        return None
     unlabeled = open_unlabeled(cfg.data.unlabeled, on_error=cfg.data.on_error)
-    labeled = open_run_dataset(cfg)
+    labeled = labeled if labeled is not None else open_run_dataset(cfg)
     shared = shared_files(unlabeled, labeled)
     if shared:
         where = {sid: part for part, ids in labeled.split.items() for sid in ids}
@@ -274,6 +274,16 @@ def build_unlabeled(cfg: "DistillConfig", cache: EmbeddingCache, progress: bool 
         raise UserError(
             f"{len(shared)} image(s) of --unlabeled {cfg.data.unlabeled} are also images of --data, e.g. {first} = "
             f"{theirs} ({where.get(by_path[theirs], 'no')} split); leave them out of the unlabeled folder")
+    return unlabeled
+
+
+def build_unlabeled(cfg: "DistillConfig", cache: EmbeddingCache, progress: bool = True) -> dict[tuple[str, bool], str]:
+    """Cache entries for the images of ``cfg.data.unlabeled`` (:func:`check_unlabeled`; ``{}`` when unset), with
+    flips as the train split: ``{(id, flipped): key}``. Under ``torchrun`` each rank computes its share, as
+    :func:`build_cache`."""
+    unlabeled = check_unlabeled(cfg)
+    if unlabeled is None:
+        return {}
     rank, world = _rank_and_world()
     keys = cache.build(unlabeled, unlabeled.ids("train"), flips=cfg.cache.flips, progress=progress and rank == 0,
                        rank=rank, world_size=world)

@@ -16,6 +16,7 @@ stops with the same one-line error instead of waiting for a rank that has left.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import socket
@@ -45,6 +46,9 @@ class RunLock:
     info: dict[str, Any]
     #: one line when a stale lock was taken over (also printed to stderr), else None
     took_over: str | None = None
+    #: the folders ``acquire`` made (``out`` first, then parents made with it): ``release`` removes them again
+    #: while they are empty (a call that failed before it wrote anything)
+    made_dirs: tuple[Path, ...] = ()
 
 
 def held_run(out: Path, files: tuple[str, ...] = RUN_FILES) -> Path | None:
@@ -130,6 +134,7 @@ def _serialised(folder: Path) -> Iterator[None]:
 def acquire(out: str | os.PathLike, command: str | None = None, flag: str = "--out") -> RunLock:
     """Create ``<out>/.lock`` (``out`` is made if missing); ``UserError`` if a live run holds it."""
     out = Path(out)
+    made = tuple(d for d in (out, *out.parents) if not d.exists())
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     info = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -140,7 +145,7 @@ def acquire(out: str | os.PathLike, command: str | None = None, flag: str = "--o
     for _ in range(3):
         try:
             _create(path, info)
-            return RunLock(path, info)
+            return RunLock(path, info, made_dirs=made)
         except FileExistsError:
             pass
         with _serialised(out):
@@ -171,6 +176,11 @@ def release(lock: RunLock) -> None:
             lock.path.unlink()
         except FileNotFoundError:
             pass
+        for d in lock.made_dirs:
+            try:
+                d.rmdir()  # only when empty: nothing but the lock was ever written there
+            except OSError:
+                break
 
 
 @contextmanager
@@ -210,3 +220,36 @@ def run_lock(out: str | os.PathLike, command: str | None = None, *, check: Calla
     finally:
         if lock is not None:
             release(lock)
+
+
+#: what a run or search writes before it holds a checkpoint: undone when that first call fails
+PRE_RUN_FILES = ("config.yaml", "log.txt", "split.json", "labeled.json", "search.csv")
+
+
+@contextmanager
+def undo_if_failed_early(out: Path, main: bool = True) -> Iterator[None]:
+    """Inside :func:`run_lock`, around a job writing into ``out``: when the job fails (bad data, a wrong folder,
+    Ctrl-C) while ``out`` holds no checkpoint or run file, the ``PRE_RUN_FILES`` and folders this call made there
+    go again, so ``out`` is left as it was (``release`` then removes ``out`` itself when ``acquire`` made it).
+    Files that were there before are kept. ``main``: only rank 0 tidies (under torchrun)."""
+    def present() -> tuple[set[str], set[Path]]:
+        if not out.is_dir():
+            return set(), set()
+        return {n for n in PRE_RUN_FILES if (out / n).exists()}, {d for d in out.rglob("*") if d.is_dir()}
+
+    files_before, dirs_before = present()
+    try:
+        yield
+    except BaseException:
+        if main and out.is_dir() and held_run(out, ("checkpoints/last.pt", *RUN_FILES)) is None:
+            log = logging.getLogger(f"samdistill.run.{out.resolve()}")  # distill's run log: its log.txt may go
+            for h in list(log.handlers):
+                h.close()
+                log.removeHandler(h)
+            files_now, dirs_now = present()
+            for name in files_now - files_before:
+                (out / name).unlink(missing_ok=True)
+            for d in sorted(dirs_now - dirs_before, key=lambda d: len(d.parts), reverse=True):
+                if not any(d.iterdir()):
+                    d.rmdir()
+        raise
