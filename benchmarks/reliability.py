@@ -655,7 +655,7 @@ def unlabeled_cases(root: Path) -> list[dict]:
     out = root / "semi_runs" / "ok"
     r = cli(base + ["--unlabeled", str(unl), "--out", str(out)])
     s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
-    rows.append(_row("unlabeled_trains", "meanteacher with --unlabeled: 4 images without masks, one a folder down",
+    rows.append(_row("unlabeled_trains", "meanteacher with --unlabeled: 4 images without masks, two of them a folder down",
                      "trains, exit 0; every train mask kept (--labeled 1) and the 4 images unlabeled", r,
                      r["rc"] == 0 and s.get("n_unlabeled_folder") == 4 and s.get("n_labeled") == s.get("n_train_images"),
                      outcome_extra=f"labeled {s.get('n_labeled')} of {s.get('n_train_images')}, "

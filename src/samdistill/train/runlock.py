@@ -229,13 +229,13 @@ PRE_RUN_FILES = ("config.yaml", "log.txt", "split.json", "labeled.json", "search
 @contextmanager
 def undo_if_failed_early(out: Path, main: bool = True) -> Iterator[None]:
     """Inside :func:`run_lock`, around a job writing into ``out``: when the job fails (bad data, a wrong folder,
-    Ctrl-C) while ``out`` holds no checkpoint or run file, the ``PRE_RUN_FILES`` and folders this call made there
-    go again, so ``out`` is left as it was (``release`` then removes ``out`` itself when ``acquire`` made it).
+    Ctrl-C) while ``out`` holds no checkpoint or run file, the ``PRE_RUN_FILES`` and the empty folders this call made
+    there go again, so ``out`` is left as it was (``release`` then removes ``out`` itself when ``acquire`` made it).
     Files that were there before are kept. ``main``: only rank 0 tidies (under torchrun)."""
     def present() -> tuple[set[str], set[Path]]:
         if not out.is_dir():
             return set(), set()
-        return {n for n in PRE_RUN_FILES if (out / n).exists()}, {d for d in out.rglob("*") if d.is_dir()}
+        return {n for n in PRE_RUN_FILES if (out / n).exists()}, {d for d in out.iterdir() if d.is_dir()}
 
     files_before, dirs_before = present()
     try:
@@ -249,7 +249,7 @@ def undo_if_failed_early(out: Path, main: bool = True) -> Iterator[None]:
             files_now, dirs_now = present()
             for name in files_now - files_before:
                 (out / name).unlink(missing_ok=True)
-            for d in sorted(dirs_now - dirs_before, key=lambda d: len(d.parts), reverse=True):
+            for d in dirs_now - dirs_before:  # (checkpoints/, plots/: made empty, or left alone)
                 if not any(d.iterdir()):
                     d.rmdir()
         raise
