@@ -641,7 +641,7 @@ def unlabeled_cases(root: Path) -> list[dict]:
     r = cli(base + ["--unlabeled", str(unl), "--out", str(out)])
     rows.append(_row("unlabeled_copy_of_a_test_image", "--unlabeled folder holding a copy of a test image of --data",
                      "one-line refusal naming the file and its split, exit 2, before the teacher loads; no --out made", r,
-                     r["rc"] == 2 and "leak.png" in r["stderr"] and "(test split)" in r["stderr"]
+                     r["rc"] == 2 and "leak.png" in r["stderr"] and "test split)" in r["stderr"]
                      and not (root / "semi_runs").exists()))
     leak.unlink()
     r = cli(base + ["--unlabeled", str(lab), "--out", str(out)])
@@ -660,6 +660,20 @@ def unlabeled_cases(root: Path) -> list[dict]:
                      r["rc"] == 0 and s.get("n_unlabeled_folder") == 4 and s.get("n_labeled") == s.get("n_train_images"),
                      outcome_extra=f"labeled {s.get('n_labeled')} of {s.get('n_train_images')}, "
                                    f"unlabeled {s.get('n_unlabeled')} ({s.get('n_unlabeled_folder')} from the folder)"))
+    before = _files(out)
+    r = cli(base + ["--out", str(out), "--resume"])
+    rows.append(_row("unlabeled_forgotten_on_resume", "--resume of that run without --unlabeled (other images, "
+                     "and --labeled back to the recipe's 0.1)", "one-line refusal naming both keys, exit 2, the run "
+                     "folder unchanged", r, r["rc"] == 2 and "data.unlabeled" in r["stderr"]
+                     and "meanteacher.labeled" in r["stderr"] and _files(out) == before))
+    r = cli(base + ["--unlabeled", str(lab / "masks"), "--out", str(root / "semi_runs" / "masks")])
+    rows.append(_row("unlabeled_is_the_masks_folder", "--unlabeled pointing at --data's masks/ folder",
+                     "one-line refusal naming a mask of --data, exit 2", r,
+                     r["rc"] == 2 and "mask of case_" in r["stderr"] and not (root / "semi_runs" / "masks").exists()))
+    r = cli(base + ["--unlabeled", str(unl), "--out", str(unl / "run")])
+    rows.append(_row("out_inside_unlabeled", "--out inside the --unlabeled folder",
+                     "one-line refusal (its overlays would become training images), exit 2, no folder made", r,
+                     r["rc"] == 2 and "lies inside --unlabeled" in r["stderr"] and not (unl / "run").exists()))
     bad = folder(root, "semi_bad", n=4)
     (bad / "masks" / "case_0001.png").unlink()
     kd = ["distill", "--teacher", "test_sam", "--student", "test_resnet18", "--data", str(bad), "progress=false"]

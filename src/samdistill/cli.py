@@ -191,11 +191,13 @@ def distill(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset folder, name, or synthetic[:n=..]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
     labeled: Optional[float] = typer.Option(None, help="knowsam / meanteacher: labeled train images, a fraction <= 1 (0.1) or a count > 1 (145)."),
-    unlabeled: Optional[Path] = typer.Option(None, help="knowsam / meanteacher: a folder of images without masks "
+    unlabeled: Optional[str] = typer.Option(None, help="knowsam / meanteacher: a folder of images without masks "
                                              "(any depth), trained on as unlabeled images; --labeled then defaults to 1 "
                                              "(every train image of --data keeps its mask)."),
     labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
                                          "e.g. 1,2 (sets data.labels; 0 and other values are background)."),
+    on_error: Optional[OnErrorChoice] = typer.Option(None, help="raise (the recipe's default): stop at a bad file; skip: "
+                                                     "leave it out, counted in summary.json (sets data.on_error)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     stage: Optional[int] = typer.Option(None, min=1, max=2, help="Run only stage 1 or stage 2 (default: both)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads."),
@@ -214,7 +216,7 @@ def distill(
 
     Example (KnowSAM as measured on a CPU, benchmarks/results/knowsam_kvasir_seg.md): samdistill distill --method knowsam --labeled 0.1 --data ../shared/data/kvasir_seg --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128 knowsam.sam_decode=foreground knowsam.kd_rampup=0.4
 
-    Example (your masks plus your images without masks; every mask is kept): samdistill distill --method knowsam --data my_labeled --unlabeled my_unlabeled_images --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128
+    Example (your masks plus your images without masks; every mask is kept): samdistill distill --method knowsam --data my_labeled --unlabeled my_unlabeled_images --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128 knowsam.sam_decode=foreground knowsam.kd_rampup=0.4
     """
     from samdistill.api import distill as run_distill
     from samdistill.config import load_config, merge, parse_overrides, set_dotted
@@ -223,6 +225,8 @@ def distill(
 
     cli: dict = {}
     by_method = METHODS.entry(method).meta["cli_keys"]  # the options whose config key the method decides
+    if unlabeled is not None and not unlabeled.strip():
+        raise UserError("--unlabeled is empty; give the folder of images without masks")
     if unlabeled is not None and labeled is None and "labeled" in by_method:
         labeled = 1.0  # the user's own unlabeled images: keep every mask they have
     for option, val in (("student", student), ("labeled", labeled), ("unlabeled", unlabeled)):
@@ -234,7 +238,7 @@ def distill(
                      ("threads", threads), ("device", device),
                      ("method", method), ("stages", [stage] if stage is not None else None),
                      (by_method.get("labeled"), labeled), ("data.labels", parse_labels(labels) if labels else None),
-                     (by_method.get("unlabeled"), str(unlabeled) if unlabeled else None)):
+                     (by_method.get("unlabeled"), unlabeled), ("data.on_error", on_error.value if on_error else None)):
         if val is not None:
             set_dotted(cli, key, val)  # typed values go in as they are; no YAML round trip of paths
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))

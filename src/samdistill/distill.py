@@ -52,24 +52,44 @@ def finished_run(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any] | None, 
     ``(None, keys)``: the dotted config keys in which a finished run there differs (``[]`` if none is).
 
     Finished = ``summary.json`` and ``student.pt`` present and ``summary.json`` no older than ``config.yaml``
-    (every call that trains rewrites ``config.yaml`` first, so a later call that was cut short is not read as
+    (every call that trains rewrites ``config.yaml`` before it trains, so a later call that was cut short is not read as
     finished).
     """
-    import yaml
-
     summary, saved = out / "summary.json", out / "config.yaml"
     if not (summary.is_file() and saved.is_file() and (out / "student.pt").is_file()):
         return None, []
     if summary.stat().st_mtime_ns < saved.stat().st_mtime_ns:
         return None, []
-    old = flatten({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in RUN_FREE_KEYS})
-    # a key added since that run, at the default that trains what the run trained, is no difference
-    old = {**{k: v for k, v in added_neutral_keys(cfg).items() if k not in RUN_FREE_KEYS}, **old}
-    now = flatten({k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_FREE_KEYS})
+    old, now = _configs(out, cfg)
     diff = sorted(k for k in set(old) | set(now) if old.get(k, ...) != now.get(k, ...))
     if diff:
         return None, diff
     return json.loads(summary.read_text()), []
+
+
+def _configs(out: Path, cfg: DistillConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(the config.yaml in out, cfg)`` as dotted keys, ``RUN_FREE_KEYS`` left out; a key added since that run
+    (marked ``added_neutral``) that its config.yaml lacks counts as that key's default ({} when there is none)."""
+    import yaml
+
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return {}, {}
+    old = flatten({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k not in RUN_FREE_KEYS})
+    old = {**{k: v for k, v in added_neutral_keys(cfg).items() if k not in RUN_FREE_KEYS}, **old}
+    return old, flatten({k: v for k, v in cfg.model_dump(mode="json").items() if k not in RUN_FREE_KEYS})
+
+
+def _check_same_images(out: Path, cfg: DistillConfig) -> None:
+    """A resumed run trains on the images and labels it started with: a differing ``data.*`` key, teacher, or
+    ``labeled`` / ``unlabeled`` key of its method is one ``UserError`` naming each (schedule keys may change)."""
+    old, now = _configs(out, cfg)
+    keys = [k for k in sorted(set(old) | set(now))
+            if k.startswith("data.") or k == "teacher" or k.rsplit(".", 1)[-1] in ("labeled", "unlabeled")]
+    changed = [f"{k} {old.get(k)!r} (the run) vs {now.get(k)!r} (now)" for k in keys if old.get(k) != now.get(k)]
+    if old and changed:
+        raise UserError(f"{out} holds a run trained on other images or labels: {'; '.join(changed)}; resume it with its "
+                        "own settings (see its config.yaml) or choose a new --out")
 
 
 def distill(
@@ -95,6 +115,9 @@ def distill(
     out = check_out_dir(out_dir)
     check_device(cfg.device)
     METHODS.refuse_unlabeled(cfg)
+    if cfg.data.unlabeled and out.resolve().is_relative_to(Path(cfg.data.unlabeled).resolve()):
+        raise UserError(f"--out {out} lies inside --unlabeled {cfg.data.unlabeled}: its overlays and plots would be read "
+                        "as unlabeled images; choose an --out outside it")
     ctx = dist_utils.init_from_env(cfg.device)
     if resume == "auto":
         done, differs = finished_run(out, cfg)
@@ -105,6 +128,8 @@ def distill(
             _logger(out).info("resuming a finished run whose config differs in %s", ", ".join(differs))
     elif not isinstance(resume, bool):
         raise UserError(f"resume must be True, False or 'auto', not {resume!r}")
+    if resume:
+        _check_same_images(out, cfg)
 
     def fresh_folder_only() -> None:
         search = held_run(out, SEARCH_FILES)  # (its checkpoints are a supernet's: not a run to resume either)
@@ -124,10 +149,8 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
              stop_after_steps: int | None) -> dict[str, Any]:
     """:func:`distill` with the run folder locked."""
     out.mkdir(parents=True, exist_ok=True)
-    ds = open_run_dataset(cfg)  # bad data is refused before anything is written or loaded
+    ds = open_run_dataset(cfg)  # bad files and folders are refused before the teacher loads
     check_unlabeled(cfg, ds)
-    if ctx.is_main:
-        dump_config(cfg, out / "config.yaml")
     log = _logger(out) if ctx.is_main else logging.getLogger("samdistill.run.worker")
     if lock is not None and lock.took_over:
         log.info(lock.took_over)
@@ -143,6 +166,8 @@ def _distill(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, lock: R
         cache_stats = cache.stats.as_dict()
         log.info("cache: %s", cache_stats)
         model, student, phases, extra = built.model, built.student, built.phases, dict(built.extra)
+        if ctx.is_main:  # (only now: a call that fails on its data never rewrites a run's config.yaml)
+            dump_config(cfg, out / "config.yaml")
         if built.labeled_ids is not None and ctx.is_main:  # which train images kept their labels (semi-supervised)
             (out / "labeled.json").write_text(json.dumps(built.labeled_ids, indent=0))
 

@@ -33,7 +33,7 @@ import torch
 
 from samdistill.atomic import atomic_torch_save, check_out_dir
 from samdistill.config import DistillConfig, dump_config
-from samdistill.data.cache import CachedSet, build_cache
+from samdistill.data.cache import CachedSet, build_cache, open_run_dataset
 from samdistill.devices import check_device
 from samdistill.errors import UserError
 from samdistill.eval.efficiency import count_macs, frozen
@@ -160,15 +160,16 @@ def _nas_search(cfg: DistillConfig, out: Path, ctx: dist_utils.DistContext, *, r
     s = cfg.nas.search
     progress = progress and ctx.is_main
     out.mkdir(parents=True, exist_ok=True)
-    if ctx.is_main:
-        dump_config(cfg, out / "config.yaml")
-        if not (resume and (out / "search.csv").exists()):
-            _write_rows([], out / "search.csv")  # marks the folder as a search's from the start
+    ds = open_run_dataset(cfg)  # bad files and folders are refused before the teacher loads or anything is written
     t0 = time.perf_counter()
     with num_threads(cfg.threads) as threads:
         seed_everything(cfg.seed)
         teacher = load_model(cfg.teacher, checkpoint=cfg.teacher_checkpoint, device=cfg.device)
-        ds, cache, train_keys, _, _ = build_cache(cfg, teacher, out, progress)
+        ds, cache, train_keys, _, _ = build_cache(cfg, teacher, out, progress, ds=ds)
+        if ctx.is_main:  # the data read: the folder becomes a search's (search.csv marks it from here on)
+            dump_config(cfg, out / "config.yaml")
+            if not (resume and (out / "search.csv").exists()):
+                _write_rows([], out / "search.csv")
         keys = sorted(k for k in train_keys.values() if k not in cache.empty_keys)
         if len(keys) < 2 * s.batch_size:
             raise UserError(f"the search needs at least {2 * s.batch_size} prompted train images, got {len(keys)}")

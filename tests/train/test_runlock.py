@@ -212,7 +212,7 @@ def test_a_call_that_fails_before_it_holds_a_run_leaves_out_as_it_was(tmp_path, 
 
     monkeypatch.setattr("samdistill.distill.Trainer.fit", boom)
     cfg = load_config("kdsam", {"teacher": "test_sam", "student": {"name": "test_resnet18"}, "progress": False,
-                                "data": {"path": "synthetic:n=8,size=64"}, "cache": {"dir": str(tmp_path / "cache")}})
+                                "data": {"path": "synthetic:n=8,size=64,seed=2"}, "cache": {"dir": str(tmp_path / "cache")}})
     with pytest.raises(RuntimeError, match="fell over"):
         distill(cfg, mine)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

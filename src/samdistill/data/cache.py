@@ -259,8 +259,8 @@ def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True,
 
 def check_unlabeled(cfg: "DistillConfig", labeled: SegDataset | None = None) -> SegDataset | None:
     """The images of ``cfg.data.unlabeled`` (a folder of images without masks) as a dataset, None when unset.
-    Refused when one of them is also an image of ``cfg.data`` (``labeled``, opened when not given; the same file
-    or a copy): a validation or test image would be trained on, a train image twice. ``distill`` calls this
+    Refused when one of them is also an image or mask file of ``cfg.data`` (``labeled``, opened when not given;
+    the same file or a byte-identical copy): a validation or test image would be trained on, a mask read as an image. ``distill`` calls this
     before the teacher loads, so a wrong folder costs nothing."""
     if not cfg.data.unlabeled:
         return None
@@ -269,11 +269,10 @@ def check_unlabeled(cfg: "DistillConfig", labeled: SegDataset | None = None) -> 
     shared = shared_files(unlabeled, labeled)
     if shared:
         where = {sid: part for part, ids in labeled.split.items() for sid in ids}
-        by_path = {r.image: r.id for r in labeled.records}
-        first, theirs = shared[0]
-        raise UserError(
-            f"{len(shared)} image(s) of --unlabeled {cfg.data.unlabeled} are also images of --data, e.g. {first} = "
-            f"{theirs} ({where.get(by_path[theirs], 'no')} split); leave them out of the unlabeled folder")
+        named = "; ".join(f"{mine} = {theirs} ({what}, {where.get(what.split(' of ', 1)[1], 'no')} split)"
+                          for mine, theirs, what in shared[:3])
+        raise UserError(f"{len(shared)} file(s) of --unlabeled {cfg.data.unlabeled} are also files of --data: {named}"
+                        f"{'; ...' if len(shared) > 3 else ''}; leave them out of the unlabeled folder")
     return unlabeled
 
 

@@ -74,9 +74,8 @@ def scan_folder(root: Path) -> Scan:
 
 def scan_images(root: Path) -> Scan:
     """Every image below ``root`` (any depth; hidden files and folders left out), each without a mask: the
-    unlabeled images of a semi-supervised run. An id is the image's path below ``root`` without its suffix."""
+    unlabeled images of a semi-supervised run. An id is the image's path below ``root`` (``day2/scan 1.png``)."""
     scan = Scan()
-    seen: dict[str, Path] = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or p.is_dir():
@@ -84,12 +83,7 @@ def scan_images(root: Path) -> Scan:
         if not _is_image(p):
             scan.ignored.append(str(p))
             continue
-        sid = rel.with_suffix("").as_posix()
-        if sid in seen:
-            scan.problems.append((str(p), f"two images share the id {sid!r} ({seen[sid].name})"))
-            continue
-        seen[sid] = p
-        scan.records.append(Record(sid, p, ()))
+        scan.records.append(Record(rel.as_posix(), p, ()))
     return scan
 
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from samdistill.config import DistillConfig, OptimConfig, Strict
 from samdistill.data.cache import CachedSet, EmbeddingCache, build_unlabeled
+from samdistill.errors import UserError
 from samdistill.methods.registry import METHODS, Built
 from samdistill.models.zoo import load_model
 from samdistill.train.trainer import Phase
@@ -273,8 +274,9 @@ def build(cfg: KnowSAMRunConfig, teacher, cache: EmbeddingCache, train_keys, val
         if k.decoder_adapters:
             decoder_adapters = add_decoder_adapters(teacher.mask_decoder, k.adapter_ratio)
     parts = KnowSAMParts(student, prompt_generator, adapters, decoder_adapters)
-    # data.unlabeled: images without masks (not cached for the supervised baseline, which leaves them out)
-    folder_keys = build_unlabeled(cfg, cache, cfg.progress) if k.unlabeled else {}
+    if cfg.data.unlabeled and not k.unlabeled:
+        raise UserError("knowsam.unlabeled=false trains on the labeled images alone; drop --unlabeled (data.unlabeled)")
+    folder_keys = build_unlabeled(cfg, cache, cfg.progress)  # data.unlabeled: images without masks
     train_set, labeled, n_unlabeled = semi_train_set(lambda keys: CachedSet(cache, keys, cfg.cache.in_memory),
                                                      train_keys, k.labeled, unlabeled=k.unlabeled, seed=cfg.data.seed,
                                                      unlabeled_keys=folder_keys)
