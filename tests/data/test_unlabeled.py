@@ -59,9 +59,9 @@ def test_shared_files_finds_images_and_masks_of_the_other_and_copies_but_not_equ
     shutil.copy(src, unl_root / "copy.png")
     other = unl_root / "same_size.png"  # as many bytes as the copy, other bytes: not a match
     other.write_bytes(bytes(255 - b for b in src.read_bytes()))
-    assert shared_files(open_unlabeled(unl_root), lab) == [(unl_root / "copy.png", src, "image of case_0004")]
+    assert shared_files(open_unlabeled(unl_root), lab) == [(unl_root / "copy.png", src, "image", "case_0004")]
     masks = open_unlabeled(tmp_path / "lab" / "masks")  # the masks folder given as unlabeled images
-    assert len(shared_files(masks, lab)) == 6 and shared_files(masks, lab)[0][2] == "mask of case_0000"
+    assert len(shared_files(masks, lab)) == 6 and shared_files(masks, lab)[0][2:] == ("mask", "case_0000")
 
 
 def test_semi_train_set_adds_the_folders_images_as_unlabeled_only():

@@ -260,8 +260,8 @@ def build_cache(cfg: "DistillConfig", teacher, out: Path, progress: bool = True,
 def check_unlabeled(cfg: "DistillConfig", labeled: SegDataset | None = None) -> SegDataset | None:
     """The images of ``cfg.data.unlabeled`` (a folder of images without masks) as a dataset, None when unset.
     Refused when one of them is also an image or mask file of ``cfg.data`` (``labeled``, opened when not given;
-    the same file or a byte-identical copy): a validation or test image would be trained on, a mask read as an image. ``distill`` calls this
-    before the teacher loads, so a wrong folder costs nothing."""
+    the same file or a byte-identical copy): a validation or test image would be trained on, a mask read as an
+    image. ``distill`` calls this before the teacher loads, so a wrong folder costs nothing."""
     if not cfg.data.unlabeled:
         return None
     unlabeled = open_unlabeled(cfg.data.unlabeled, on_error=cfg.data.on_error)
@@ -269,8 +269,8 @@ def check_unlabeled(cfg: "DistillConfig", labeled: SegDataset | None = None) -> 
     shared = shared_files(unlabeled, labeled)
     if shared:
         where = {sid: part for part, ids in labeled.split.items() for sid in ids}
-        named = "; ".join(f"{mine} = {theirs} ({what}, {where.get(what.split(' of ', 1)[1], 'no')} split)"
-                          for mine, theirs, what in shared[:3])
+        named = "; ".join(f"{mine} = {theirs} ({kind} of {sid}, {where.get(sid, 'no')} split)"
+                          for mine, theirs, kind, sid in shared[:3])
         raise UserError(f"{len(shared)} file(s) of --unlabeled {cfg.data.unlabeled} are also files of --data: {named}"
                         f"{'; ...' if len(shared) > 3 else ''}; leave them out of the unlabeled folder")
     return unlabeled

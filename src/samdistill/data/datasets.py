@@ -431,10 +431,10 @@ def open_unlabeled(folder: str | os.PathLike, *, on_error: OnError = "raise") ->
                       split={"train": [r.id for r in scan.records]}, split_source="every image unlabeled")
 
 
-def shared_files(a: SegDataset, b: SegDataset) -> list[tuple[Path, Path, str]]:
+def shared_files(a: SegDataset, b: SegDataset) -> list[tuple[Path, Path, str, str]]:
     """Image files of ``a`` whose bytes equal an image or mask file of ``b`` (the same file, or a byte-identical
-    copy): ``(a's file, b's file, what it is in b)``, e.g. ``"image of case_0006"``. File sizes are compared first;
-    only files of a size both hold are read and hashed."""
+    copy): ``(a's file, b's file, "image" | "mask", b's record id)``. File sizes are compared first; only files of a
+    size both hold are read and hashed."""
     import hashlib
 
     digests: dict[Path, str] = {}
@@ -444,16 +444,15 @@ def shared_files(a: SegDataset, b: SegDataset) -> list[tuple[Path, Path, str]]:
             digests[p] = hashlib.sha256(p.read_bytes()).hexdigest()
         return digests[p]
 
-    by_size: dict[int, list[tuple[Path, str]]] = {}
+    by_size: dict[int, list[tuple[Path, str, str]]] = {}
     for r in b.records:
         for f, kind in ([(r.image, "image")] if r.image is not None else []) + [(m, "mask") for m in r.masks]:
-            by_size.setdefault(f.stat().st_size, []).append((f, f"{kind} of {r.id}"))
+            by_size.setdefault(f.stat().st_size, []).append((f, kind, r.id))
     shared = []
     for r in a.records:
         if r.image is None:
             continue
-        match = next(((q, what) for q, what in by_size.get(r.image.stat().st_size, []) if digest(q) == digest(r.image)),
-                     None)
+        match = next((m for m in by_size.get(r.image.stat().st_size, []) if digest(m[0]) == digest(r.image)), None)
         if match is not None:
             shared.append((r.image, *match))
     return shared
