@@ -131,3 +131,23 @@ def test_quickstart_ends_with_where_the_student_is_and_what_to_run_next(tmp_path
     assert commands["export"] == ["samdistill", "export", str(out / "student.pt"), "--out", str(out / "onnx")]
     assert commands["eval"][3] == str(out / "student.pt") and "synthetic:n=12,size=256,seed=0" in commands["eval"]
     assert commands["bench"][2:5] == ["litemedsam", str(out / "student.pt"), str(out / "onnx")]
+
+
+def test_distill_runs_a_recipe_as_its_own_method_unless_method_is_given(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def fake(cfg, out, resume=False):
+        seen.append(cfg)
+        return {"interrupted": True, "reason": "a test", "step": 0}
+
+    monkeypatch.setattr("samdistill.api.distill", fake)
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("method: meanteacher\nmeanteacher:\n  epochs: 2\n")
+    assert main(["distill", "--recipe", str(recipe), "--data", "synthetic:n=8", "--out", str(tmp_path / "r"),
+                 "--labeled", "3"]) == 143
+    assert seen[-1].method == "meanteacher" and seen[-1].meanteacher.epochs == 2 and seen[-1].meanteacher.labeled == 3
+    assert main(["distill", "--data", "synthetic:n=8", "--out", str(tmp_path / "k")]) == 143
+    assert seen[-1].method == "kdsam"
+    assert main(["distill", "--recipe", str(recipe), "--method", "kdsam", "--data", "synthetic:n=8",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "belongs to method meanteacher, not kdsam" in capsys.readouterr().err

@@ -183,7 +183,7 @@ def eval_cmd(
 @app.command()
 def distill(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stage1.epochs=3."),
-    method: str = typer.Option("kdsam", help="Distillation method: kdsam (promptable student) | knowsam (prompt-free, semi-supervised) | meanteacher (prompt-free UNet, Mean Teacher; meanteacher.skd=true adds SAM KD)."),
+    method: Optional[str] = typer.Option(None, help="Distillation method: kdsam (promptable student) | knowsam (prompt-free, semi-supervised) | meanteacher (prompt-free UNet, Mean Teacher; meanteacher.skd=true adds SAM KD). Default: the --recipe's method, else kdsam."),
     recipe: Optional[str] = typer.Option(None, help="Recipe: a YAML file, or a shipped recipe's name (kdsam, knowsam, meanteacher, nas; default: the --method's)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher model name (default from the recipe: litemedsam)."),
     teacher_checkpoint: Optional[Path] = typer.Option(None, help="Official weights for sam_*/medsam/mobilesam."),
@@ -219,10 +219,12 @@ def distill(
     Example (your masks plus your images without masks; every mask is kept): samdistill distill --method knowsam --data my_labeled --unlabeled my_unlabeled_images --out runs/ks knowsam.max_steps=4000 knowsam.input_size=128 knowsam.sam_decode=foreground knowsam.kd_rampup=0.4
     """
     from samdistill.api import distill as run_distill
-    from samdistill.config import load_config, merge, parse_overrides, set_dotted
+    from samdistill.config import load_config, merge, parse_overrides, read_recipe, set_dotted
     from samdistill.data.datasets import parse_labels
     from samdistill.methods import METHODS
 
+    if method is None:  # a recipe of another method is run as that method
+        method = str(read_recipe(recipe).get("method", "kdsam")) if recipe else "kdsam"
     cli: dict = {}
     by_method = METHODS.entry(method).meta["cli_keys"]  # the options whose config key the method decides
     if unlabeled is not None and not unlabeled.strip():

@@ -272,24 +272,28 @@ def _exact_epochs(tree: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]
     return tree
 
 
+def read_recipe(recipe: str | Path) -> dict[str, Any]:
+    """A recipe's keys as written (not validated): a YAML file, or the name of a shipped recipe."""
+    p: Path | Traversable = Path(recipe)
+    if not p.is_file():  # a path wins over a shipped name, as before
+        shipped = shipped_recipes()
+        if str(recipe) not in shipped:
+            raise UserError(f"recipe not found: {recipe} (give a recipe YAML file, or the name of a shipped recipe: "
+                            f"{', '.join(sorted(shipped)) or 'none are installed'})")
+        p = shipped[str(recipe)]
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"recipe {p} must be a mapping of keys to values")
+    return tree
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> DistillConfig:
     """Recipe YAML (a file path, or the name of a shipped recipe) + overrides -> the validated run config of
     its ``method`` (a :class:`DistillConfig` subclass; ``kdsam`` when the recipe names none)."""
-    tree: dict[str, Any] = {}
-    if recipe is not None:
-        p: Path | Traversable = Path(recipe)
-        if not p.is_file():  # a path wins over a shipped name, as before
-            shipped = shipped_recipes()
-            if str(recipe) not in shipped:
-                raise UserError(f"recipe not found: {recipe} (give a recipe YAML file, or the name of a shipped recipe: "
-                                f"{', '.join(sorted(shipped)) or 'none are installed'})")
-            p = shipped[str(recipe)]
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(tree, dict):
-            raise UserError(f"recipe {p} must be a mapping of keys to values")
+    tree = read_recipe(recipe) if recipe is not None else {}
     if overrides:
         given = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
         tree = _exact_epochs(merge(tree, given), given)
