@@ -180,6 +180,13 @@ def eval_cmd(
     _print_summary(summary, out)
 
 
+def _stopped(summary: dict, out: Path) -> None:
+    """A run stopped by SIGTERM or Ctrl-C after writing its checkpoint: say how to go on; exit 143 / 130."""
+    typer.echo(f"stopped by {summary['reason']} after {summary['step']} steps; a checkpoint is in "
+               f"{out / 'checkpoints'}. Continue with the same command plus --resume.", err=True)
+    raise typer.Exit(130 if summary["reason"] == "SIGINT" else 143)
+
+
 @app.command()
 def distill(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stage1.epochs=3."),
@@ -246,9 +253,7 @@ def distill(
     cfg = load_config(recipe or method, merge(cli, parse_overrides(list(overrides or []))))
     summary = run_distill(cfg, out, resume=resume)
     if summary.get("interrupted"):
-        typer.echo(f"stopped by {summary['reason']} after {summary['step']} steps; a checkpoint is in "
-                   f"{out / 'checkpoints'}. Continue with the same command plus --resume.", err=True)
-        raise typer.Exit(143)
+        _stopped(summary, out)
     if "rank" in summary:  # a non-zero torchrun rank: rank 0 reports
         return
     b = summary["best"]
@@ -589,9 +594,7 @@ def nas_search_cmd(
     cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
     s = nas_search(cfg, out, resume=resume, progress=cfg.progress)
     if s.get("interrupted"):
-        typer.echo(f"stopped by {s['reason']} after {s['step']} steps; a checkpoint is in {out / 'checkpoints'}. "
-                   "Continue with the same command plus --resume.", err=True)
-        raise typer.Exit(143)
+        _stopped(s, out)
     if "rank" in s:  # a non-zero torchrun rank
         return
     typer.echo(f"found encoder: {s['encoder_gmacs']:.3f} GMACs (budget {s['budget_gmacs']:.3f}, teacher "
@@ -625,8 +628,7 @@ def nas_train_cmd(
     cfg = load_config("nas", merge(cli, parse_overrides(list(overrides or []))))
     summary = run_distill(cfg, out, resume=resume)
     if summary.get("interrupted"):
-        typer.echo(f"stopped by {summary['reason']} after {summary['step']} steps; continue with --resume", err=True)
-        raise typer.Exit(143)
+        _stopped(summary, out)
     if "rank" in summary:
         return
     b = summary["best"]
@@ -669,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="samdistill", standalone_mode=True)
     except SystemExit as exc:
+        if isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):  # typer's silent Exit(130)
+            typer.echo("interrupted (Ctrl-C)", err=True)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except UserError as exc:
         if _state["debug"]:

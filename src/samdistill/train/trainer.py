@@ -190,7 +190,7 @@ class Trainer:
         self.bad_steps = 0
         self.skipped_steps = 0
         self.global_step = 0
-        self._sigterm = False
+        self._sigterm: str | bool = False  # the signal's name once SIGTERM or Ctrl-C asked to stop
 
     # ------------------------------------------------------------------ helpers
     def _epoch_generator(self, phase_idx: int, epoch: int) -> torch.Generator:
@@ -297,22 +297,26 @@ class Trainer:
         return opts, scheds
 
     def _on_sigterm(self, signum, frame) -> None:
-        self._sigterm = True
+        """SIGTERM, or a first Ctrl-C (SIGINT): checkpoint at the next step boundary and stop; a second Ctrl-C
+        interrupts at once (the default handler is back)."""
+        self._sigterm = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> dict[str, Any]:
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        old_handler = None
+        old_handlers = {}
         if threading.current_thread() is threading.main_thread():
-            old_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            old_handlers = {sig: signal.signal(sig, self._on_sigterm) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             return self._fit(resume)
-        except _Interrupted as exc:  # SIGTERM (checkpoint written) or a simulated kill (nothing written)
+        except _Interrupted as exc:  # SIGTERM / Ctrl-C (checkpoint written) or a simulated kill (nothing written)
             return {"interrupted": True, "reason": exc.reason, "step": self.global_step}
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGTERM, old_handler)
+            for sig, old in old_handlers.items():
+                signal.signal(sig, old)
 
     def _fit(self, resume: bool) -> dict[str, Any]:
         torch.manual_seed(self.seed)
@@ -435,13 +439,13 @@ class Trainer:
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if self.stop_after_steps is not None and self.global_step >= self.stop_after_steps:
                 raise _Interrupted("stop_after_steps")
-            stop = dist_utils.any_rank(self._sigterm)
+            stop = dist_utils.any_rank(bool(self._sigterm))
             due = self.checkpoint_every and self.global_step % self.checkpoint_every == 0
             if stop or due:
                 acc["sums"], acc["seconds"] = dict(sums), time.perf_counter() - t0
                 self._save(self._state(pi, epoch, opts, scheds, batch_in_epoch=b + 1, partial=acc))
             if stop:
-                raise _Interrupted("SIGTERM")
+                raise _Interrupted(self._sigterm or "SIGTERM")
         train_s = time.perf_counter() - t0
         totals = dist_utils.all_reduce_sum({**{f"sum_{k}": v for k, v in sums.items()},
                                             "n_batches": acc["n_batches"], "n_images": acc["n_images"]})
