@@ -35,6 +35,10 @@ from samdistill.viz.plots import plot_curves
 def _logger(out: Path) -> logging.Logger:
     log = logging.getLogger(f"samdistill.run.{out.resolve()}")
     log.setLevel(logging.INFO)
+    for h in list(log.handlers):  # a handler whose log.txt a failed call removed (undo_if_failed_early) is dropped
+        if not Path(h.baseFilename).exists():
+            h.close()
+            log.removeHandler(h)
     if not log.handlers:
         h = logging.FileHandler(out / "log.txt")
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

@@ -277,12 +277,13 @@ def check_unlabeled(cfg: "DistillConfig", labeled: SegDataset | None = None) -> 
 
 
 def build_unlabeled(cfg: "DistillConfig", cache: EmbeddingCache, progress: bool = True) -> dict[tuple[str, bool], str]:
-    """Cache entries for the images of ``cfg.data.unlabeled`` (:func:`check_unlabeled`; ``{}`` when unset), with
-    flips as the train split: ``{(id, flipped): key}``. Under ``torchrun`` each rank computes its share, as
-    :func:`build_cache`."""
-    unlabeled = check_unlabeled(cfg)
-    if unlabeled is None:
+    """Cache entries for the images of ``cfg.data.unlabeled`` (``{}`` when unset), with flips as the train split:
+    ``{(id, flipped): key}``. ``distill`` has run :func:`check_unlabeled` on the folder before the teacher loaded,
+    so the files are not compared with ``cfg.data`` again here. Under ``torchrun`` each rank computes its share,
+    as :func:`build_cache`."""
+    if not cfg.data.unlabeled:
         return {}
+    unlabeled = open_unlabeled(cfg.data.unlabeled, on_error=cfg.data.on_error)
     rank, world = _rank_and_world()
     keys = cache.build(unlabeled, unlabeled.ids("train"), flips=cfg.cache.flips, progress=progress and rank == 0,
                        rank=rank, world_size=world)

@@ -16,7 +16,6 @@ stops with the same one-line error instead of waiting for a rank that has left.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import socket
@@ -242,10 +241,6 @@ def undo_if_failed_early(out: Path, main: bool = True) -> Iterator[None]:
         yield
     except BaseException:
         if main and out.is_dir() and held_run(out, ("checkpoints/last.pt", *RUN_FILES)) is None:
-            log = logging.getLogger(f"samdistill.run.{out.resolve()}")  # distill's run log: its log.txt may go
-            for h in list(log.handlers):
-                h.close()
-                log.removeHandler(h)
             files_now, dirs_now = present()
             for name in files_now - files_before:
                 (out / name).unlink(missing_ok=True)

@@ -190,7 +190,7 @@ class Trainer:
         self.bad_steps = 0
         self.skipped_steps = 0
         self.global_step = 0
-        self._sigterm: str | bool = False  # the signal's name once SIGTERM or Ctrl-C asked to stop
+        self._stop_signal: str | None = None  # "SIGTERM" / "SIGINT" once a signal asked the run to stop
 
     # ------------------------------------------------------------------ helpers
     def _epoch_generator(self, phase_idx: int, epoch: int) -> torch.Generator:
@@ -296,10 +296,10 @@ class Trainer:
         self._clip = [cfg.clip_grad for _, cfg in groups]
         return opts, scheds
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_stop_signal(self, signum, frame) -> None:
         """SIGTERM, or a first Ctrl-C (SIGINT): checkpoint at the next step boundary and stop; a second Ctrl-C
         interrupts at once (the default handler is back)."""
-        self._sigterm = signal.Signals(signum).name
+        self._stop_signal = signal.Signals(signum).name
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -309,7 +309,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         old_handlers = {}
         if threading.current_thread() is threading.main_thread():
-            old_handlers = {sig: signal.signal(sig, self._on_sigterm) for sig in (signal.SIGTERM, signal.SIGINT)}
+            old_handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             return self._fit(resume)
         except _Interrupted as exc:  # SIGTERM / Ctrl-C (checkpoint written) or a simulated kill (nothing written)
@@ -439,13 +439,13 @@ class Trainer:
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if self.stop_after_steps is not None and self.global_step >= self.stop_after_steps:
                 raise _Interrupted("stop_after_steps")
-            stop = dist_utils.any_rank(bool(self._sigterm))
+            stop = dist_utils.any_rank(self._stop_signal is not None)
             due = self.checkpoint_every and self.global_step % self.checkpoint_every == 0
             if stop or due:
                 acc["sums"], acc["seconds"] = dict(sums), time.perf_counter() - t0
                 self._save(self._state(pi, epoch, opts, scheds, batch_in_epoch=b + 1, partial=acc))
             if stop:
-                raise _Interrupted(self._sigterm or "SIGTERM")
+                raise _Interrupted(self._stop_signal or "SIGTERM")  # (another rank's signal: SIGTERM)
         train_s = time.perf_counter() - t0
         totals = dist_utils.all_reduce_sum({**{f"sum_{k}": v for k, v in sums.items()},
                                             "n_batches": acc["n_batches"], "n_images": acc["n_images"]})
