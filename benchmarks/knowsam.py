@@ -404,9 +404,91 @@ def teacher_reference(name: str, data: Path, args) -> dict:
 
 
 def markdown(r: dict) -> str:
-    """The results file: the step-budget protocol (five rows, ``"rows"``) or, for files written before it,
-    the three-row epoch protocol (rendered as it was)."""
+    """The results file: seeds combined from several comparisons (``"sources"``), the step-budget protocol (five
+    rows, ``"rows"``) or, for files written before it, the three-row epoch protocol (rendered as it was)."""
+    if "sources" in r:
+        return combined_markdown(r)
     return protocol_markdown(r) if "rows" in r else _epoch_markdown(r)
+
+
+def combined_results(stems: list[str]) -> dict:
+    """The issue's targets on the mean over the training seeds, from one comparison file per seed (``stems``,
+    e.g. seed 0 at 4000 steps and seed 1 at 6000, each at the budget where its own (c) converged). The files
+    must be comparisons of the step-budget protocol on one dataset and label fraction, none a smoke run, no
+    seed in two of them; each row keeps its file's step budget and CPU."""
+    if len(set(stems)) != len(stems) or len(stems) < 2:
+        raise SystemExit(f"--combine: give two or more different comparison files, one per seed (got {stems})")
+    files = {}
+    for stem in stems:
+        path = RESULTS / f"{stem}.json"
+        if not path.exists():
+            raise SystemExit(f"--combine: no results file {path.name}")
+        r = json.loads(path.read_text())
+        if "rows" not in r or "sources" in r or "_rows" in stem or r.get("smoke"):
+            raise SystemExit(f"--combine: {path.name} is not a comparison of the step-budget protocol "
+                             "(the file a call without --train-only writes)")
+        files[stem] = r
+    first = next(iter(files.values()))
+    for key in ("dataset", "labeled", "input_size", "adapters", "gpu"):
+        values = {stem: r.get(key) for stem, r in files.items()}
+        if len(set(map(str, values.values()))) > 1:
+            raise SystemExit(f"--combine: the files differ in {key}: {values}")
+    seen = {}
+    for stem, r in files.items():
+        for seed in {x["seed"] for x in r["rows"]}:
+            if seed in seen:
+                raise SystemExit(f"--combine: seed {seed} is in both {seen[seed]} and {stem}")
+            seen[seed] = stem
+    rows, conv = [], {}
+    for stem, r in files.items():
+        runs = r["runs"]
+        rows += [{**x, "machine": row_machine(runs.get(f"{x['run']}_seed{x['seed']}", {}), r), "source": stem}
+                 for x in r["rows"]]
+        conv.update(r["convergence"])
+    rows.sort(key=lambda x: (x["seed"], x["run"]))
+    c_converged = {seed: c["converged"] for seed, c in conv.items()}
+    return {"dataset": first["dataset"], "machine": ", ".join(sorted({x["machine"] for x in rows})), "rows": rows,
+            "c_converged": c_converged, "targets": targets(rows, c_converged), "convergence": conv,
+            "per_seed_targets": {str(seed): targets([x for x in rows if x["seed"] == seed],
+                                                    {str(seed): c_converged.get(str(seed), False)})
+                                 for seed in sorted(seen)},
+            "sources": [{"file": f"{stem}.md", "seeds": sorted({x["seed"] for x in r["rows"]}),
+                         "max_steps": r["max_steps"], "c_curve": r["c_curve"], "written": r.get("written")}
+                        for stem, r in files.items()],
+            "labeled": first["labeled"], "input_size": first["input_size"], "adapters": first["adapters"],
+            "gpu": first.get("gpu"), "teacher": first["teacher"],
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def combined_markdown(r: dict) -> str:
+    """Every seed's five rows at its own step budget, (c)'s convergence per seed, the targets on the means."""
+    t = r["targets"]
+    lines = [f"# KnowSAM and Mean Teacher on {r['dataset']} ({r['labeled'] * 100:g} % labels), "
+             f"training seeds {', '.join(r['per_seed_targets'])} combined", "",
+             "Each seed's rows come from its own comparison file, trained for the step budget at which that seed's "
+             "(c) converged by the rule (every row of a seed has the same budget); the targets below are on the "
+             "mean test Dice over the seeds. Sources: " + "; ".join(
+                 f"`{s['file']}` (seed {', '.join(map(str, s['seeds']))}, {s['max_steps']} steps, written "
+                 f"{s['written']})" for s in r["sources"]) + ". "
+             + ("Device: " + r["gpu"] + ". " if r.get("gpu") else "No GPU; ")
+             + f"students at {r['input_size'] or 'the teacher-sized'} px; test split, prompt-free, metrics at original "
+             "resolution (MONAI). Train min and the machine are each row's (see the source files for threads).", ""]
+    table = [[NAMES[VARIANTS["abcde".index(x["run"])]], x["seed"], x["steps"], f"{x['train_minutes']:.1f}",
+              x["machine"], f"{x['images_per_s']:.2f}", f"{x['dice']:.4f}", f"{x['iou']:.4f}", f"{x['hd95']:.1f}"]
+             for x in r["rows"]]
+    lines.append(markdown_table(table, ["run", "seed", "steps", "train min", "machine", "train images/s", "test Dice",
+                                        "IoU", "HD95 px"]))
+    lines += ["", "Convergence of (c), per seed (curves: " + ", ".join(f"`{s['c_curve']}`" for s in r["sources"])
+              + "):", ""]
+    for seed, c in r["convergence"].items():
+        lines.append(f"- seed {seed}: gain {c['gain']:+.4f} over steps {c['tail_from_step']}-{c['steps']} -> "
+                     + ("converged" if c["converged"] else "NOT converged"))
+    lines += _target_lines(t)
+    lines += ["", "Per seed: " + "; ".join(
+        f"seed {seed}: (c) - (a) {_fmt(p['c_minus_a']['value'])}, gap closed {_fmt(p['gap_closed']['value'], '.2f')}, "
+        f"(b) - (d) {_fmt(p['b_minus_d']['value'])}, (e) - (d) {_fmt(p['e_minus_d']['value'])}"
+        for seed, p in r["per_seed_targets"].items()) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def _epoch_markdown(r: dict) -> str:
@@ -721,7 +803,15 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite every results/knowsam_*.md from its .json (no training)")
+    ap.add_argument("--combine", nargs="+", metavar="STEM",
+                    help="no training: the targets on the mean over seeds from one comparison file per seed (stems "
+                         "under results/, e.g. knowsam_kvasir_seg knowsam_kvasir_seg_steps6000_seed1) -> "
+                         "knowsam_<dataset>_seeds<S>_<T>.{json,md}")
     args = ap.parse_args()
+    if args.combine:
+        r = combined_results(args.combine)
+        write_results(f"knowsam_{r['dataset']}_seeds" + "_".join(r["per_seed_targets"]), r, markdown(r))
+        return
     if args.render_only:
         stems = sorted(p.stem for p in RESULTS.glob("knowsam_*.json"))
         render_only([x for x in stems if "_rows" in x], rows_markdown)

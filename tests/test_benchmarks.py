@@ -163,6 +163,44 @@ def test_knowsam_targets_and_protocol_render(monkeypatch):
     assert "- seed 1: not assessable" in md
 
 
+def test_knowsam_combine_takes_the_targets_on_the_mean_over_seed_files(monkeypatch, tmp_path):
+    """--combine: one comparison per seed, each at its own step budget, the targets on the mean Dice; a seed in two
+    files, a rows file or one file alone is refused."""
+    ks = _script("knowsam", monkeypatch)
+    monkeypatch.setattr(ks, "RESULTS", tmp_path)
+
+    def comparison(stem, seed, steps, dice, converged):
+        rows = [{"run": k, "seed": seed, "dice": v, "iou": v - 0.1, "hd95": 40.0, "n": 200, "steps": steps,
+                 "train_minutes": 60.0, "images_per_s": 4.5, "device": "cpu"} for k, v in dice.items()]
+        conv = {str(seed): {"val_points": 12, "tail_from_step": int(0.8 * steps), "steps": steps,
+                            "gain": 0.0 if converged else 0.05, "converged": converged, "reason": ""}}
+        r = {"dataset": "kvasir_seg", "machine": f"cpu {seed}", "rows": rows, "runs": {}, "convergence": conv,
+             "c_converged": {str(seed): converged}, "targets": ks.targets(rows, {str(seed): converged}),
+             "c_curve": f"{stem}_c_curve.png", "labeled": 0.1, "input_size": 128, "adapters": "none", "gpu": None,
+             "max_steps": steps, "smoke": False, "teacher": {"dice": 0.93}, "written": "then"}
+        (tmp_path / f"{stem}.json").write_text(json.dumps(r))
+
+    comparison("s0", 0, 4000, {"a": 0.60, "b": 0.72, "c": 0.76, "d": 0.70, "e": 0.74}, True)
+    comparison("s1", 1, 6000, {"a": 0.56, "b": 0.66, "c": 0.78, "d": 0.68, "e": 0.70}, True)
+    r = ks.combined_results(["s0", "s1"])
+    t = r["targets"]
+    assert t["mean_dice"]["b"] == pytest.approx(0.69) and t["c_minus_a"]["value"] == pytest.approx(0.19)
+    assert t["b_minus_d"]["value"] == pytest.approx(-0.0) and not t["b_minus_d"]["met"]  # 0.69 vs 0.69: not >
+    assert r["per_seed_targets"]["0"]["b_minus_d"]["met"] and not r["per_seed_targets"]["1"]["b_minus_d"]["met"]
+    assert [x["steps"] for x in r["rows"] if x["run"] == "a"] == [4000, 6000]
+    assert {x["machine"] for x in r["rows"]} == {"cpu 0", "cpu 1"}
+    md = ks.markdown(r)
+    assert "| (b) KnowSAM | 1 | 6000 | 60.0 | cpu 1 | 4.50 | 0.6600 |" in md and "- (b) > (d): +0.0000 -> NOT met" in md
+    comparison("s1b", 1, 6000, {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5, "e": 0.5}, False)
+    with pytest.raises(SystemExit, match="seed 1 is in both s1 and s1b"):
+        ks.combined_results(["s0", "s1", "s1b"])
+    with pytest.raises(SystemExit, match="two or more"):
+        ks.combined_results(["s0"])
+    (tmp_path / "s0_rows.json").write_text((tmp_path / "s1b.json").read_text())
+    with pytest.raises(SystemExit, match="not a comparison"):
+        ks.combined_results(["s0", "s0_rows"])
+
+
 def test_knowsam_curve_png_is_written(monkeypatch, tmp_path):
     ks = _script("knowsam", monkeypatch)
     curve = [(100 * i, 0.5 + 0.02 * i) for i in range(1, 11)]
