@@ -298,6 +298,8 @@ def cache(
                         labels=parse_labels(labels) if labels else None)
     typer.echo(f"cache {stats['dir']}: {stats['hits']} already there, {stats['misses']} computed, "
                f"{stats['corrupt']} corrupt entries replaced, {stats['skipped']} bad files skipped, {stats['seconds']:.0f} s")
+    for file, reason in stats["skipped_files"]:
+        typer.echo(f"  skipped {file}: {reason}")
 
 
 @app.command()

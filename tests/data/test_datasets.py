@@ -287,3 +287,13 @@ def test_cli_refuses_an_overlapping_split_with_one_line(tmp_path, synth_folder, 
     assert err.startswith(f"error: split file {path}: 'train' and 'test' share 1 id (case_0002)")
     assert "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "ev" / "summary.json").exists() and not (tmp_path / "run" / "student.pt").exists()
+
+
+def test_cache_with_on_error_skip_names_each_skipped_file(synth_folder, tmp_path, capsys):
+    from samdistill.cli import main
+
+    bad = _break(synth_folder, "unreadable")
+    assert main(["cache", "--teacher", "test_sam", "--data", str(synth_folder), "--split", "all", "--cache-dir",
+                 str(tmp_path / "c"), "--on-error", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert "1 bad files skipped" in out and f"  skipped {bad}: " in out and "cannot read image" in out

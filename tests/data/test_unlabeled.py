@@ -162,3 +162,5 @@ def test_resume_refuses_other_images_and_a_failed_resume_leaves_the_run_as_it_wa
     assert ok == 0
     s = json.loads((tmp_path / "skipped" / "summary.json").read_text())
     assert s["n_unlabeled_folder"] == 1 and s["cache"]["skipped"] == 1
+    [(file, reason)] = s["cache"]["skipped_files"]  # which file and why, not only how many
+    assert file.endswith("scan_000.png") and "truncated or corrupt" in reason

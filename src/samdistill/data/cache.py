@@ -70,7 +70,7 @@ class CacheStats:
 
     def as_dict(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "seconds": self.seconds,
-                "skipped": len(self.skipped)}
+                "skipped": len(self.skipped), "skipped_files": [list(x) for x in self.skipped]}
 
 
 class EmbeddingCache:
