@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def listing(names: list[str], n: int = 10) -> str:
+    """``"a, b, c and 4 more"``: the first ``n`` names of a one-line message, and how many are left out."""
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 class UserError(Exception):
     """Bad input from the user: a path, a name, a config value, a data file. Shown as one line."""
 

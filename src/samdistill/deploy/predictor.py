@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from samdistill.errors import UserError
+from samdistill.errors import UserError, listing
 from samdistill.models.preprocess import Preprocess, image_shape_problem
 from samdistill.models.segmenter import segmenter
 
@@ -545,10 +545,6 @@ class PredictionPlan:
     unused_prompts: list[str] = field(default_factory=list)
 
 
-def _listing(names: list[str], n: int = 10) -> str:
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
-
 def _input_order(plan: PredictionPlan, name: str) -> int:
     names = [f.name for f in plan.inputs]
     return names.index(name) if name in names else len(names)
@@ -592,7 +588,7 @@ def plan_predictions(inputs: list[Path], prompts: dict[str, dict] | None, *, pro
     if missing:
         if on_error == "raise":
             raise UserError(f"no prompt in {source} for {len(missing)} of {len(inputs)} images: "
-                            f"{_listing([f.name for f in missing])} (keys are file names or stems){_SKIP_HINT}")
+                            f"{listing([f.name for f in missing])} (keys are file names or stems){_SKIP_HINT}")
         plan.skipped += [(f.name, f"no prompt in {source}") for f in missing]
     for f, pr in matched:
         try:
@@ -609,7 +605,7 @@ def plan_predictions(inputs: list[Path], prompts: dict[str, dict] | None, *, pro
         plan.jobs.append((f, pr))
     plan.skipped.sort(key=lambda s: _input_order(plan, s[0]))
     if not plan.jobs:
-        raise UserError(f"no image could be segmented: all {len(inputs)} skipped ({_listing([s[0] for s in plan.skipped])})")
+        raise UserError(f"no image could be segmented: all {len(inputs)} skipped ({listing([s[0] for s in plan.skipped])})")
     return plan
 
 
@@ -646,7 +642,7 @@ def _predict_into(predictor: Predictor, plan: PredictionPlan, out: Path, *, on_e
         rows.append({"image": path.name, "prompts": len(masks), "area_px": int(union.sum()),
                      "mean_iou_pred": float(np.mean(iou))})
     if not rows:
-        raise UserError(f"no image could be segmented: all {len(skipped)} skipped ({_listing([s[0] for s in skipped])})")
+        raise UserError(f"no image could be segmented: all {len(skipped)} skipped ({listing([s[0] for s in skipped])})")
     with open(out / "areas.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["image", "prompts", "area_px", "mean_iou_pred"])
         w.writeheader()

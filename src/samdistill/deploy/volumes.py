@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from samdistill.data.images import env_limit
 from samdistill.data.prompts import tight_box
-from samdistill.errors import DataError, UserError
+from samdistill.errors import DataError, UserError, listing
 
 
 VOXELS_ENV = "SAMDISTILL_MAX_VOXELS"
@@ -132,9 +132,8 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def _some(files: list[Path], n: int = 3) -> str:
-    names = [f.name for f in files]
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+def _some(files: list[Path]) -> str:
+    return listing([f.name for f in files], 3)
 
 
 def _read_dicom_header(f: Path):
