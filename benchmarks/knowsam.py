@@ -26,6 +26,8 @@ the same command again and a finished run is read, an interrupted one continues 
     python benchmarks/knowsam.py --datasets kvasir_seg --threads 2 --max-steps 4000 --input-size 128
     python benchmarks/knowsam.py --datasets kvasir_seg --variants all_labels --train-only   # one row
     python benchmarks/knowsam.py --datasets kvasir_seg --smoke   # 30 steps per run, *_smoke stems
+    # the targets on the mean over seeds, one comparison per seed (each at the budget where its (c) converged)
+    python benchmarks/knowsam.py --combine knowsam_kvasir_seg knowsam_kvasir_seg_steps6000_seed1
 
 `--variants knowsam` re-runs KnowSAM alone and takes the other rows from an earlier results file of the
 dataset and seed (a comparison, or a `--train-only` rows file) whose recorded configuration equals the one this
