@@ -480,11 +480,7 @@ def combined_markdown(r: dict) -> str:
              for x in r["rows"]]
     lines.append(markdown_table(table, ["run", "seed", "steps", "train min", "machine", "train images/s", "test Dice",
                                         "IoU", "HD95 px"]))
-    lines += ["", "Convergence of (c), per seed (curves: " + ", ".join(f"`{s['c_curve']}`" for s in r["sources"])
-              + "):", ""]
-    for seed, c in r["convergence"].items():
-        lines.append(f"- seed {seed}: gain {c['gain']:+.4f} over steps {c['tail_from_step']}-{c['steps']} -> "
-                     + ("converged" if c["converged"] else "NOT converged"))
+    lines += _convergence_lines({**r, "c_curve": ", ".join(s["c_curve"] for s in r["sources"])})
     lines += _target_lines(t)
     lines += ["", "Per seed: " + "; ".join(
         f"seed {seed}: (c) - (a) {_fmt(p['c_minus_a']['value'])}, gap closed {_fmt(p['gap_closed']['value'], '.2f')}, "
