@@ -221,7 +221,9 @@ def reused_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> 
             row = {**row, "machine": row_machine(row, prev)}
             if row.get("reused_from"):  # a reused row keeps its origin
                 return row
-            return {**row, "reused_from": f"{old.name}, {prev.get('written', 'an earlier run')}, {row['machine']}"}
+            # when the row was trained (rows from before that was recorded: when its file was written)
+            when = f"trained {row['trained']}" if row.get("trained") else f"file written {prev.get('written', '?')}"
+            return {**row, "reused_from": f"{old.name}, {when}, {row['machine']}"}
         tried.append(f"{old.name}: differs in {diff or new_keys}")
     raise SystemExit(f"no earlier ({variant}) run of seed {seed} with this config "
                      f"({'; '.join(tried) or 'no results file'}): run it (add it to --variants)")
@@ -267,6 +269,7 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
     return {"variant": variant, "run": RUN[variant], "seed": seed, "method": cfg.method, "epochs": epochs,
             "steps": run["steps"], "train_seconds": run.get("epoch_seconds", run["train_seconds"]),
             "wall_seconds": wall, "resumed": resumed or finished, "best_val": run["best"],
+            "trained": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((run_dir / "student.pt").stat().st_mtime)),
             "throughput": throughput(run_dir)[cfg.method]["images_per_s"], "threads": threads_used(run_dir),
             "n_labeled": run["n_labeled"], "machine": (run.get("machine") or {}).get("cpu", "unknown CPU"),
             "n_unlabeled": run["n_unlabeled"], "config": section(cfg).model_dump(mode="json"),

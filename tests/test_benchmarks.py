@@ -277,6 +277,11 @@ def test_knowsam_reuses_a_row_of_the_same_seed_and_config_only(monkeypatch, tmp_
         {"runs": {"all_labels_seed1": row(1, 6000, 0.78)}, "written": "w1", "machine": "cpu x"}))
     got = ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=1)
     assert got["test"]["dice"] == 0.78 and got["reused_from"].startswith("knowsam_kvasir_seg_steps6000_rows_seed1.json")
+    assert "file written w1" in got["reused_from"]  # a row from before rows recorded when they were trained
+    (tmp_path / "knowsam_kvasir_seg_steps6000_rows_seed1.json").write_text(json.dumps(
+        {"runs": {"all_labels_seed1": {**row(1, 6000, 0.78), "trained": "t1"}}, "written": "w1", "machine": "cpu x"}))
+    got = ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=1)
+    assert "trained t1" in got["reused_from"] and "w1" not in got["reused_from"]  # its own time, not the file's
     assert ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=0)["test"]["dice"] == 0.76
     now["max_steps"] = 4000  # the seed-0 comparison's budget: its own row
     assert ks.reused_variant("kvasir_seg", None, "all_labels", Args, seed=0)["test"]["dice"] == 0.75

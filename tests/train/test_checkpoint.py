@@ -34,7 +34,7 @@ def test_payload_is_live_without_weights_only(tmp_path):
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle-2", "pickle-default"])
-def test_planted_pickle_is_refused_and_never_runs(tmp_path, writer):
+def test_planted_pickle_is_refused_and_never_runs(tmp_path, writer, recwarn):
     ckpt = tmp_path / "checkpoints"
     save_training_state(_state(1), ckpt)
     save_training_state(_state(2), ckpt)  # an intact last.prev.pt that must NOT be fallen back to
@@ -53,6 +53,7 @@ def test_planted_pickle_is_refused_and_never_runs(tmp_path, writer):
     if writer != "pickle-default":
         assert "open" in msg  # names what it would have imported
     assert not marker.exists()
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]  # the refusal alone, no torch warning
 
 
 def test_foreign_but_harmless_file_is_refused_not_skipped(tmp_path):

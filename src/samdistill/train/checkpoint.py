@@ -14,6 +14,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,15 @@ def _load_one(p: Path) -> dict[str, Any]:
     """The training state in ``p``; ``CheckpointError`` for a foreign file, other errors for a torn one."""
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        if allow is not None:
-            with allow(_LEGACY_NUMPY_GLOBALS):
+        with warnings.catch_warnings():
+            # a raw pickle of another protocol than torch.save's: torch warns before its weights_only unpickler
+            # reads it; the refusal below is what the user needs to see, not that warning
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            if allow is not None:
+                with allow(_LEGACY_NUMPY_GLOBALS):
+                    state = torch.load(p, map_location="cpu", weights_only=True)
+            else:
                 state = torch.load(p, map_location="cpu", weights_only=True)
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refused an instruction or a global: the file wants to build arbitrary objects,
         # which is how a pickle runs code; a torn zip fails earlier, as RuntimeError/EOFError
