@@ -142,7 +142,8 @@ def export_model(
     report is then int8 vs fp32. ``int8_graphs``: which graphs are quantised (``encoder``, ``decoder`` or both,
     comma-separated; default the decoder alone, see
     :data:`samdistill.deploy.quantize.DEFAULT_GRAPHS`); the others stay fp32 in the int8 folder. Returns the verification report."""
-    from samdistill.deploy.onnx import check_export_target, export_onnx
+    from samdistill.atomic import check_replace_target
+    from samdistill.deploy.onnx import export_onnx
     from samdistill.errors import UserError
 
     if int8 and calibrate is None:
@@ -152,7 +153,7 @@ def export_model(
     if int8_graphs is not None and not int8:
         raise UserError("--int8-graphs is for --int8 exports; add --int8 or drop --int8-graphs")
     # before loading: --force must not delete the model being exported (or its weights)
-    check_export_target(Path(out_dir), keep=[p for p in (model, checkpoint) if p is not None], force=force)
+    check_replace_target(out_dir, keep=[model, checkpoint], force=force, sub="onnx")
     m = load_model(model, checkpoint=checkpoint)
     finish = None
     if int8:

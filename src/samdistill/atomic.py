@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -50,19 +50,46 @@ def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     return p
 
 
+def check_replace_target(out: str | os.PathLike, *, keep: Iterable[str | os.PathLike | None] = (),
+                         force: bool = False, flag: str = "--out", sub: str = "out") -> None:
+    """``UserError`` when replacing the folder ``out`` would remove what the command reads or the user stands in:
+    the current folder (or one above it), or, with ``force``, a folder that is or holds one of ``keep`` (the
+    model, its checkpoint, the input images, the prompt file). ``sub`` names the subfolder the message suggests."""
+    from samdistill.errors import UserError
+
+    out = Path(out)
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    if cwd == target or target in cwd.parents:
+        raise UserError(f"{flag} {out} is the current folder or one above it; give a folder of its own, "
+                        f"e.g. {flag} {out / sub}")
+    if not force:
+        return  # a non-empty out is refused by staged_dir anyway
+    for k in keep:
+        if k is None or not Path(k).exists():
+            continue
+        kp = Path(k).resolve()
+        if kp == target or target in kp.parents:
+            raise UserError(f"{flag} {out} holds {k}, which this command reads; --force would delete it. "
+                            f"Choose another folder, e.g. {flag} {out / sub}")
+
+
 @contextmanager
 def staged_dir(out: str | os.PathLike, *, force: bool = False, flag: str = "--out",
-               owned_by: str | None = None) -> Iterator[Path]:
+               owned_by: str | None = None, keep: Iterable[str | os.PathLike | None] = (),
+               sub: str = "out") -> Iterator[Path]:
     """Build an output folder whole or not at all.
 
     Yields a temporary sibling of ``out``; when the block succeeds it is renamed into place, when it
     raises (or is interrupted) it is removed and ``out`` is left as it was. An existing non-empty
-    ``out`` is refused unless ``force`` (then it is replaced as a whole, after the new one is complete).
-    ``owned_by`` names the command in the refusal message.
+    ``out`` is refused unless ``force`` (then it is replaced as a whole, after the new one is complete),
+    and never replaced when it is the current folder or holds one of ``keep`` (what the command reads:
+    :func:`check_replace_target`). ``owned_by`` names the command in the refusal message.
     """
     from samdistill.errors import UserError
 
     p = check_out_dir(out, flag)
+    check_replace_target(p, keep=keep, force=force, flag=flag, sub=sub)
     if p.is_dir() and any(p.iterdir()) and not force:
         who = f" (written by {owned_by} or something else)" if owned_by else ""
         raise UserError(f"{flag} {p} is not empty{who}; choose a new folder or pass --force to replace it")

@@ -400,7 +400,8 @@ def predict(
         except (ValueError, AssertionError):
             raise UserError(f"--box must be four numbers x0,y0,x1,y1, got {box!r}") from None
         b = check_prompt({"boxes": [b]}, "--box")["boxes"][0].tolist()  # finite, x1 >= x0, y1 >= y0
-        with staged_dir(out, force=force, owned_by="samdistill predict") as tmp:
+        with staged_dir(out, force=force, owned_by="samdistill predict", keep=[input, model, checkpoint],
+                        sub="predictions") as tmp:
             with num_threads(threads):
                 pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads,
                                       zoom="auto" if zoom is None else zoom)

@@ -215,6 +215,32 @@ def test_a_non_empty_out_is_refused_unless_force(tmp_path, capsys):
     assert not (out / "notes.txt").exists() and (out / "masks" / "a.png").exists()
 
 
+def test_force_never_replaces_the_folder_of_the_images_or_the_prompt_file(tmp_path, capsys):
+    """--force replaces an earlier output, never the folder the command reads from: the input images, the prompt
+    file (or a folder above them) stay, with a one-line error that names what would have been deleted."""
+    inp = _folder(tmp_path, ["a.png", "b.png"])
+    prompts = _csv(inp / "p.csv", ["a.png", "b.png"])  # the prompt file beside the images
+    before = sorted(p.name for p in inp.iterdir())
+    for out in (inp, tmp_path):  # the input folder itself, and a folder above it
+        assert _predict(inp, "--prompts", prompts, "--out", out, "--force") == 2
+        assert "--force would delete it" in _one_error_line(capsys)
+        assert sorted(p.name for p in inp.iterdir()) == before
+    other = tmp_path / "boxes"
+    other.mkdir()
+    outside = _csv(other / "p.csv", ["a.png", "b.png"])
+    assert _predict(inp / "a.png", "--prompts", outside, "--out", other, "--force") == 2  # holds the prompt file
+    assert "p.csv" in _one_error_line(capsys) and outside.exists()
+    assert _predict(inp, "--prompts", prompts, "--out", inp / "predictions", "--force") == 0  # a folder of its own
+    assert (inp / "predictions" / "masks" / "a.png").exists()
+    assert sorted(p.name for p in inp.iterdir()) == sorted(before + ["predictions"])
+    model = tmp_path / "onnx"  # an export folder as the model: refused before it is even loaded
+    model.mkdir()
+    (model / "manifest.json").write_text("{}")
+    code = main(["predict", str(model), "--input", str(inp), "--prompts", str(prompts), "--out", str(model),
+                 "--force", "--no-progress"])
+    assert code == 2 and "--force would delete it" in _one_error_line(capsys) and (model / "manifest.json").exists()
+
+
 def test_a_volume_goes_through_a_staged_folder(tmp_path, capsys):
     import nibabel as nib
 

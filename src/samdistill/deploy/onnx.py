@@ -289,8 +289,7 @@ def _export(kind: str, write: Callable[..., tuple[dict[str, Any], dict[str, Any]
     from samdistill.atomic import staged_dir
 
     out = Path(out_dir)
-    check_export_target(out, keep=[source] if source else [], force=force)
-    with staged_dir(out, force=force, owned_by="samdistill export") as tmp:
+    with staged_dir(out, force=force, owned_by="samdistill export", keep=[source], sub="onnx") as tmp:
         report, spec = write(model, tmp, opset=opset, seed=seed)
         extra: dict[str, Any] = {}
         if finish is not None:
@@ -306,22 +305,6 @@ def _export(kind: str, write: Callable[..., tuple[dict[str, Any], dict[str, Any]
     return report
 
 
-def check_export_target(out: Path, *, keep: list[str | os.PathLike], force: bool) -> None:
-    """``UserError`` when writing ``out`` would remove what the export needs or the user stands in:
-    the current folder (or one above it), or, with ``force``, a folder holding one of ``keep`` (the
-    model being exported, its checkpoint)."""
-    target = out.resolve()
-    cwd = Path.cwd().resolve()
-    if cwd == target or target in cwd.parents:
-        raise UserError(f"--out {out} is the current folder or one above it; give a folder of its own, "
-                        f"e.g. --out {out / 'onnx'}")
-    if not force:
-        return  # a non-empty --out is refused by staged_dir anyway
-    for k in keep:
-        kp = Path(k)
-        if kp.exists() and (kp.resolve() == target or target in kp.resolve().parents):
-            raise UserError(f"--out {out} holds {k}, which is being exported; --force would delete it. "
-                            f"Choose another folder, e.g. --out {out / 'onnx'}")
 
 
 def _sha256(path: Path) -> str:

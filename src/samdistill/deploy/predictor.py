@@ -670,7 +670,7 @@ def predict_folder(predictor: Predictor, inputs: list[Path], prompts: dict[str, 
     from samdistill.atomic import staged_dir
 
     plan = plan_predictions(inputs, prompts, prompt_free=predictor.prompt_free, on_error=on_error)
-    with staged_dir(out_dir, force=force, owned_by="samdistill predict") as tmp:
+    with staged_dir(out_dir, force=force, owned_by="samdistill predict", keep=inputs, sub="predictions") as tmp:
         result = _predict_into(predictor, plan, tmp, on_error=on_error, progress=progress)
     return {**result, "out": str(out_dir)}
 
@@ -689,7 +689,9 @@ def predict_images(model: str | Path, input: str | Path, prompts: str | Path | N
     table = read_prompt_file(prompts) if prompts is not None else None
     source = str(prompts) if prompts is not None else "the prompt file"
     plan = plan_predictions(files, table, prompt_free=table is None, on_error=on_error, source=source)
-    with staged_dir(out_dir, force=force, owned_by="samdistill predict") as tmp:
+    # --force never replaces a folder holding the images, the prompt file or the model being run
+    with staged_dir(out_dir, force=force, owned_by="samdistill predict", keep=[input, prompts, model, checkpoint],
+                    sub="predictions") as tmp:
         with num_threads(threads):
             pred = Predictor.load(model, checkpoint=str(checkpoint) if checkpoint else None, threads=threads, zoom=zoom)
             if pred.prompt_free and table is not None:
