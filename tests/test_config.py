@@ -30,6 +30,17 @@ def test_a_recipe_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
         load_config("../kdsam")  # a name never walks out of the recipes folder
 
 
+def test_an_empty_or_binary_recipe_is_a_one_line_error(tmp_path):
+    """An empty recipe would silently train with the method's bare defaults (not a shipped recipe's); a checkpoint
+    given as --recipe would be a UnicodeDecodeError traceback."""
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(UserError, match=r"recipe .*empty.yaml is empty \(no keys\).*kdsam, knowsam"):
+        load_config(tmp_path / "empty.yaml")
+    (tmp_path / "weights.pt").write_bytes(b"PK\x03\x04\x81\xff binary")
+    with pytest.raises(UserError, match=r"weights.pt is not a YAML text file \(byte 0x81 at offset 4"):
+        load_config(tmp_path / "weights.pt")
+
+
 def test_overrides_are_dotted_and_typed():
     cfg = load_config("kdsam", ["stage1.epochs=3", "student.name=repvit_m0_9", "stages=[2]", "cache.flips=true"])
     assert cfg.stage1.epochs == 3 and cfg.student.name == "repvit_m0_9" and cfg.stages == [2] and cfg.cache.flips

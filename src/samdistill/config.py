@@ -282,9 +282,15 @@ def read_recipe(recipe: str | Path) -> dict[str, Any]:
                             f"{', '.join(sorted(shipped)) or 'none are installed'})")
         p = shipped[str(recipe)]
     try:
-        tree = yaml.safe_load(p.read_text()) or {}
+        tree = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:  # a checkpoint or another binary file given as --recipe
+        raise UserError(f"recipe {p} is not a YAML text file (byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start} is not UTF-8); give a recipe YAML file or a shipped recipe's name") from None
     except yaml.YAMLError as exc:
         raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if tree is None:  # empty, or comments only: it would silently run the method's bare defaults
+        raise UserError(f"recipe {p} is empty (no keys); give the keys of a recipe (start from a copy of a shipped "
+                        f"one: {', '.join(sorted(shipped_recipes()))}), or drop --recipe")
     if not isinstance(tree, dict):
         raise UserError(f"recipe {p} must be a mapping of keys to values")
     return tree

@@ -47,8 +47,9 @@ def build_from_sam(
     )
     if checkpoint is None and pretrained:
         raise CheckpointError(
-            f"{family} needs its checkpoint file: pass --checkpoint PATH/{expected} (weights are never "
-            "downloaded by samdistill); `litemedsam` works without one"
+            f"{family} needs its checkpoint file PATH/{expected}: pass it as --checkpoint (info, eval, predict, "
+            "export, demo) or --teacher-checkpoint (distill, cache, nas); weights are never downloaded by samdistill, and "
+            "`litemedsam` works without one"
         )
     if checkpoint is not None:
         state = read_torch_file(checkpoint, expected=f"the official {expected}")
