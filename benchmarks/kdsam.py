@@ -141,7 +141,7 @@ def run_dataset(name: str, args) -> dict:
     student = load_model(run_dir / "student.pt", device=args.device)
     ev = {}
     for role, model in (("teacher", "litemedsam"), ("student", str(run_dir / "student.pt"))):
-        ev[role] = evaluate_model(model, data, out_dir=run_dir / "eval" / role, split="test", threads=args.threads,
+        ev[role] = evaluate_model(model, data, out_dir=run_dir / "eval" / role, split="test", force=True, threads=args.threads,
                                   progress=not args.quiet, device=args.device)
     speed = cache_speedup(cfg, teacher, student, n=16 if args.device == "cpu" else 128)
     t, s = ev["teacher"], ev["student"]

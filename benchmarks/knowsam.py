@@ -262,7 +262,7 @@ def run_variant(name: str, data: Path, variant: str, args, seed: int = 0) -> dic
     if finished and evaluated.exists():  # trained and evaluated before: read both
         ev = json.loads(evaluated.read_text())
     else:
-        ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test",
+        ev = evaluate_model(str(run_dir / "student.pt"), data, out_dir=run_dir / "eval", split="test", force=True,
                             threads=args.threads, progress=not args.quiet, device=args.device)
     # epoch_seconds: every epoch's training time, also across resumes (train_seconds: this call only)
     curve = val_curve(run_dir)
@@ -401,7 +401,7 @@ def teacher_reference(name: str, data: Path, args) -> dict:
     else:
         from samdistill.api import evaluate_model
 
-        s = evaluate_model("litemedsam", data, out_dir=ref.parent, split="test", threads=args.threads,
+        s = evaluate_model("litemedsam", data, out_dir=ref.parent, split="test", force=True, threads=args.threads,
                            progress=not args.quiet, device=args.device)
         source = "evaluated in this run"
     return {"dice": s["dice"], "iou": s["iou"], "hd95": s["hd95"], "n": s["n"], "source": source,

@@ -90,7 +90,7 @@ def main() -> None:
 
     t0 = time.time()
     out = RESULTS / "runs" / f"reference_{args.data}"
-    summary = evaluate_model("litemedsam", root, out_dir=out, split=args.split, limit=args.limit,
+    summary = evaluate_model("litemedsam", root, out_dir=out, split=args.split, force=True, limit=args.limit,
                              threads=args.threads, progress=False)
     t_ours = time.time() - t0
     ours = {}

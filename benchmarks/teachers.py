@@ -73,12 +73,12 @@ def main() -> None:
     rows = []
     for name in args.datasets:
         s = evaluate_model("litemedsam", shared_dataset(name), out_dir=RESULTS / "runs" / f"teacher_litemedsam_{name}",
-                           split="test", limit=args.limit, threads=args.threads, progress=True)
+                           split="test", force=True, limit=args.limit, threads=args.threads, progress=True)
         rows.append(s)
     mobile = None
     if args.mobilesam_checkpoint is not None:
         s = evaluate_model("mobilesam", shared_dataset("kvasir_seg"), checkpoint=args.mobilesam_checkpoint,
-                           out_dir=RESULTS / "runs" / "teacher_mobilesam_kvasir_seg", split="test",
+                           out_dir=RESULTS / "runs" / "teacher_mobilesam_kvasir_seg", split="test", force=True,
                            limit=args.limit, threads=args.threads)
         rows.append(s)
     else:

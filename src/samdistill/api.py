@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from samdistill.atomic import check_out_dir
+from samdistill.atomic import check_out_dir, check_staged_target
 from samdistill.config import DistillConfig, load_config
 from samdistill.data.datasets import list_datasets, open_dataset
 from samdistill.devices import check_device
@@ -36,6 +36,7 @@ def evaluate_model(
     progress: bool = True,
     coco_map: bool = False,
     zoom: float | None | str = "auto",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Load ``model``, open ``data``, evaluate (box/point prompts, or none for prompt-free students); returns
     the summary dict. ``coco_map``: add COCO mask mAP@[.5:.95]. ``labels``: masks are label maps, foreground =
@@ -47,7 +48,9 @@ def evaluate_model(
     from samdistill.errors import UserError
     from samdistill.eval.interactive import parse_click_prompt
 
-    check_out_dir(out_dir)
+    # before the data and the model are opened: out_dir writable, and empty unless force (then replaced whole)
+    # (never a folder holding the model, its checkpoint or the data)
+    check_staged_target(out_dir, force=force, owned_by="samdistill eval", keep=[model, checkpoint, data], sub="eval")
     check_device(device)
     if zoom != "auto":  # a bad margin fails before the data and the model are opened
         check_zoom(zoom, prompt_free=False, name=str(model))
@@ -63,7 +66,7 @@ def evaluate_model(
     return evaluate(
         m, ds, out_dir=out_dir, model_name=name, split=split, limit=limit,
         protocol=PromptProtocol(kind=kind, jitter=box_jitter, seed=seed),  # type: ignore[arg-type]
-        threads=threads, device=device, progress=progress, coco_map=coco_map, clicks=clicks, zoom=zoom,
+        threads=threads, device=device, progress=progress, coco_map=coco_map, clicks=clicks, zoom=zoom, force=force,
     )
 
 
@@ -119,7 +122,7 @@ def quickstart(out_dir: str | os.PathLike, *, n: int = 40, threads: int | None =
     run = distill(cfg, out, resume=(out / "checkpoints" / "last.pt").exists())
     res = {"distill": run}
     for role, model in (("teacher", "litemedsam"), ("student", str(out / "student.pt"))):
-        res[role] = evaluate_model(model, data, out_dir=out / "eval" / role, split="test", threads=threads,
+        res[role] = evaluate_model(model, data, out_dir=out / "eval" / role, split="test", force=True, threads=threads,
                                    progress=progress)
         res[role]["model"] = role if role == "teacher" else f"student ({cfg.student.name})"
     # what the run left where, for the closing message (and callers that open the pictures)

@@ -74,6 +74,22 @@ def check_replace_target(out: str | os.PathLike, *, keep: Iterable[str | os.Path
                             f"Choose another folder, e.g. {flag} {out / sub}")
 
 
+def check_staged_target(out: str | os.PathLike, *, force: bool = False, flag: str = "--out",
+                        owned_by: str | None = None, keep: Iterable[str | os.PathLike | None] = (),
+                        sub: str = "out") -> Path:
+    """The checks :func:`staged_dir` makes before any work, for a command to make them before it loads anything:
+    ``out`` can be written (:func:`check_out_dir`), is empty unless ``force``, and may be replaced
+    (:func:`check_replace_target`). Returns ``out`` as a ``Path``."""
+    from samdistill.errors import UserError
+
+    p = check_out_dir(out, flag)
+    check_replace_target(p, keep=keep, force=force, flag=flag, sub=sub)
+    if p.is_dir() and any(p.iterdir()) and not force:
+        who = f" (written by {owned_by} or something else)" if owned_by else ""
+        raise UserError(f"{flag} {p} is not empty{who}; choose a new folder or pass --force to replace it")
+    return p
+
+
 @contextmanager
 def staged_dir(out: str | os.PathLike, *, force: bool = False, flag: str = "--out",
                owned_by: str | None = None, keep: Iterable[str | os.PathLike | None] = (),
@@ -86,13 +102,7 @@ def staged_dir(out: str | os.PathLike, *, force: bool = False, flag: str = "--ou
     and never replaced when it is the current folder or holds one of ``keep`` (what the command reads:
     :func:`check_replace_target`). ``owned_by`` names the command in the refusal message.
     """
-    from samdistill.errors import UserError
-
-    p = check_out_dir(out, flag)
-    check_replace_target(p, keep=keep, force=force, flag=flag, sub=sub)
-    if p.is_dir() and any(p.iterdir()) and not force:
-        who = f" (written by {owned_by} or something else)" if owned_by else ""
-        raise UserError(f"{flag} {p} is not empty{who}; choose a new folder or pass --force to replace it")
+    p = check_staged_target(out, force=force, flag=flag, owned_by=owned_by, keep=keep, sub=sub)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".partial", dir=p.parent))
     try:

@@ -158,6 +158,8 @@ def eval_cmd(
     zoom: Optional[float] = typer.Option(None, min=0.0, help="Score each image on the square crop of ZOOM x the "
                                          "longer side of its box (as predict --zoom; 0: the whole image); default: "
                                          "the zoom the model was distilled with (data.zoom), else the whole image."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out as a whole, once the new "
+                               "evaluation is complete (never a folder holding the model or the data)."),
 ) -> None:
     """Evaluate a model (promptable: simulated prompts; prompt-free: none); Dice, IoU, NSD, HD95, MACs, latency.
 
@@ -175,7 +177,7 @@ def eval_cmd(
         model, data, out_dir=out, split=split, limit=limit, checkpoint=checkpoint, layout=layout,
         prompt=prompt, box_jitter=box_jitter, seed=seed, threads=threads, device=device,
         on_error=on_error.value, mask_threshold=mask_threshold, labels=parse_labels(labels) if labels else None,
-        progress=progress, coco_map=coco_map, zoom="auto" if zoom is None else zoom,
+        progress=progress, coco_map=coco_map, zoom="auto" if zoom is None else zoom, force=force,
     )
     _print_summary(summary, out)
 

@@ -154,6 +154,34 @@ def test_evaluate_itself_checks_out_dir(tmp_path, tiny_model):
         evaluate(tiny_model, open_dataset("synthetic:n=5,size=64"), out_dir=f, model_name="t", progress=False)
 
 
+def test_eval_never_writes_into_a_non_empty_out_and_force_replaces_it_whole(tmp_path, capsys, synth_folder):
+    """A colleague's folder is refused (their files untouched); --force replaces it whole, so no file of another
+    evaluation (per_image_clicks.csv of a clicks run) is left beside the new summary; a failed eval leaves no
+    folder; --force never replaces a folder holding the data or the model."""
+    from samdistill.cli import main
+
+    base = ["eval", "--model", "test_sam", "--data", str(synth_folder), "--split", "all", "--limit", "2",
+            "--no-progress"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "summary.json").write_text("mine")
+    assert main([*base, "--out", str(theirs)]) == 2
+    assert "--force" in _one_line_error(capsys) and (theirs / "summary.json").read_text() == "mine"
+    mixed = tmp_path / "mixed"
+    assert main([*base, "--out", str(mixed), "--prompt", "clicks:1"]) == 0
+    assert (mixed / "per_image_clicks.csv").exists()
+    assert main([*base, "--out", str(mixed), "--force"]) == 0
+    assert sorted(p.name for p in mixed.iterdir()) == ["per_image.csv", "split.json", "summary.json"]  # no clicks
+    assert "interactive" not in json.loads((mixed / "summary.json").read_text())
+    assert main([*base, "--split", "tset", "--out", str(tmp_path / "typo")]) == 2  # fails: nothing left behind
+    assert not (tmp_path / "typo").exists() and not list(tmp_path.glob(".typo*"))
+    capsys.readouterr()
+    before = sorted(p.name for p in synth_folder.iterdir())
+    assert main([*base, "--out", str(synth_folder), "--force"]) == 2
+    assert "--force would delete it" in _one_line_error(capsys)
+    assert sorted(p.name for p in synth_folder.iterdir()) == before
+
+
 # ------------------------------------------------------------------ --prompt clicks:K (interactive protocol)
 def test_eval_clicks_protocol(tmp_path, tiny_model):
     from samdistill.api import evaluate_model

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from samdistill._version import __version__
-from samdistill.atomic import check_out_dir
+from samdistill.atomic import staged_dir
 from samdistill.data.datasets import SegDataset
 from samdistill.data.prompts import (
     box_ellipse_mask,
@@ -157,8 +157,12 @@ def evaluate(
     coco_map: bool = False,
     clicks: int = 0,
     zoom: float | None | str = "auto",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset[split][:limit]``; write ``per_image.csv`` + ``summary.json``.
+    ``out_dir`` is built whole in a staged sibling and moved into place only when the evaluation is complete
+    (a failure leaves it as it was); a non-empty ``out_dir`` is refused unless ``force`` (then replaced as a
+    whole, so no file of an earlier evaluation is left beside the new ones).
     ``coco_map``: also COCO mask mAP@[.5:.95] (one instance per image, scored by the model). ``clicks``: also
     the interactive protocol (:mod:`samdistill.eval.interactive`) from ``protocol``'s first prompt (tight box or
     point), up to ``clicks`` corrective clicks: ``summary["interactive"]`` and ``per_image_clicks.csv``.
@@ -172,8 +176,17 @@ def evaluate(
         raise UserError("--prompt clicks:K needs a promptable model, a tight box or a point first, and --device cpu "
                         "(the clicks are decoded through the CPU Predictor)")
     zoom = model_zoom(model, zoom, model_name)  # a bad margin, or any on a prompt-free model: before any work
-    out = check_out_dir(out_dir)  # a file, under a file, or read-only: one-line error, not a traceback
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_dir(out_dir, force=force, owned_by="samdistill eval", keep=[dataset.root], sub="eval") as out:
+        return _evaluate_into(out, model, seg, dataset, model_name=model_name, split=split, limit=limit,
+                              protocol=protocol, threads=threads, device=device, progress=progress,
+                              coco_map=coco_map, clicks=clicks, zoom=zoom)
+
+
+def _evaluate_into(out: Path, model, seg, dataset: SegDataset, *, model_name: str, split: str, limit: int | None,
+                   protocol: PromptProtocol, threads: int | None, device: str, progress: bool, coco_map: bool,
+                   clicks: int, zoom: float | None) -> dict[str, Any]:
+    """:func:`evaluate`'s work, written into the (staged) folder ``out``."""
+    prompt_free = seg.prompt_free
     ids = dataset.ids(split, limit)
     if not ids:
         raise UserError(f"split {split!r} of {dataset.name} is empty")
