@@ -116,3 +116,22 @@ def test_medsam_uses_official_stretch_preprocessing():
 
     assert MEDSAM_PREPROCESS.resize == "stretch" and MEDSAM_PREPROCESS.normalize == "minmax"
     assert MEDSAM_PREPROCESS.resized_hw((300, 500)) == (1024, 1024)
+
+
+def test_a_folder_given_as_a_model_says_what_to_give_instead(tmp_path):
+    """An export folder points to the commands that take it and to its source checkpoint; a run folder to its
+    student.pt; any other folder to a name or a .pt file (not "unknown model" and the list of names)."""
+    import json
+
+    export = tmp_path / "onnx"
+    export.mkdir()
+    (export / "manifest.json").write_text(json.dumps({"source": "runs/a/student.pt"}))
+    with pytest.raises(UserError, match=r"onnx is an ONNX export folder.*bench.*predict.*\(runs/a/student.pt\)"):
+        load_model(export)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "student.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"run is a run folder; give its checkpoint: .*run/student.pt"):
+        load_model(run)
+    with pytest.raises(UserError, match=r"is a folder, not a model"):
+        load_model(tmp_path)

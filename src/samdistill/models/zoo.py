@@ -7,6 +7,7 @@ A samdistill checkpoint is one file holding
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -127,11 +128,29 @@ def load_model(
         model = MODELS.get(key)(checkpoint=checkpoint, **config)
     elif Path(key).is_file() or key.endswith((".pt", ".pth")):
         model = _load_checkpoint(Path(key), family_hint=None)
+    elif Path(key).is_dir():
+        raise UserError(_folder_message(Path(key)))
     else:
         raise UserError(
             f"{MODELS.unknown_message(key)} (or give the path of a samdistill checkpoint file)"
         )
     return model.to(device)
+
+
+def _folder_message(folder: Path) -> str:
+    """Why a folder is not a model here: an ONNX export (its manifest names what it was exported from), a run
+    folder (its student.pt is), or neither."""
+    if (folder / "manifest.json").is_file():  # the export manifest (deploy.onnx.MANIFEST; models never import deploy)
+        try:
+            source = json.loads((folder / "manifest.json").read_text()).get("source")
+        except (OSError, ValueError, AttributeError):
+            source = None
+        src = f", or this command on the checkpoint it came from ({source})" if source else ""
+        return (f"{folder} is an ONNX export folder: this command takes a model name or a samdistill .pt checkpoint; "
+                f"use `samdistill bench`, `predict` or `demo` with the export folder{src}")
+    if (folder / "student.pt").is_file():
+        return f"{folder} is a run folder; give its checkpoint: {folder / 'student.pt'}"
+    return f"{folder} is a folder, not a model: give a model name (`samdistill list`) or a samdistill .pt checkpoint"
 
 
 def _load_checkpoint(path: Path, family_hint: str | None) -> nn.Module:
