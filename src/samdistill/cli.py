@@ -284,6 +284,7 @@ def cache(
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help="raise | skip bad files."),
     labels: Optional[str] = typer.Option(None, help="Masks are label maps: foreground = pixels with these values, "
                                          "e.g. 1,2 or 2 (0 and any other value are background)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Compute and store teacher embeddings once (fp16, resumable; `distill` reuses them).
 
@@ -297,7 +298,7 @@ def cache(
 
     stats = build_cache(data, teacher=teacher, checkpoint=teacher_checkpoint, split=split, limit=limit, flips=flips,
                         cache_dir=cache_dir, threads=threads, on_error=on_error.value,
-                        labels=parse_labels(labels) if labels else None)
+                        labels=parse_labels(labels) if labels else None, progress=progress)
     typer.echo(f"cache {stats['dir']}: {stats['hits']} already there, {stats['misses']} computed, "
                f"{stats['corrupt']} corrupt entries replaced, {stats['skipped']} bad files skipped, {stats['seconds']:.0f} s")
     for file, reason in stats["skipped_files"]:
@@ -413,6 +414,9 @@ def predict(
         return
     from samdistill.deploy.predictor import predict_images
 
+    if box is not None or slice_index is not None:  # they would be ignored: images take their prompts from a file
+        raise UserError("--box and --slice are for volumes (.nii, .nii.gz, a DICOM folder); for images give "
+                        "--prompts FILE (a CSV image,x0,y0,x1,y1 or a JSON file)")
     r = predict_images(model, input, prompts, out, checkpoint=checkpoint, threads=threads, on_error=on_error.value,
                        force=force, progress=progress, zoom="auto" if zoom is None else zoom)
     if r["unused_prompts"]:

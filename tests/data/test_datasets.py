@@ -294,6 +294,8 @@ def test_cache_with_on_error_skip_names_each_skipped_file(synth_folder, tmp_path
 
     bad = _break(synth_folder, "unreadable")
     assert main(["cache", "--teacher", "test_sam", "--data", str(synth_folder), "--split", "all", "--cache-dir",
-                 str(tmp_path / "c"), "--on-error", "skip"]) == 0
-    out = capsys.readouterr().out
+                 str(tmp_path / "c"), "--on-error", "skip", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    out = cap.out
     assert "1 bad files skipped" in out and f"  skipped {bad}: " in out and "cannot read image" in out
+    assert "it/s" not in cap.err and "img/s" not in cap.err  # --no-progress: no bar in the logs

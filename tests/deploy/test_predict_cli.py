@@ -241,6 +241,18 @@ def test_force_never_replaces_the_folder_of_the_images_or_the_prompt_file(tmp_pa
     assert code == 2 and "--force would delete it" in _one_error_line(capsys) and (model / "manifest.json").exists()
 
 
+def test_volume_flags_on_images_and_a_non_image_input_are_one_line_errors(tmp_path, capsys):
+    """--box / --slice on 2-D images would be ignored silently; a text file as --input is "not an image", not
+    "no prompt for it"."""
+    inp = _folder(tmp_path, ["a.png"])
+    prompts = _csv(tmp_path / "p.csv", ["a.png"])
+    assert _predict(inp, "--prompts", prompts, "--box", "1,2,3,4", "--out", tmp_path / "o") == 2
+    assert "--box and --slice are for volumes" in _one_error_line(capsys) and not (tmp_path / "o").exists()
+    (tmp_path / "notes.txt").write_text("x")
+    assert _predict(tmp_path / "notes.txt", "--prompts", prompts, "--out", tmp_path / "o") == 2
+    assert "notes.txt is not an image" in _one_error_line(capsys)
+
+
 def test_a_volume_goes_through_a_staged_folder(tmp_path, capsys):
     import nibabel as nib
 

@@ -494,6 +494,8 @@ def list_images(input: str | Path) -> list[Path]:
     if not p.exists():
         raise UserError(f"input not found: {p}")
     if not p.is_dir():
+        if p.suffix.lower() not in IMAGE_EXTS:
+            raise UserError(f"{p} is not an image ({', '.join(IMAGE_EXTS)}; volumes: .nii, .nii.gz, a DICOM folder)")
         return [p]
     files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
     if not files:
