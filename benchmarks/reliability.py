@@ -691,6 +691,53 @@ def unlabeled_cases(root: Path) -> list[dict]:
     return rows
 
 
+def force_cases(root: Path) -> list[dict]:
+    """--force replaces an earlier output, never what the command reads; eval's --out is whole like predict's; a
+    recipe that is empty or not text is refused (found by a new-user review, 2026-12-08)."""
+    from samdistill.models.zoo import load_model, save_model
+
+    rows = []
+    d = root / "force_in"
+    d.mkdir()
+    _tiny_image(d / "a.png")
+    prompts = _box_csv(d / "p.csv", "a.png")
+    before = _files(d)
+    r = cli(["predict", "test_sam", "--input", str(d), "--prompts", str(prompts), "--out", str(d), "--force"])
+    rows.append(_row("predict_force_out_is_input", "predict --force with --out = the --input folder (which holds the "
+                     "prompt file)", "one-line refusal ('--force would delete it'), exit 2, the images untouched", r,
+                     r["rc"] == 2 and "would delete it" in r["stderr"] and _files(d) == before))
+    run = root / "force_run"
+    ck = run / "student.pt"
+    save_model(load_model("test_resnet18", teacher=load_model("test_sam")), ck)
+    r = cli(["predict", str(ck), "--input", str(d / "a.png"), "--prompts", str(prompts), "--out", str(run), "--force"])
+    rows.append(_row("predict_force_out_holds_model", "predict --force with --out = the folder holding the model's "
+                     "student.pt", "one-line refusal, exit 2, student.pt kept", r,
+                     r["rc"] == 2 and "would delete it" in r["stderr"] and ck.exists()))
+    data = folder(root, "force_data", n=4)
+    theirs = root / "force_theirs"
+    theirs.mkdir()
+    (theirs / "summary.json").write_text("a colleague's")
+    base = ["eval", "--model", "test_sam", "--data", str(data), "--split", "all", "--no-progress"]
+    r = cli(base + ["--out", str(theirs)])
+    rows.append(_row("eval_nonempty_out", "eval --out a folder holding someone's summary.json",
+                     "one-line refusal naming --force, exit 2, their file untouched", r,
+                     r["rc"] == 2 and "--force" in r["stderr"] and (theirs / "summary.json").read_text() == "a colleague's"))
+    before = _files(data)
+    r = cli(base + ["--out", str(data), "--force"])
+    rows.append(_row("eval_force_out_is_data", "eval --force with --out = the --data folder",
+                     "one-line refusal, exit 2, the dataset untouched", r,
+                     r["rc"] == 2 and "would delete it" in r["stderr"] and _files(data) == before))
+    (root / "empty.yaml").write_text("# to fill in\n")
+    (root / "weights.pt").write_bytes(b"PK\x03\x04\x81\xff\x00binary")
+    for case, recipe, words in (("recipe_empty", "empty.yaml", "is empty"), ("recipe_binary", "weights.pt", "not a YAML")):
+        out = root / f"{case}_out"
+        r = cli(["distill", "--recipe", str(root / recipe), "--data", str(data), "--out", str(out)])
+        rows.append(_row(case, f"distill --recipe {recipe} ({'comments only' if 'empty' in case else 'a binary file'})",
+                         "one-line error, exit 2, no run folder", r,
+                         r["rc"] == 2 and words in r["stderr"] and not out.exists()))
+    return rows
+
+
 def describe(row: dict) -> str:
     if "outcome" in row:
         return row["outcome"]
@@ -721,7 +768,7 @@ def main() -> None:
     try:
         rows = (data_cases(root) + model_config_cases(root) + runtime_cases(root) + run_folder_cases(root)
                 + read_only_case(root) + predict_cases(root) + export_cases(root) + data_guard_cases(root)
-                + unlabeled_cases(root))
+                + unlabeled_cases(root) + force_cases(root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     tracebacks = [r["case"] for r in rows if r.get("raise", {}).get("traceback") or r.get("skip", {}).get("traceback")]

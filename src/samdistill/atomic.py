@@ -70,7 +70,8 @@ def check_replace_target(out: str | os.PathLike, *, keep: Iterable[str | os.Path
             continue
         kp = Path(k).resolve()
         if kp == target or target in kp.parents:
-            raise UserError(f"{flag} {out} holds {k}, which this command reads; --force would delete it. "
+            what = "is the folder" if kp == target else "holds"
+            raise UserError(f"{flag} {out} {what} {k}, which this command reads; --force would delete it. "
                             f"Choose another folder, e.g. {flag} {out / sub}")
 
 
