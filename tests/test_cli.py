@@ -70,12 +70,15 @@ def test_list_and_info(capsys):
 
 
 def test_help_has_examples(capsys):
-    for verb in ("eval", "info", "list", "quickstart"):
-        with pytest.raises(SystemExit):
-            from samdistill.cli import app
+    from samdistill.cli import app
 
-            app([verb, "--help"], prog_name="samdistill")
-        assert "Example:" in capsys.readouterr().out
+    verbs = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    verbs += [["nas"], ["nas", "search"], ["nas", "train"]]
+    assert ["eval"] in verbs and len(verbs) >= 12
+    for verb in verbs:
+        with pytest.raises(SystemExit):
+            app([*verb, "--help"], prog_name="samdistill")
+        assert "Example:" in capsys.readouterr().out, verb
 
 
 def test_quickstart_distills_the_real_teacher(tmp_path, capsys):

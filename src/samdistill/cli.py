@@ -568,7 +568,10 @@ def demo(
     make_server(service, host=host, port=port).run()
 
 
-nas_app = typer.Typer(help="EfficientMedSAM: search a student encoder (DARTS under a MACs budget), then distill it.",
+nas_app = typer.Typer(help="EfficientMedSAM: search a student encoder (DARTS under a MACs budget), then distill it.\n\n"
+                      "Example: samdistill nas search --data ../shared/data/kvasir_seg --out runs/search --macs-budget 1.2"
+                      " && samdistill nas train --genotype runs/search/genotype.json --data ../shared/data/kvasir_seg "
+                      "--out runs/nas_student",
                       no_args_is_help=True)
 app.add_typer(nas_app, name="nas")
 
