@@ -145,7 +145,6 @@ def export_model(
     report is then int8 vs fp32. ``int8_graphs``: which graphs are quantised (``encoder``, ``decoder`` or both,
     comma-separated; default the decoder alone, see
     :data:`samdistill.deploy.quantize.DEFAULT_GRAPHS`); the others stay fp32 in the int8 folder. Returns the verification report."""
-    from samdistill.atomic import check_replace_target
     from samdistill.deploy.onnx import export_onnx
     from samdistill.errors import UserError
 
@@ -155,8 +154,9 @@ def export_model(
         raise UserError("--calibrate is for --int8 exports; add --int8 or drop --calibrate")
     if int8_graphs is not None and not int8:
         raise UserError("--int8-graphs is for --int8 exports; add --int8 or drop --int8-graphs")
-    # before loading: --force must not delete the model being exported (or its weights)
-    check_replace_target(out_dir, keep=[model, checkpoint], force=force, sub="onnx")
+    # before loading, the checks staged_dir makes again when it writes: --out writable, empty unless --force, and
+    # never the folder holding the model being exported (or its weights)
+    check_staged_target(out_dir, force=force, owned_by="samdistill export", keep=[model, checkpoint], sub="onnx")
     m = load_model(model, checkpoint=checkpoint)
     finish = None
     if int8:

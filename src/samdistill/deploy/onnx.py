@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,8 +302,6 @@ def _export(kind: str, write: Callable[..., tuple[dict[str, Any], dict[str, Any]
             manifest["zoom"] = zoom
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return report
-
-
 
 
 def _sha256(path: Path) -> str:
